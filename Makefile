@@ -1,0 +1,51 @@
+# The README's two commands: `make run` (serve on SQLite) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# PostgreSQL server the tests create throwaway databases on (skipped if unreachable,
+# except under CI=true, where an unreachable PostgreSQL fails the run).
+MABAPI_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+export MABAPI_TEST_POSTGRES_URL
+
+.PHONY: run test lint typecheck pytest install install-dev migrations-check bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(BIN)/mabapi serve
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+pytest: install-dev
+	$(BIN)/pytest
+
+# Models and migrations must not drift: autogenerate finds nothing to add.
+migrations-check: install-dev
+	@tmp=$$(mktemp -d) && MABAPI_DATABASE_URL=sqlite:///$$tmp/check.db $(BIN)/alembic upgrade head \
+	  && MABAPI_DATABASE_URL=sqlite:///$$tmp/check.db $(BIN)/alembic check; rc=$$?; rm -rf $$tmp; exit $$rc
+
+test: lint typecheck migrations-check pytest
+
+bench: install-dev
+	$(BIN)/python benchmarks/allocation.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""mabapi: a self-hosted multi-armed bandit service for A/B tests."""
+
+__version__ = "0.2.0"

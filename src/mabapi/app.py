@@ -1,0 +1,164 @@
+"""Application factory: lifespan, error handling, middleware, every router."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mabapi import __version__
+from mabapi.db.engine import engine_from_settings, make_sessionmaker
+from mabapi.db.migrate import upgrade
+from mabapi.errors import AppError, error_body
+from mabapi.experiments.routes import allocations_router, experiments_router, metrics_router
+from mabapi.health import router as health_router
+from mabapi.middleware import BodySizeLimit
+from mabapi.settings import Settings
+
+logger = logging.getLogger("mabapi")
+
+RETRY_AFTER_S = "2"
+
+DESCRIPTION = """\
+A self-hosted multi-armed bandit service for A/B tests. Post what each variant did
+(`POST /metrics/`), ask how to split traffic next (`GET /allocations/{experiment_id}`),
+and see how sure the model is (`GET /experiments/{id}/summary`).
+
+Every error answers with one JSON shape:
+`{"error": {"code": "...", "message": "...", "details": [...]}}`.
+"""
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _validation_response(error: RequestValidationError) -> JSONResponse:
+    details = []
+    for item in error.errors():
+        message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
+        if item.get("type") == "json_invalid":
+            message = "request body is not valid JSON: " + str(
+                item.get("ctx", {}).get("error", message)
+            )
+        elif item.get("type") == "missing":
+            message = "this field is required"
+        elif item.get("type") == "extra_forbidden":
+            message = "unknown field: remove it (see the schema at /docs)"
+        details.append({"field": _location(tuple(item.get("loc", ()))), "message": message})
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+    if len(details) > 5:
+        summary += f"; and {len(details) - 5} more"
+    return JSONResponse(
+        error_body("invalid_request", summary or "invalid request", details), status_code=422
+    )
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    """True for failures to reach the database, as opposed to bugs or bad data."""
+    if isinstance(error, sa_exc.TimeoutError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return True
+    return isinstance(error, OSError)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_request: Request, error: AppError) -> JSONResponse:
+        headers = {"Retry-After": RETRY_AFTER_S} if error.status_code == 503 else None
+        return JSONResponse(
+            error_body(error.code, error.message, error.details),
+            status_code=error.status_code,
+            headers=headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return _validation_response(error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        message = str(error.detail)
+        if error.status_code == 404 and message == "Not Found":
+            message = "no such route; see /docs for the API"
+        return JSONResponse(
+            error_body(codes.get(error.status_code, "http_error"), message),
+            status_code=error.status_code,
+            headers=getattr(error, "headers", None),
+        )
+
+    @app.exception_handler(sa_exc.IntegrityError)
+    async def _integrity(_request: Request, error: sa_exc.IntegrityError) -> JSONResponse:
+        # Reached only when a concurrent request won a race (e.g. two creates of one id).
+        logger.info("integrity conflict: %s", type(error.orig).__name__)
+        return JSONResponse(
+            error_body("conflict", "the request conflicts with a concurrent change; retry it"),
+            status_code=409,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
+        if _is_unavailable(error):
+            logger.warning("database unavailable: %s", type(error).__name__)
+            return JSONResponse(
+                error_body("service_unavailable", "the database is unreachable; retry shortly"),
+                status_code=503,
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
+        logger.exception("unhandled error")
+        return JSONResponse(
+            error_body("internal_error", "unexpected server error; it has been logged"),
+            status_code=500,
+        )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the ASGI app for `settings`. Nothing here reads the environment."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = engine_from_settings(settings)
+        if settings.migrate_on_start:
+            await upgrade(engine)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="mabapi",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    _install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        max_batch_bytes=settings.max_batch_body_bytes,
+    )
+    app.include_router(health_router)
+    app.include_router(metrics_router)
+    app.include_router(allocations_router)
+    app.include_router(experiments_router)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for `uvicorn --factory` (used by `mabapi serve`)."""
+    return create_app(Settings())

@@ -1,0 +1,1 @@
+"""Database plumbing: metadata, engine and sessions, migrations."""

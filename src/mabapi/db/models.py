@@ -1,0 +1,6 @@
+"""Imports every table module so `Base.metadata` is complete (Alembic, tests)."""
+
+from mabapi.db.base import Base
+from mabapi.experiments import models as experiments_models
+
+__all__ = ["Base", "experiments_models"]

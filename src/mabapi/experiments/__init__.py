@@ -1,0 +1,1 @@
+"""Experiments, their variants, daily metrics and allocation snapshots."""

@@ -1,0 +1,139 @@
+"""Tables of the experiments domain. SQL lives here and in repository.py only."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    Enum,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from mabapi.db.base import Base, UTCDateTime, utcnow
+
+ID_LENGTH = 128
+
+
+class ExperimentStatus(enum.StrEnum):
+    DRAFT = "draft"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[ExperimentStatus] = mapped_column(
+        Enum(
+            ExperimentStatus,
+            name="experiment_status",
+            native_enum=False,
+            length=16,
+            values_callable=lambda members: [m.value for m in members],
+            validate_strings=True,
+        ),
+        default=ExperimentStatus.RUNNING,
+    )
+    algorithm: Mapped[str] = mapped_column(String(32), default="thompson")
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    variants: Mapped[list[Variant]] = relationship(
+        back_populates="experiment",
+        lazy="raise",
+        order_by="(Variant.position, Variant.created_at, Variant.id)",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    @property
+    def archived(self) -> bool:
+        return self.archived_at is not None
+
+
+class Variant(Base):
+    __tablename__ = "variants"
+
+    experiment_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    is_control: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Order of creation, so answers list variants in a stable order on both databases.
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    experiment: Mapped[Experiment] = relationship(back_populates="variants", lazy="raise")
+
+
+class ExperimentMetric(Base):
+    """One variant's reported totals for one day (set, not added: a re-post replaces)."""
+
+    __tablename__ = "experiment_metrics"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["experiment_id", "variant_id"],
+            ["variants.experiment_id", "variants.id"],
+            ondelete="CASCADE",
+        ),
+        UniqueConstraint("experiment_id", "variant_id", "date"),
+        CheckConstraint("impressions >= 0", name="impressions_non_negative"),
+        CheckConstraint("successes >= 0", name="successes_non_negative"),
+        CheckConstraint("successes <= impressions", name="successes_within_impressions"),
+        # Allocations read "everything before day D" per experiment.
+        Index("ix_experiment_metrics_experiment_date", "experiment_id", "date"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    experiment_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    variant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    date: Mapped[date] = mapped_column(Date)
+    impressions: Mapped[int] = mapped_column(BigInteger)
+    successes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AllocationSnapshot(Base):
+    """An allocation as served: its inputs, the algorithm that made it, and the answer."""
+
+    __tablename__ = "allocation_snapshots"
+    __table_args__ = (UniqueConstraint("experiment_id", "for_date", "inputs_hash"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    experiment_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("experiments.id", ondelete="CASCADE")
+    )
+    for_date: Mapped[date] = mapped_column(Date)
+    algorithm: Mapped[str] = mapped_column(String(32))
+    algorithm_version: Mapped[str] = mapped_column(String(64))
+    inputs_hash: Mapped[str] = mapped_column(String(64))
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    allocations: Mapped[dict[str, Any]] = mapped_column(JSON)
+    probabilities: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

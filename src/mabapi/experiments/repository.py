@@ -1,0 +1,272 @@
+"""Every SQL statement of the experiments domain. No FastAPI, no maths."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from mabapi.db.base import utcnow
+from mabapi.experiments.models import (
+    AllocationSnapshot,
+    Experiment,
+    ExperimentMetric,
+    ExperimentStatus,
+    Variant,
+)
+
+# asyncpg allows 32,767 bind parameters per statement; keep multi-row inserts below it.
+_ROWS_PER_STATEMENT = 2_000
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    """INSERT with ON CONFLICT support for whichever database the session is bound to."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _chunks(rows: Sequence[dict[str, Any]]) -> Iterable[Sequence[dict[str, Any]]]:
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        yield rows[start : start + _ROWS_PER_STATEMENT]
+
+
+@dataclass(frozen=True, slots=True)
+class VariantTotals:
+    impressions: int
+    successes: int
+
+
+async def get_experiment(
+    session: AsyncSession, experiment_id: str, *, with_variants: bool = True
+) -> Experiment | None:
+    statement = select(Experiment).where(Experiment.id == experiment_id)
+    if with_variants:
+        statement = statement.options(selectinload(Experiment.variants))
+    result: Experiment | None = await session.scalar(statement)
+    return result
+
+
+async def existing_experiment_ids(session: AsyncSession, ids: Iterable[str]) -> set[str]:
+    rows = await session.scalars(select(Experiment.id).where(Experiment.id.in_(set(ids))))
+    return set(rows)
+
+
+async def archived_experiment_ids(session: AsyncSession, ids: Iterable[str]) -> set[str]:
+    rows = await session.scalars(
+        select(Experiment.id).where(Experiment.id.in_(set(ids)), Experiment.archived_at.isnot(None))
+    )
+    return set(rows)
+
+
+async def existing_variant_keys(
+    session: AsyncSession, keys: Iterable[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    wanted = set(keys)
+    experiment_ids = {experiment_id for experiment_id, _ in wanted}
+    rows = await session.execute(
+        select(Variant.experiment_id, Variant.id).where(Variant.experiment_id.in_(experiment_ids))
+    )
+    return {(row[0], row[1]) for row in rows} & wanted
+
+
+async def insert_experiments_if_missing(session: AsyncSession, ids: Iterable[str]) -> None:
+    """Register experiments first seen in metrics; concurrent callers are safe."""
+    now = utcnow()
+    rows = [
+        {
+            "id": experiment_id,
+            "name": experiment_id,
+            "description": "",
+            "status": ExperimentStatus.RUNNING,
+            "algorithm": "thompson",
+            "created_at": now,
+            "updated_at": now,
+        }
+        for experiment_id in sorted(set(ids))
+    ]
+    for chunk in _chunks(rows):
+        await session.execute(
+            _insert(session, Experiment).values(list(chunk)).on_conflict_do_nothing()
+        )
+
+
+async def insert_variants_if_missing(
+    session: AsyncSession, keys: Iterable[tuple[str, str]]
+) -> None:
+    """Register variants first seen in metrics. A variant named `control` is the control."""
+    now = utcnow()
+    rows = [
+        {
+            "experiment_id": experiment_id,
+            "id": variant_id,
+            "name": variant_id,
+            "is_control": variant_id.lower() == "control",
+            "active": True,
+            "position": 0,
+            "created_at": now,
+        }
+        for experiment_id, variant_id in sorted(set(keys))
+    ]
+    for chunk in _chunks(rows):
+        await session.execute(
+            _insert(session, Variant).values(list(chunk)).on_conflict_do_nothing()
+        )
+
+
+async def upsert_daily_metrics(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Set each (experiment, variant, date) row's totals: insert, or replace on conflict.
+
+    One statement per chunk (multi-row VALUES), so a 10,000-row batch is a handful of round
+    trips. Callers guarantee one row per key (PostgreSQL refuses to update a row twice in
+    one statement).
+    """
+    now = utcnow()
+    values = [{**row, "created_at": now, "updated_at": now} for row in rows]
+    for chunk in _chunks(values):
+        statement = _insert(session, ExperimentMetric).values(list(chunk))
+        statement = statement.on_conflict_do_update(
+            index_elements=["experiment_id", "variant_id", "date"],
+            set_={
+                "impressions": statement.excluded.impressions,
+                "successes": statement.excluded.successes,
+                "updated_at": statement.excluded.updated_at,
+            },
+        )
+        await session.execute(statement)
+
+
+async def metric_totals(
+    session: AsyncSession, experiment_id: str, *, before: date | None = None
+) -> dict[str, VariantTotals]:
+    """Impressions and successes per variant, summed over days (strictly before `before`)."""
+    statement = (
+        select(
+            ExperimentMetric.variant_id,
+            func.sum(ExperimentMetric.impressions),
+            func.sum(ExperimentMetric.successes),
+        )
+        .where(ExperimentMetric.experiment_id == experiment_id)
+        .group_by(ExperimentMetric.variant_id)
+    )
+    if before is not None:
+        statement = statement.where(ExperimentMetric.date < before)
+    rows = await session.execute(statement)
+    return {row[0]: VariantTotals(int(row[1]), int(row[2])) for row in rows}
+
+
+async def list_daily_metrics(
+    session: AsyncSession,
+    experiment_id: str,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    variant_id: str | None = None,
+) -> Sequence[ExperimentMetric]:
+    statement = select(ExperimentMetric).where(ExperimentMetric.experiment_id == experiment_id)
+    if start is not None:
+        statement = statement.where(ExperimentMetric.date >= start)
+    if end is not None:
+        statement = statement.where(ExperimentMetric.date <= end)
+    if variant_id is not None:
+        statement = statement.where(ExperimentMetric.variant_id == variant_id)
+    statement = statement.order_by(ExperimentMetric.date, ExperimentMetric.variant_id)
+    return (await session.scalars(statement)).all()
+
+
+def _experiment_filter(
+    statement: Select[Any], *, status: ExperimentStatus | None, include_archived: bool
+) -> Select[Any]:
+    if status is not None:
+        statement = statement.where(Experiment.status == status)
+    if not include_archived:
+        statement = statement.where(Experiment.archived_at.is_(None))
+    return statement
+
+
+async def list_experiments(
+    session: AsyncSession,
+    *,
+    limit: int,
+    offset: int,
+    status: ExperimentStatus | None,
+    include_archived: bool,
+) -> tuple[Sequence[Experiment], int]:
+    page = _experiment_filter(select(Experiment), status=status, include_archived=include_archived)
+    page = (
+        page.options(selectinload(Experiment.variants))
+        .order_by(Experiment.created_at.desc(), Experiment.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    count = _experiment_filter(
+        select(func.count()).select_from(Experiment),
+        status=status,
+        include_archived=include_archived,
+    )
+    items = (await session.scalars(page)).all()
+    total = int(await session.scalar(count) or 0)
+    return items, total
+
+
+async def add_experiment(session: AsyncSession, experiment: Experiment) -> None:
+    session.add(experiment)
+    await session.flush()
+
+
+async def add_variant(session: AsyncSession, variant: Variant) -> None:
+    session.add(variant)
+    await session.flush()
+
+
+async def next_variant_position(session: AsyncSession, experiment_id: str) -> int:
+    highest = await session.scalar(
+        select(func.max(Variant.position)).where(Variant.experiment_id == experiment_id)
+    )
+    return int(highest or 0) + 1
+
+
+async def touch_experiment(session: AsyncSession, experiment_id: str) -> None:
+    await session.execute(
+        update(Experiment).where(Experiment.id == experiment_id).values(updated_at=utcnow())
+    )
+
+
+async def insert_snapshot_if_new(session: AsyncSession, values: dict[str, Any]) -> bool:
+    """Record an allocation once per (experiment, date, inputs); True if it was new."""
+    statement = (
+        _insert(session, AllocationSnapshot)
+        .values(created_at=utcnow(), **values)
+        .on_conflict_do_nothing(index_elements=["experiment_id", "for_date", "inputs_hash"])
+    )
+    result = await session.execute(statement)
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def snapshot_exists(
+    session: AsyncSession, experiment_id: str, for_date: date, inputs_hash: str
+) -> bool:
+    found = await session.scalar(
+        select(AllocationSnapshot.id).where(
+            AllocationSnapshot.experiment_id == experiment_id,
+            AllocationSnapshot.for_date == for_date,
+            AllocationSnapshot.inputs_hash == inputs_hash,
+        )
+    )
+    return found is not None
+
+
+async def count_snapshots(session: AsyncSession, experiment_id: str) -> int:
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(AllocationSnapshot)
+            .where(AllocationSnapshot.experiment_id == experiment_id)
+        )
+        or 0
+    )

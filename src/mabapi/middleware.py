@@ -1,0 +1,90 @@
+"""ASGI middleware: request body limits, enforced before the body is read in full."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mabapi.errors import error_body
+
+
+class BodySizeLimit:
+    """413 for bodies over the limit; batch paths get the larger batch limit.
+
+    A declared Content-Length over the limit is refused without reading anything; a body
+    without one (chunked) is read up to the limit and refused as soon as it passes it.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, max_batch_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_batch_bytes = max_batch_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_batch_bytes if scope["path"].endswith("/batch") else self.max_bytes
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                await _reject(send, 400, "bad_request", "Content-Length is not a number")
+                return
+            if length > limit:
+                await _too_large(send, limit)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _too_large(send, limit)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    await _reject(
+        send,
+        413,
+        "payload_too_large",
+        f"request body is larger than {limit} bytes; split it into smaller requests",
+    )
+
+
+async def _reject(send: Send, status: int, code: str, message: str) -> None:
+    payload = json.dumps(error_body(code, message)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,60 @@
+"""Field types shared by every domain's request and response schemas."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, StrictInt
+from pydantic_core import PydanticCustomError
+
+MAX_COUNT = 2**53  # beyond this, JSON numbers stop being exact integers in most clients
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _check_identifier(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise PydanticCustomError("identifier_type", "must be a string")
+    if not ID_PATTERN.fullmatch(value):
+        raise PydanticCustomError(
+            "identifier",
+            "must be 1-128 characters, each a letter, digit, '_', '.', ':' or '-' "
+            "(got '{value}')",
+            {"value": value[:140]},
+        )
+    return value
+
+
+def _parse_iso_date(value: Any) -> Any:
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        raise PydanticCustomError(
+            "date_format", "must be a date written YYYY-MM-DD (got '{value}')", {"value": value}
+        )
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "date_value", "'{value}' is not a real calendar date", {"value": value}
+        ) from None
+
+
+def _reject_control_characters(value: str) -> str:
+    if _CONTROL_CHARS.search(value):
+        raise PydanticCustomError(
+            "control_characters", "must not contain NUL or other control characters"
+        )
+    return value
+
+
+Identifier = Annotated[str, BeforeValidator(_check_identifier)]
+IsoDate = Annotated[date, BeforeValidator(_parse_iso_date)]
+Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
+Name = Annotated[
+    str, Field(min_length=1, max_length=200), AfterValidator(_reject_control_characters)
+]
+Description = Annotated[str, Field(max_length=10_000), AfterValidator(_reject_control_characters)]

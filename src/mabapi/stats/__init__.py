@@ -1,0 +1,1 @@
+"""Pure statistics: numpy and scipy only, no I/O, no web, no database (ARCHITECTURE.md)."""
