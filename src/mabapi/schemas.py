@@ -21,8 +21,7 @@ def _check_identifier(value: Any) -> Any:
     if not ID_PATTERN.fullmatch(value):
         raise PydanticCustomError(
             "identifier",
-            "must be 1-128 characters, each a letter, digit, '_', '.', ':' or '-' "
-            "(got '{value}')",
+            "must be 1-128 characters, each a letter, digit, '_', '.', ':' or '-' (got '{value}')",
             {"value": value[:140]},
         )
     return value

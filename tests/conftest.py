@@ -1,0 +1,88 @@
+"""Shared fixtures. Every database test runs once per selected backend:
+`[sqlite]` and `[postgresql]` (MABAPI_TEST_DATABASES picks; default both)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy.engine import URL
+
+from mabapi.app import create_app
+from mabapi.db.migrate import upgrade_url
+from mabapi.settings import Settings
+from tests.fixtures.databases import (
+    clear_tables,
+    create_postgres_database,
+    drop_postgres_database,
+    selected_backends,
+    sqlite_url,
+    url_text,
+)
+
+
+@pytest.fixture(scope="session", params=selected_backends())
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[URL]:
+    """A migrated, empty database for this session and backend."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path_factory.mktemp("sqlite") / "mabapi.db")
+        asyncio.run(upgrade_url(url))
+        yield url
+        return
+    url = create_postgres_database()
+    try:
+        asyncio.run(upgrade_url(url))
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.fixture
+def backend(database_url: URL) -> str:
+    return database_url.get_backend_name()
+
+
+@pytest.fixture
+def postgres_only(backend: str) -> None:
+    """Tests of PostgreSQL-specific behaviour; they run in the [postgresql] pass."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL-specific; runs in the [postgresql] pass")
+
+
+def make_settings(url: URL | str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": SecretStr(url if isinstance(url, str) else url_text(url)),
+        "migrate_on_start": False,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module or class to change the app's settings."""
+    return {}
+
+
+@pytest.fixture
+async def app(database_url: URL, settings_overrides: dict[str, Any]) -> AsyncIterator[FastAPI]:
+    application = create_app(make_settings(database_url, **settings_overrides))
+    async with application.router.lifespan_context(application):
+        try:
+            yield application
+        finally:
+            await clear_tables(application.state.engine)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
