@@ -49,13 +49,6 @@ def backend(database_url: URL) -> str:
     return database_url.get_backend_name()
 
 
-@pytest.fixture
-def postgres_only(backend: str) -> None:
-    """Tests of PostgreSQL-specific behaviour; they run in the [postgresql] pass."""
-    if backend != "postgresql":
-        pytest.skip("PostgreSQL-specific; runs in the [postgresql] pass")
-
-
 def make_settings(url: URL | str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": SecretStr(url if isinstance(url, str) else url_text(url)),

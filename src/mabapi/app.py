@@ -18,7 +18,7 @@ from mabapi.db.engine import engine_from_settings, make_sessionmaker
 from mabapi.db.migrate import upgrade
 from mabapi.errors import AppError, error_body
 from mabapi.experiments.routes import allocations_router, experiments_router, metrics_router
-from mabapi.health import router as health_router
+from mabapi.health.routes import router as health_router
 from mabapi.middleware import BodySizeLimit
 from mabapi.settings import Settings
 

@@ -16,7 +16,7 @@ from mabapi.settings import Settings
 app = typer.Typer(help="mabapi: a multi-armed bandit service for A/B tests.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> Settings:

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "sqlite:///./mabapi.db"
 
@@ -28,7 +29,12 @@ def to_async_url(raw: str) -> URL:
     text = raw.strip()
     if text.startswith("postgres://"):
         text = "postgresql://" + text[len("postgres://") :]
-    url = make_url(text)
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise ValueError(
+            "database URL could not be parsed: use sqlite:///path or postgresql://user@host/db"
+        ) from None
     backend = url.get_backend_name()
     if backend not in _ASYNC_DRIVERS:
         raise ValueError(

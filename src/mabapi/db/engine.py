@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -63,3 +64,9 @@ def engine_from_settings(settings: Settings) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def ping(engine: AsyncEngine, *, timeout_s: float) -> None:
+    """Raise unless the database answers a trivial query within `timeout_s`."""
+    async with asyncio.timeout(timeout_s), engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))

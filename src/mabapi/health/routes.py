@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mabapi import __version__
+from mabapi.db.engine import ping
 
 router = APIRouter(tags=["health"])
 
@@ -26,10 +25,8 @@ async def health() -> dict[str, str]:
 )
 async def ready(request: Request) -> JSONResponse:
     """Ready when the database answers a trivial query within two seconds."""
-    engine: AsyncEngine = request.app.state.engine
     try:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        await ping(request.app.state.engine, timeout_s=READY_TIMEOUT_S)
     except Exception:  # any failure to reach the database means "not ready"
         return JSONResponse(
             {"status": "unavailable", "database": "unreachable"},

@@ -1,0 +1,94 @@
+"""Keeps ARCHITECTURE.md's import rules true (rules 1-5)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mabapi"
+WEB = {"fastapi", "starlette", "uvicorn", "httpx"}
+DATABASE = {"sqlalchemy", "alembic", "asyncpg", "aiosqlite"}
+# Rule 5: the only modules that may import the web framework.
+WEB_MODULES = {"app.py", "deps.py", "middleware.py", "routes.py"}
+
+
+def modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def imported_roots(path: Path) -> set[str]:
+    """Top-level names imported by a module, plus `mabapi.<sub>` for internal imports."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found = [node.module]
+        else:
+            continue
+        for name in found:
+            parts = name.split(".")
+            names.add(".".join(parts[:2]) if parts[0] == "mabapi" else parts[0])
+    return names
+
+
+def relative(path: Path) -> str:
+    return path.relative_to(PACKAGE).as_posix()
+
+
+class TestImportRules:
+    def test_there_is_something_to_check(self) -> None:
+        assert any(relative(p).startswith("stats/") for p in modules())
+        assert any(p.name == "routes.py" for p in modules())
+
+    @pytest.mark.parametrize("path", [p for p in modules() if relative(p).startswith("stats/")])
+    def test_stats_is_a_pure_leaf(self, path: Path) -> None:
+        allowed_third_party = {"numpy", "scipy"}
+        for name in imported_roots(path):
+            if name.startswith("mabapi"):
+                assert name == "mabapi.stats", f"{relative(path)} imports {name}"
+            else:
+                assert name not in WEB | DATABASE | {"pydantic"}, f"{relative(path)}: {name}"
+                assert name in allowed_third_party or name in _stdlib(), (
+                    f"{relative(path)} imports {name}"
+                )
+
+    @pytest.mark.parametrize(
+        "path", [p for p in modules() if relative(p).startswith("simulation/")] or [None]
+    )
+    def test_simulation_uses_stats_only(self, path: Path | None) -> None:
+        if path is None:
+            assert not (PACKAGE / "simulation").exists()
+            return
+        for name in imported_roots(path):
+            if name.startswith("mabapi"):
+                assert name in {"mabapi.stats", "mabapi.simulation"}, relative(path)
+            assert name not in WEB | DATABASE, f"{relative(path)} imports {name}"
+
+    @pytest.mark.parametrize("path", modules(), ids=relative)
+    def test_only_the_web_layer_imports_fastapi(self, path: Path) -> None:
+        in_web_layer = path.name in WEB_MODULES or relative(path).startswith("dashboard/")
+        if not in_web_layer:
+            assert not imported_roots(path) & {"fastapi", "starlette"}, relative(path)
+
+    @pytest.mark.parametrize("path", [p for p in modules() if p.name == "routes.py"], ids=relative)
+    def test_routes_hold_no_sql(self, path: Path) -> None:
+        names = imported_roots(path)
+        assert not names & DATABASE, f"{relative(path)} imports {names & DATABASE}"
+        assert not any(name.endswith("repository") for name in names)
+
+    @pytest.mark.parametrize("path", modules(), ids=relative)
+    def test_nothing_but_settings_reads_the_environment(self, path: Path) -> None:
+        if path.name == "settings.py":
+            return
+        source = path.read_text()
+        assert "os.environ.get" not in source, relative(path)
+        assert "os.getenv" not in source, relative(path)
+
+
+def _stdlib() -> frozenset[str]:
+    import sys
+
+    return frozenset(sys.stdlib_module_names) | {"__future__"}

@@ -1,0 +1,162 @@
+"""The real thing: `mabapi serve`, `uvicorn main:app` and `python -m mabapi` as processes,
+driven over HTTP exactly as the README shows."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import URL
+
+from tests.fixtures.databases import (
+    create_postgres_database,
+    drop_postgres_database,
+    selected_backends,
+    url_text,
+)
+from tests.fixtures.factories import metric
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@contextmanager
+def running(command: list[str], *, env: dict[str, str], port: int) -> Iterator[str]:
+    """Start a server process, wait until /health answers, stop it afterwards."""
+    log = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if log.poll() is not None:
+                output = log.stdout.read() if log.stdout else ""
+                raise AssertionError(f"server exited early:\n{output}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("server did not answer /health within 60 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        log.terminate()
+        try:
+            log.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            log.kill()
+            log.wait()
+
+
+def plain(url: URL) -> str:
+    """The URL as a user would write it (no driver), to exercise the driver choice."""
+    return url_text(url).replace("+asyncpg", "").replace("+aiosqlite", "")
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[URL]:
+    if "postgresql" not in selected_backends():
+        pytest.skip("MABAPI_TEST_DATABASES excludes postgresql")
+    url = create_postgres_database("mabapi_server")
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+class TestReadmeQuickStart:
+    def test_mabapi_serve_on_sqlite_with_the_readme_curls(self, tmp_path: Path) -> None:
+        port = free_port()
+        env = {"MABAPI_DATABASE_URL": f"sqlite:///{tmp_path}/quick.db", "MABAPI_PORT": str(port)}
+        with running([str(BIN / "mabapi"), "serve"], env=env, port=port) as base:
+            host = base.replace("127.0.0.1", "localhost")
+            post = subprocess.run(
+                [
+                    "curl", "-s", "-X", "POST", f"{host}/metrics/",
+                    "-H", "Content-Type: application/json",
+                    "-d", '{"experiment_id": "homepage_test", "variant_id": "control", '
+                    '"date": "2023-07-15", "impressions": 1000, "successes": 120}',
+                ],
+                capture_output=True, text=True, timeout=30, check=True,
+            )  # fmt: skip
+            assert post.stdout == '{"status":"success"}'
+            second = metric(variant_id="variant1", successes=150)
+            assert httpx.post(f"{base}/metrics/", json=second).status_code == 200
+            get = subprocess.run(
+                ["curl", "-s", f"{host}/allocations/homepage_test?for_date=2023-07-16"],
+                capture_output=True, text=True, timeout=30, check=True,
+            )  # fmt: skip
+            body = httpx.Response(200, content=get.stdout).json()
+            assert body["experiment_id"] == "homepage_test"
+            assert body["date"] == "2023-07-16"
+            assert body["allocations"] == {"control": 2.5, "variant1": 97.5}
+            assert httpx.get(f"{base}/docs").status_code == 200
+            assert httpx.get(f"{base}/redoc").status_code == 200
+        assert (tmp_path / "quick.db").exists()
+
+    def test_original_uvicorn_main_app(self, tmp_path: Path) -> None:
+        port = free_port()
+        env = {"MABAPI_DATABASE_URL": f"sqlite:///{tmp_path}/orig.db"}
+        command = [str(BIN / "uvicorn"), "main:app", "--port", str(port)]
+        with running(command, env=env, port=port) as base:
+            response = httpx.post(f"{base}/metrics/", json=metric())
+            assert response.json() == {"status": "success"}
+            assert httpx.get(f"{base}/ready").json()["status"] == "ready"
+
+    def test_python_dash_m(self, tmp_path: Path) -> None:
+        port = free_port()
+        env = {"MABAPI_DATABASE_URL": f"sqlite:///{tmp_path}/m.db"}
+        command = [sys.executable, "-m", "mabapi", "serve", "--port", str(port)]
+        with running(command, env=env, port=port) as base:
+            assert httpx.get(f"{base}/allocations/none").status_code == 404
+
+
+class TestPostgresServer:
+    def test_two_workers_fifty_concurrent_posts(self, postgres_database: URL) -> None:
+        port = free_port()
+        env = {"MABAPI_DATABASE_URL": plain(postgres_database)}
+        command = [str(BIN / "mabapi"), "serve", "--port", str(port), "--workers", "2"]
+        rows = [
+            metric(experiment_id="live", variant_id=f"v{i % 4}", date=f"2024-03-{1 + i // 4:02d}")
+            for i in range(50)
+        ]
+
+        async def post_all(base: str) -> list[int]:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                responses = await asyncio.gather(*(http.post("/metrics/", json=r) for r in rows))
+                return [response.status_code for response in responses]
+
+        with running(command, env=env, port=port) as base:
+            assert asyncio.run(post_all(base)) == [200] * 50
+            stored = httpx.get(f"{base}/experiments/live/metrics").json()["metrics"]
+            assert len(stored) == 50
+            allocation = httpx.get(f"{base}/allocations/live?for_date=2024-04-01").json()
+            assert sum(allocation["inputs"][v]["impressions"] for v in allocation["inputs"]) == (
+                50_000
+            )
