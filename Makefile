@@ -46,6 +46,7 @@ test: lint typecheck migrations-check pytest
 
 bench: install-dev
 	$(BIN)/python benchmarks/allocation.py
+	$(BIN)/python benchmarks/ingest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
