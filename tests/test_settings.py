@@ -64,3 +64,25 @@ class TestDatabaseUrl:
         monkeypatch.setenv("MABAPI_PORT", "0")
         with pytest.raises(ValueError, match="port"):
             Settings(_env_file=None)
+
+
+class TestEnvTemplate:
+    """`.env.bandit` is the documented template the original README copies to `.env`."""
+
+    template = __import__("pathlib").Path(__file__).resolve().parents[1] / ".env.bandit"
+
+    def test_documents_every_setting(self) -> None:
+        text = self.template.read_text()
+        for name in Settings.model_fields:
+            assert f"MABAPI_{name.upper()}=" in text, f"MABAPI_{name.upper()} is undocumented"
+
+    def test_its_values_are_the_defaults(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in Settings.model_fields:
+            monkeypatch.delenv(f"MABAPI_{name.upper()}", raising=False)
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+        from_template = Settings(_env_file=self.template)
+        defaults = Settings(_env_file=None)
+        assert from_template.model_dump(exclude={"database_url"}) == defaults.model_dump(
+            exclude={"database_url"}
+        )
+        assert from_template.async_database_url == defaults.async_database_url

@@ -171,6 +171,11 @@ class TestCommands:
         assert after.returncode == 0, after.stderr
         assert "up to date" in after.stderr
 
+    def test_init_db_alias(self, empty_database: URL) -> None:
+        result = _cli("-m", "mabapi", "init-db", url=empty_database)
+        assert result.returncode == 0, result.stderr
+        assert _cli("-m", "mabapi", "db", "check", url=empty_database).returncode == 0
+
     def test_original_init_db_script(self, empty_database: URL) -> None:
         result = _cli("init_db.py", url=empty_database)
         assert result.returncode == 0, result.stderr
