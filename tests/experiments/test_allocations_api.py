@@ -32,7 +32,8 @@ class TestDates:
         assert body["allocations"] == {"control": 50.0, "b": 50.0}
         later = (await client.get("/allocations/homepage_test?for_date=2023-07-17")).json()
         assert later["inputs"]["b"] == {"impressions": 101_000, "successes": 90_100}
-        assert later["allocations"]["b"] == 100.0
+        # The default 1% floor keeps the loser alive: 1% + 98% x P(best) ~= 1.0%.
+        assert later["allocations"] == {"control": 1.0, "b": 99.0}
 
     async def test_before_any_data_every_variant_is_even(self, client: httpx.AsyncClient) -> None:
         await post_metric(client, variant_id="control")
@@ -141,7 +142,7 @@ class TestSnapshots:
         async with app.state.sessionmaker() as session:
             snapshot = (await session.scalars(select(AllocationSnapshot))).one()
         variants = snapshot.inputs["variants"]
-        prior = snapshot.inputs["prior"]
+        prior = snapshot.inputs["settings"]["prior"]
         recomputed = probability_best(
             [
                 BetaPosterior(
@@ -151,6 +152,9 @@ class TestSnapshots:
                 for v in variants.values()
             ]
         )
+        floor = snapshot.inputs["settings"]["policy"]["floor"]
+        shares = floor + (1 - 2 * floor) * recomputed
+        assert [round(100 * x, 1) for x in shares] == list(body["allocations"].values())
         assert dict(zip(variants, recomputed.tolist(), strict=True)) == body["probability_best"]
         assert snapshot.allocations == body["allocations"]
         assert snapshot.algorithm_version == body["algorithm_version"]

@@ -13,6 +13,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     Enum,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -35,6 +36,11 @@ class ExperimentStatus(enum.StrEnum):
     STOPPED = "stopped"
 
 
+class MetricKind(enum.StrEnum):
+    CONVERSION = "conversion"
+    VALUE = "value"
+
+
 class Experiment(Base):
     __tablename__ = "experiments"
 
@@ -53,6 +59,10 @@ class Experiment(Base):
         default=ExperimentStatus.RUNNING,
     )
     algorithm: Mapped[str] = mapped_column(String(32), default="thompson")
+    metric_kind: Mapped[str] = mapped_column(String(16), default="conversion")
+    higher_is_better: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Policy controls, prior and stop rule, validated by schemas.ExperimentSettings.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -113,6 +123,9 @@ class ExperimentMetric(Base):
     date: Mapped[date] = mapped_column(Date)
     impressions: Mapped[int] = mapped_column(BigInteger)
     successes: Mapped[int] = mapped_column(BigInteger)
+    # Value metrics: sum and sum of squares of the per-unit values (units = impressions).
+    value_sum: Mapped[float | None] = mapped_column(Float, nullable=True)
+    value_sum_squares: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -38,8 +38,22 @@ def _chunks(rows: Sequence[dict[str, Any]]) -> Iterable[Sequence[dict[str, Any]]
 
 @dataclass(frozen=True, slots=True)
 class VariantTotals:
+    """Totals per variant; fractional when old days are down-weighted (decay)."""
+
+    impressions: float
+    successes: float
+    value_sum: float = 0.0
+    value_sum_squares: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DailyRow:
+    variant_id: str
+    date: date
     impressions: int
     successes: int
+    value_sum: float
+    value_sum_squares: float
 
 
 async def get_experiment(
@@ -60,6 +74,13 @@ async def existing_experiment_ids(session: AsyncSession, ids: Iterable[str]) -> 
 async def archived_experiment_ids(session: AsyncSession, ids: Iterable[str]) -> set[str]:
     rows = await session.scalars(
         select(Experiment.id).where(Experiment.id.in_(set(ids)), Experiment.archived_at.isnot(None))
+    )
+    return set(rows)
+
+
+async def value_experiment_ids(session: AsyncSession, ids: Iterable[str]) -> set[str]:
+    rows = await session.scalars(
+        select(Experiment.id).where(Experiment.id.in_(set(ids)), Experiment.metric_kind == "value")
     )
     return set(rows)
 
@@ -85,6 +106,9 @@ async def insert_experiments_if_missing(session: AsyncSession, ids: Iterable[str
             "description": "",
             "status": ExperimentStatus.RUNNING,
             "algorithm": "thompson",
+            "metric_kind": "conversion",
+            "higher_is_better": True,
+            "settings": {},
             "created_at": now,
             "updated_at": now,
         }
@@ -135,6 +159,8 @@ async def upsert_daily_metrics(session: AsyncSession, rows: Sequence[dict[str, A
             set_={
                 "impressions": statement.excluded.impressions,
                 "successes": statement.excluded.successes,
+                "value_sum": statement.excluded.value_sum,
+                "value_sum_squares": statement.excluded.value_sum_squares,
                 "updated_at": statement.excluded.updated_at,
             },
         )
@@ -150,6 +176,8 @@ async def metric_totals(
             ExperimentMetric.variant_id,
             func.sum(ExperimentMetric.impressions),
             func.sum(ExperimentMetric.successes),
+            func.coalesce(func.sum(ExperimentMetric.value_sum), 0.0),
+            func.coalesce(func.sum(ExperimentMetric.value_sum_squares), 0.0),
         )
         .where(ExperimentMetric.experiment_id == experiment_id)
         .group_by(ExperimentMetric.variant_id)
@@ -157,7 +185,79 @@ async def metric_totals(
     if before is not None:
         statement = statement.where(ExperimentMetric.date < before)
     rows = await session.execute(statement)
-    return {row[0]: VariantTotals(int(row[1]), int(row[2])) for row in rows}
+    return {
+        row[0]: VariantTotals(int(row[1]), int(row[2]), float(row[3] or 0), float(row[4] or 0))
+        for row in rows
+    }
+
+
+async def daily_rows(
+    session: AsyncSession,
+    experiment_id: str,
+    *,
+    before: date | None = None,
+    since: date | None = None,
+) -> list[DailyRow]:
+    """Daily rows in [since, before), oldest first."""
+    statement = select(
+        ExperimentMetric.variant_id,
+        ExperimentMetric.date,
+        ExperimentMetric.impressions,
+        ExperimentMetric.successes,
+        func.coalesce(ExperimentMetric.value_sum, 0.0),
+        func.coalesce(ExperimentMetric.value_sum_squares, 0.0),
+    ).where(ExperimentMetric.experiment_id == experiment_id)
+    if before is not None:
+        statement = statement.where(ExperimentMetric.date < before)
+    if since is not None:
+        statement = statement.where(ExperimentMetric.date >= since)
+    rows = await session.execute(statement.order_by(ExperimentMetric.date))
+    return [
+        DailyRow(row[0], row[1], int(row[2]), int(row[3]), float(row[4]), float(row[5]))
+        for row in rows
+    ]
+
+
+async def days_with_data(
+    session: AsyncSession, experiment_id: str, *, before: date | None = None
+) -> int:
+    statement = select(func.count(func.distinct(ExperimentMetric.date))).where(
+        ExperimentMetric.experiment_id == experiment_id, ExperimentMetric.impressions > 0
+    )
+    if before is not None:
+        statement = statement.where(ExperimentMetric.date < before)
+    return int(await session.scalar(statement) or 0)
+
+
+async def latest_snapshot_before(
+    session: AsyncSession, experiment_id: str, for_date: date
+) -> AllocationSnapshot | None:
+    statement = (
+        select(AllocationSnapshot)
+        .where(
+            AllocationSnapshot.experiment_id == experiment_id,
+            AllocationSnapshot.for_date < for_date,
+        )
+        .order_by(AllocationSnapshot.for_date.desc(), AllocationSnapshot.id.desc())
+        .limit(1)
+    )
+    result: AllocationSnapshot | None = await session.scalar(statement)
+    return result
+
+
+async def served_allocations(
+    session: AsyncSession, experiment_id: str
+) -> dict[date, dict[str, Any]]:
+    """The last allocation served for each date (percentages per variant)."""
+    rows = await session.execute(
+        select(AllocationSnapshot.for_date, AllocationSnapshot.allocations)
+        .where(AllocationSnapshot.experiment_id == experiment_id)
+        .order_by(AllocationSnapshot.for_date, AllocationSnapshot.id)
+    )
+    served: dict[date, dict[str, Any]] = {}
+    for for_date, allocations in rows:
+        served[for_date] = allocations
+    return served
 
 
 async def list_daily_metrics(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Path, Query
 from mabapi.deps import SessionDep, SettingsDep
 from mabapi.errors import error_body
 from mabapi.experiments import service
-from mabapi.experiments.models import Experiment, ExperimentStatus
+from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
 from mabapi.experiments.schemas import (
     AllocationOut,
     BatchResultOut,
@@ -19,13 +20,19 @@ from mabapi.experiments.schemas import (
     ExperimentOut,
     ExperimentPage,
     ExperimentPatch,
+    GainOut,
     MetricIn,
     MetricRowOut,
     MetricRowsOut,
     MetricsBatchIn,
+    RecommendationOut,
+    SampleRatioOut,
     StatusOut,
+    StratifiedOut,
     SummaryOut,
+    UpliftOut,
     VariantIn,
+    VariantPatch,
     VariantSummary,
 )
 from mabapi.schemas import ID_PATTERN, IsoDate
@@ -103,10 +110,22 @@ async def get_allocation(
         algorithm=result.algorithm,
         algorithm_version=result.algorithm_version,
         inputs={
-            variant_id: {"impressions": totals.impressions, "successes": totals.successes}
+            variant_id: _inputs_out(totals)
             for variant_id, totals in zip(result.variant_ids, result.inputs, strict=True)
         },
+        burned_in=result.burned_in,
     )
+
+
+def _inputs_out(totals: service.Totals) -> dict[str, int | float]:
+    def number(value: float) -> int | float:
+        return int(value) if float(value).is_integer() else float(value)
+
+    out = {"impressions": number(totals.impressions), "successes": number(totals.successes)}
+    if totals.value_sum or totals.value_sum_squares:
+        out["value_sum"] = totals.value_sum
+        out["value_sum_squares"] = totals.value_sum_squares
+    return out
 
 
 def _experiment_out(experiment: Experiment) -> ExperimentOut:
@@ -166,6 +185,25 @@ async def add_variant(
     return _experiment_out(experiment)
 
 
+@experiments_router.patch(
+    "/{experiment_id}/variants/{variant_id}",
+    response_model=ExperimentOut,
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def patch_variant(
+    experiment_id: ExperimentId,
+    variant_id: ExperimentId,
+    patch: VariantPatch,
+    session: SessionDep,
+) -> ExperimentOut:
+    """Rename, pause (`{"active": false}`: share 0, given to the others), resume, or make
+    a variant the control."""
+    experiment = await service.update_variant(
+        session, experiment_id=experiment_id, variant_id=variant_id, patch=patch
+    )
+    return _experiment_out(experiment)
+
+
 @experiments_router.post(
     "/{experiment_id}/archive", response_model=ExperimentOut, responses=NOT_FOUND
 )
@@ -205,34 +243,90 @@ async def get_metrics(
     )
 
 
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
 @experiments_router.get("/{experiment_id}/summary", response_model=SummaryOut, responses=NOT_FOUND)
 async def get_summary(experiment_id: ExperimentId, session: SessionDep) -> SummaryOut:
-    """Per variant, over all data: totals, rate, posterior mean, 95% interval, P(best)."""
-    experiment, stats = await service.variant_statistics(session, experiment_id=experiment_id)
+    """Per variant, over all data: totals, posterior, 95% interval, probability to be best,
+    expected loss, uplift and probability to beat the control, period-stratified means;
+    then value remaining, the recommendation, the gain over an even split and an SRM check.
+    """
+    summary = await service.summarize(session, experiment_id=experiment_id)
+    experiment = summary.experiment
+    settings = service.experiment_settings(experiment)
+    kind = MetricKind(experiment.metric_kind)
+    mass = service.CREDIBLE_MASS
+    names = [item.variant.id for item in summary.variants if item.variant.active]
+    winner = summary.recommendation.winner
+    srm = summary.sample_ratio
+    ids = [item.variant.id for item in summary.variants]
     return SummaryOut(
         experiment_id=experiment.id,
-        prior={"alpha": service.DEFAULT_PRIOR.alpha, "beta": service.DEFAULT_PRIOR.beta},
+        metric_kind=kind,
+        higher_is_better=experiment.higher_is_better,
         algorithm=experiment.algorithm,
-        variants=[
-            VariantSummary(
-                variant_id=item.variant.id,
-                is_control=item.variant.is_control,
-                active=item.variant.active,
-                impressions=item.totals.impressions,
-                successes=item.totals.successes,
-                conversion_rate=(
-                    item.totals.successes / item.totals.impressions
-                    if item.totals.impressions
-                    else None
-                ),
-                posterior_mean=item.posterior.mean,
-                credible_interval=CredibleInterval(
-                    lower=item.credible_interval[0],
-                    upper=item.credible_interval[1],
-                    mass=service.CREDIBLE_MASS,
-                ),
-                probability_best=item.probability_best,
+        prior=settings.prior.model_dump(),
+        days_of_data=summary.days_of_data,
+        variants=[_variant_summary(item, kind) for item in summary.variants],
+        value_remaining=_finite(summary.value_remaining),
+        recommendation=RecommendationOut(
+            action=summary.recommendation.action.value,
+            winner=None if winner is None else names[winner],
+            reason=summary.recommendation.reason,
+        ),
+        stop_rule=settings.stop_rule,
+        gain_vs_even_split=GainOut(
+            mean=summary.gain.mean,
+            lower=summary.gain.lower,
+            upper=summary.gain.upper,
+            mass=mass,
+            unit="value" if kind is MetricKind.VALUE else "conversions",
+        ),
+        sample_ratio_mismatch=(
+            None
+            if srm is None
+            else SampleRatioOut(
+                observed=dict(zip(ids, srm.observed.tolist(), strict=True)),
+                expected=dict(zip(ids, srm.expected.tolist(), strict=True)),
+                chi_square=_finite(srm.chi_square),
+                p_value=srm.p_value,
+                mismatch=srm.mismatch,
             )
-            for item in stats
-        ],
+        ),
+        monte_carlo={"seed": summary.seed, "draws": summary.draws},
+    )
+
+
+def _variant_summary(item: service.VariantStatistics, kind: MetricKind) -> VariantSummary:
+    totals = item.totals
+    mass = service.CREDIBLE_MASS
+    observed = totals.value_sum if kind is MetricKind.VALUE else totals.successes
+    return VariantSummary(
+        variant_id=item.variant.id,
+        is_control=item.variant.is_control,
+        active=item.variant.active,
+        impressions=int(totals.impressions),
+        successes=int(totals.successes),
+        value_sum=totals.value_sum,
+        conversion_rate=totals.successes / totals.impressions if totals.impressions else None,
+        mean=observed / totals.impressions if totals.impressions else None,
+        posterior_mean=item.posterior.mean,
+        credible_interval=CredibleInterval(
+            lower=item.credible_interval[0], upper=item.credible_interval[1], mass=mass
+        ),
+        probability_best=item.probability_best,
+        expected_loss=_finite(item.expected_loss),
+        probability_beats_control=item.probability_beats_control,
+        uplift=(
+            None
+            if item.uplift is None
+            else UpliftOut(
+                mean=item.uplift.mean, lower=item.uplift.lower, upper=item.uplift.upper, mass=mass
+            )
+        ),
+        stratified=StratifiedOut(
+            mean=item.stratified.mean, standard_error=item.stratified.standard_error
+        ),
     )

@@ -8,8 +8,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from mabapi.experiments.models import ExperimentStatus
+from mabapi.experiments.models import ExperimentStatus, MetricKind
 from mabapi.schemas import Count, Description, Identifier, IsoDate, Name
+from mabapi.stats.policies import PolicyName
 
 MAX_BATCH_ROWS = 10_000
 MAX_VARIANTS = 100
@@ -21,6 +22,74 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Share = Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0.0, le=1e12, allow_inf_nan=False)]
+Finite = Annotated[float, Field(ge=-1e15, le=1e15, allow_inf_nan=False)]
+
+
+class BurnInSettings(StrictModel):
+    """Even split until every variant has this many units and successes, and the
+    experiment this many days of data."""
+
+    units: Annotated[int, Field(ge=0, le=10**9)] = 0
+    successes: Annotated[int, Field(ge=0, le=10**9)] = 0
+    days: Annotated[int, Field(ge=0, le=3650)] = 0
+
+
+class PolicySettings(StrictModel):
+    """How traffic is split. Every field has a default; send only what you change."""
+
+    algorithm: PolicyName = PolicyName.THOMPSON
+    floor: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = Field(
+        default=0.01, description="Additive floor: p_i = f + (1 - K f) w_i (K f >= 1: even)."
+    )
+    reserved: dict[Identifier, Share] = Field(
+        default_factory=dict, description="Fixed shares for chosen variants, e.g. control 0.2."
+    )
+    burn_in: BurnInSettings = Field(default_factory=BurnInSettings)
+    max_change: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        default=None, description="Largest change of any variant's share per update."
+    )
+    window_days: Annotated[int, Field(ge=1, le=3650)] | None = Field(
+        default=None, description="Use only the last N days of data."
+    )
+    half_life_days: Annotated[float, Field(gt=0.0, le=3650.0)] | None = Field(
+        default=None, description="Exponential decay of old data (discounted Thompson)."
+    )
+    epsilon: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    top_two_beta: Share = 0.5
+
+    @model_validator(mode="after")
+    def _reserved_leaves_room(self) -> PolicySettings:
+        if sum(self.reserved.values()) >= 1.0:
+            raise PydanticCustomError(
+                "reserved_total", "reserved shares must add up to less than 1"
+            )
+        return self
+
+
+class PriorSettings(StrictModel):
+    """Beta(alpha, beta) for conversions; for values also mu and kappa of the
+    Normal-Inverse-Gamma prior (alpha and beta then shape its variance)."""
+
+    alpha: Positive = 1.0
+    beta: Positive = 1.0
+    mu: Finite = 0.0
+    kappa: Positive = 1.0
+
+
+class StopRuleSettings(StrictModel):
+    probability_threshold: Annotated[float, Field(ge=0.5, lt=1.0)] = 0.95
+    value_remaining_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.01
+    min_days: Annotated[int, Field(ge=0, le=3650)] = 7
+
+
+class ExperimentSettings(StrictModel):
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    prior: PriorSettings = Field(default_factory=PriorSettings)
+    stop_rule: StopRuleSettings = Field(default_factory=StopRuleSettings)
+
+
 class MetricIn(StrictModel):
     """One variant's totals for one day: the original README's payload."""
 
@@ -29,15 +98,36 @@ class MetricIn(StrictModel):
     date: IsoDate
     impressions: Count
     successes: Count
+    value_sum: Finite | None = Field(
+        default=None, description="Value metrics: sum of the per-unit values of the day."
+    )
+    value_sum_squares: Annotated[float, Field(ge=0.0, le=1e30, allow_inf_nan=False)] | None = Field(
+        default=None, description="Value metrics: sum of the squared per-unit values."
+    )
 
     @model_validator(mode="after")
-    def _successes_within_impressions(self) -> MetricIn:
+    def _consistent(self) -> MetricIn:
         if self.successes > self.impressions:
             raise PydanticCustomError(
                 "successes_exceed_impressions",
                 "successes ({successes}) cannot exceed impressions ({impressions})",
                 {"successes": self.successes, "impressions": self.impressions},
             )
+        if (self.value_sum is None) != (self.value_sum_squares is None):
+            raise PydanticCustomError(
+                "value_pair", "send value_sum and value_sum_squares together, or neither"
+            )
+        if self.value_sum is not None and self.value_sum_squares is not None:
+            if self.impressions == 0 and (self.value_sum or self.value_sum_squares):
+                raise PydanticCustomError("values_without_units", "value sums need impressions > 0")
+            bound = self.value_sum**2 / self.impressions if self.impressions else 0.0
+            if self.value_sum_squares < bound * (1 - 1e-9) - 1e-9:
+                raise PydanticCustomError(
+                    "impossible_squares",
+                    "value_sum_squares ({squares}) cannot be below value_sum^2 / impressions "
+                    "({bound}): check that it sums the squared per-unit values",
+                    {"squares": self.value_sum_squares, "bound": bound},
+                )
         return self
 
     model_config = ConfigDict(
@@ -101,15 +191,34 @@ class AllocationOut(BaseModel):
     )
     algorithm: str
     algorithm_version: str
-    inputs: dict[str, dict[str, int]] = Field(
-        description="Impressions and successes per variant dated strictly before `date`."
+    inputs: dict[str, dict[str, int | float]] = Field(
+        description="Totals per variant dated strictly before `date` (fractional when old "
+        "days are down-weighted by a half-life)."
     )
+    burned_in: bool = Field(description="False while the burn-in keeps an even split.")
 
 
 class VariantIn(StrictModel):
     id: Identifier
     name: Name | None = None
     is_control: bool = False
+
+
+class VariantPatch(StrictModel):
+    name: Name | None = None
+    active: bool | None = Field(default=None, description="false pauses the variant.")
+    is_control: bool | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> VariantPatch:
+        if not self.model_fields_set:
+            raise PydanticCustomError(
+                "empty_patch", "send at least one of: name, active, is_control"
+            )
+        for field in self.model_fields_set:
+            if getattr(self, field) is None:
+                raise PydanticCustomError("null_field", "{field} cannot be null", {"field": field})
+        return self
 
 
 class VariantOut(BaseModel):
@@ -127,6 +236,9 @@ class ExperimentIn(StrictModel):
     description: Description = ""
     status: ExperimentStatus = ExperimentStatus.RUNNING
     variants: Annotated[list[VariantIn], Field(max_length=MAX_VARIANTS)] = []
+    metric_kind: MetricKind = MetricKind.CONVERSION
+    higher_is_better: bool = True
+    settings: ExperimentSettings = Field(default_factory=ExperimentSettings)
 
     @model_validator(mode="after")
     def _variants_consistent(self) -> ExperimentIn:
@@ -141,6 +253,13 @@ class ExperimentIn(StrictModel):
             raise PydanticCustomError(
                 "several_controls", "at most one variant can have is_control: true"
             )
+        unknown = sorted(set(self.settings.policy.reserved) - set(ids))
+        if unknown:
+            raise PydanticCustomError(
+                "unknown_reserved",
+                "settings.policy.reserved names unknown variant(s): {ids}",
+                {"ids": ", ".join(unknown)},
+            )
         return self
 
 
@@ -148,12 +267,19 @@ class ExperimentPatch(StrictModel):
     name: Name | None = None
     description: Description | None = None
     status: ExperimentStatus | None = None
+    higher_is_better: bool | None = None
+    metric_kind: MetricKind | None = None
+    settings: ExperimentSettings | None = Field(
+        default=None, description="Replaces the whole settings object (omitted parts reset)."
+    )
 
     @model_validator(mode="after")
     def _something_to_change(self) -> ExperimentPatch:
         if not self.model_fields_set:
             raise PydanticCustomError(
-                "empty_patch", "send at least one of: name, description, status"
+                "empty_patch",
+                "send at least one of: name, description, status, higher_is_better, "
+                "metric_kind, settings",
             )
         for field in self.model_fields_set:
             if getattr(self, field) is None:
@@ -169,6 +295,9 @@ class ExperimentOut(BaseModel):
     description: str
     status: ExperimentStatus
     algorithm: str
+    metric_kind: MetricKind
+    higher_is_better: bool
+    settings: ExperimentSettings
     archived: bool
     archived_at: datetime | None
     created_at: datetime
@@ -203,20 +332,84 @@ class CredibleInterval(BaseModel):
     mass: float
 
 
+class UpliftOut(BaseModel):
+    """Relative difference to the control, (theta - theta_control) / |theta_control|."""
+
+    mean: float
+    lower: float
+    upper: float
+    mass: float
+
+
+class StratifiedOut(BaseModel):
+    """Each day's mean weighted by that day's share of all traffic (no Simpson bias)."""
+
+    mean: float | None
+    standard_error: float | None
+
+
 class VariantSummary(BaseModel):
     variant_id: str
     is_control: bool
     active: bool
     impressions: int
     successes: int
-    conversion_rate: float | None = Field(description="Observed rate; null with no impressions.")
+    value_sum: float
+    conversion_rate: float | None = Field(description="successes / impressions; null if none.")
+    mean: float | None = Field(
+        description="Observed metric per unit: the rate, or value per unit for value metrics."
+    )
     posterior_mean: float
     credible_interval: CredibleInterval
     probability_best: float
+    expected_loss: float | None = Field(
+        description="E[best - this], in the metric's units: the cost of choosing this one."
+    )
+    probability_beats_control: float | None
+    uplift: UpliftOut | None
+    stratified: StratifiedOut
+
+
+class RecommendationOut(BaseModel):
+    action: Literal["continue", "stop_winner", "stop_no_difference"]
+    winner: str | None
+    reason: str
+
+
+class GainOut(BaseModel):
+    """Successes (or value) earned beyond an even split of the same traffic."""
+
+    mean: float
+    lower: float
+    upper: float
+    mass: float
+    unit: Literal["conversions", "value"]
+
+
+class SampleRatioOut(BaseModel):
+    observed: dict[str, float]
+    expected: dict[str, float]
+    chi_square: float | None
+    p_value: float
+    mismatch: bool = Field(description="True when p < 0.001: check your traffic splitting.")
 
 
 class SummaryOut(BaseModel):
     experiment_id: str
-    prior: dict[str, float]
+    metric_kind: MetricKind
+    higher_is_better: bool
     algorithm: str
+    prior: dict[str, float]
+    days_of_data: int
     variants: list[VariantSummary]
+    value_remaining: float | None = Field(
+        description="95th percentile of the relative gain still possible over the leader."
+    )
+    recommendation: RecommendationOut
+    stop_rule: StopRuleSettings
+    gain_vs_even_split: GainOut
+    sample_ratio_mismatch: SampleRatioOut | None
+    monte_carlo: dict[str, int] = Field(
+        description="Seed and draws of the posterior samples behind uplift, value remaining "
+        "and gain (probabilities and expected loss are exact)."
+    )

@@ -6,27 +6,57 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.db.base import utcnow
-from mabapi.errors import ConflictError, NotFoundError
+from mabapi.errors import ConflictError, InvalidInputError, NotFoundError
 from mabapi.experiments import repository
-from mabapi.experiments.models import Experiment, ExperimentMetric, ExperimentStatus, Variant
+from mabapi.experiments.models import (
+    Experiment,
+    ExperimentMetric,
+    ExperimentStatus,
+    MetricKind,
+    Variant,
+)
 from mabapi.experiments.schemas import (
     MAX_VARIANTS,
     ExperimentIn,
     ExperimentPatch,
+    ExperimentSettings,
     MetricIn,
+    PriorSettings,
     VariantIn,
+    VariantPatch,
 )
 from mabapi.stats import allocation as allocation_stats
-from mabapi.stats.posterior import BetaPosterior, BetaPrior, BinomialCounts
+from mabapi.stats import decision
+from mabapi.stats.history import Forgetting
+from mabapi.stats.policies import (
+    ArmData,
+    BurnIn,
+    Controls,
+    PolicyConfig,
+    PolicyName,
+    apply_controls,
+    policy_weights,
+)
+from mabapi.stats.posterior import (
+    BetaPosterior,
+    BetaPrior,
+    BinomialCounts,
+    NormalInverseGammaPosterior,
+    NormalInverseGammaPrior,
+    Posterior,
+    ValueSummary,
+)
 
 CREDIBLE_MASS = 0.95
-DEFAULT_PRIOR = BetaPrior(1.0, 1.0)
+_EMPTY = repository.VariantTotals(0, 0)
+Totals = repository.VariantTotals
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +69,96 @@ class Allocation:
     inputs: tuple[repository.VariantTotals, ...]
     algorithm: str
     algorithm_version: str
+    burned_in: bool
 
 
 @dataclass(frozen=True, slots=True)
 class VariantStatistics:
     variant: Variant
     totals: repository.VariantTotals
-    posterior: BetaPosterior
+    posterior: Posterior
     credible_interval: tuple[float, float]
     probability_best: float
+    expected_loss: float
+    probability_beats_control: float | None
+    uplift: decision.Interval | None
+    stratified: decision.StratifiedEstimate
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    experiment: Experiment
+    variants: list[VariantStatistics]
+    days_of_data: int
+    value_remaining: float
+    recommendation: decision.Recommendation
+    gain: decision.Interval
+    sample_ratio: decision.SampleRatioCheck | None
+    stop_rule: decision.StopRule
+    seed: int
+    draws: int
+
+
+def experiment_settings(experiment: Experiment) -> ExperimentSettings:
+    return ExperimentSettings.model_validate(experiment.settings or {})
+
+
+def _posterior(
+    kind: MetricKind, prior: PriorSettings, totals: repository.VariantTotals
+) -> Posterior:
+    if kind is MetricKind.VALUE:
+        return NormalInverseGammaPosterior.from_summary(
+            ValueSummary(totals.impressions, totals.value_sum, totals.value_sum_squares),
+            NormalInverseGammaPrior(prior.mu, prior.kappa, prior.alpha, prior.beta),
+        )
+    return BetaPosterior.from_counts(
+        BinomialCounts(totals.impressions, totals.successes), BetaPrior(prior.alpha, prior.beta)
+    )
+
+
+def _observed_mean(kind: MetricKind, totals: repository.VariantTotals) -> float:
+    if not totals.impressions:
+        return 0.0
+    value = totals.value_sum if kind is MetricKind.VALUE else totals.successes
+    return value / totals.impressions
+
+
+def _weighted_totals(
+    rows: Sequence[repository.DailyRow], for_date: date, forgetting: Forgetting
+) -> dict[str, repository.VariantTotals]:
+    """Totals with old days down-weighted (window and/or half-life). Counts become
+    fractional pseudo-counts, as in discounted Thompson sampling."""
+    sums: dict[str, list[float]] = {}
+    if not rows:
+        return {}
+    ages = np.array([(for_date - row.date).days for row in rows], dtype=np.float64)
+    weights = forgetting.weights(ages)
+    for row, weight in zip(rows, weights, strict=True):
+        acc = sums.setdefault(row.variant_id, [0.0, 0.0, 0.0, 0.0])
+        acc[0] += weight * row.impressions
+        acc[1] += weight * row.successes
+        acc[2] += weight * row.value_sum
+        acc[3] += weight * row.value_sum_squares
+    return {
+        variant: repository.VariantTotals(
+            impressions=acc[0],
+            successes=acc[1],
+            value_sum=acc[2],
+            value_sum_squares=acc[3],
+        )
+        for variant, acc in sums.items()
+    }
+
+
+def _controls(settings: ExperimentSettings, variants: Sequence[Variant]) -> Controls:
+    index = {variant.id: i for i, variant in enumerate(variants)}
+    policy = settings.policy
+    return Controls(
+        floor=policy.floor,
+        reserved={index[v]: share for v, share in policy.reserved.items() if v in index},
+        burn_in=BurnIn(policy.burn_in.units, policy.burn_in.successes, policy.burn_in.days),
+        max_change=policy.max_change,
+    )
 
 
 async def require_experiment(session: AsyncSession, experiment_id: str) -> Experiment:
@@ -93,6 +204,19 @@ async def record_metrics(
             f"experiment(s) {', '.join(sorted(archived))} are archived and take no new "
             "metrics; restore them with POST /experiments/{id}/restore"
         )
+    value_experiments = await repository.value_experiment_ids(session, experiment_ids)
+    missing_values = [
+        index
+        for index, row in enumerate(rows)
+        if row.experiment_id in value_experiments and row.value_sum is None
+    ]
+    if missing_values:
+        first = rows[missing_values[0]]
+        raise InvalidInputError(
+            f"experiment {first.experiment_id!r} measures values: every row needs value_sum and "
+            f"value_sum_squares ({len(missing_values)} row(s) lack them, first at index "
+            f"{missing_values[0]})"
+        )
     await repository.upsert_daily_metrics(
         session,
         [
@@ -102,64 +226,108 @@ async def record_metrics(
                 "date": row.date,
                 "impressions": row.impressions,
                 "successes": row.successes,
+                "value_sum": row.value_sum,
+                "value_sum_squares": row.value_sum_squares,
             }
             for row in rows
         ],
     )
 
 
-def _inputs_hash(variant_ids: Sequence[str], inputs: Sequence[repository.VariantTotals]) -> str:
-    canonical = json.dumps(
-        {
-            "algorithm_version": allocation_stats.ALGORITHM_VERSION,
-            "prior": [DEFAULT_PRIOR.alpha, DEFAULT_PRIOR.beta],
-            "variants": [
-                [variant_id, totals.impressions, totals.successes]
-                for variant_id, totals in zip(variant_ids, inputs, strict=True)
-            ],
-        },
-        separators=(",", ":"),
-    )
+def _inputs_hash(payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, separators=(",", ":"), sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _posterior(totals: repository.VariantTotals) -> BetaPosterior:
-    return BetaPosterior.from_counts(
-        BinomialCounts(totals.impressions, totals.successes), DEFAULT_PRIOR
-    )
+def _totals_json(totals: repository.VariantTotals) -> dict[str, float]:
+    return {
+        "impressions": totals.impressions,
+        "successes": totals.successes,
+        "value_sum": totals.value_sum,
+        "value_sum_squares": totals.value_sum_squares,
+    }
 
 
 async def compute_allocation(
     session: AsyncSession, *, experiment_id: str, for_date: date
 ) -> Allocation:
-    """Thompson-sampling traffic shares for `for_date`, from data dated strictly before it.
-
-    Each distinct answer is stored once as an allocation snapshot (audit trail).
-    """
+    """Traffic shares for `for_date` from data dated strictly before it: the experiment's
+    policy, then its controls (burn-in, floor, reserved shares, paused variants, maximum
+    change). Each distinct answer is stored once as an allocation snapshot."""
     experiment = await require_experiment(session, experiment_id)
-    variants = [variant for variant in experiment.variants if variant.active]
-    if not variants:
+    variants = list(experiment.variants)
+    if not any(variant.active for variant in variants):
         raise ConflictError(
             f"experiment {experiment_id!r} has no active variants to allocate traffic to; add "
-            "one with POST /experiments/{id}/variants"
+            "one with POST /experiments/{id}/variants or resume one"
         )
-    totals = await repository.metric_totals(session, experiment_id, before=for_date)
-    empty = repository.VariantTotals(0, 0)
-    inputs = tuple(totals.get(variant.id, empty) for variant in variants)
+    settings = experiment_settings(experiment)
+    kind = MetricKind(experiment.metric_kind)
+    policy = settings.policy
+    forgetting = Forgetting(policy.window_days, policy.half_life_days)
+    if forgetting.active:
+        horizon = forgetting.horizon_days() or 0
+        rows = await repository.daily_rows(
+            session, experiment_id, before=for_date, since=for_date - timedelta(days=horizon)
+        )
+        totals = _weighted_totals(rows, for_date, forgetting)
+    else:
+        totals = await repository.metric_totals(session, experiment_id, before=for_date)
+    days_of_data = await repository.days_with_data(session, experiment_id, before=for_date)
+    inputs = tuple(totals.get(variant.id, _EMPTY) for variant in variants)
+    arms = [
+        ArmData(
+            posterior=_posterior(kind, settings.prior, totals_),
+            units=int(totals_.impressions),
+            successes=int(totals_.successes),
+            mean=_observed_mean(kind, totals_),
+        )
+        for totals_ in inputs
+    ]
+    active = [variant.active for variant in variants]
+    controls = _controls(settings, variants)
+    free = [
+        i for i, variant in enumerate(variants) if variant.active and i not in controls.reserved
+    ]
+    config = PolicyConfig(PolicyName(policy.algorithm), policy.top_two_beta, policy.epsilon)
+    weights = np.zeros(len(variants))
+    if free:
+        weights[free] = policy_weights(
+            config, [arms[i] for i in free], higher_is_better=experiment.higher_is_better
+        )
+    burned_in = controls.burn_in.satisfied([arms[i] for i in free], days_of_data)
+    previous = None
+    if controls.max_change is not None:
+        snapshot = await repository.latest_snapshot_before(session, experiment_id, for_date)
+        if snapshot is not None:
+            previous = np.array([snapshot.allocations.get(v.id, 0.0) / 100 for v in variants])
+    shares = apply_controls(
+        weights, controls, active=active, burned_in=burned_in, previous=previous
+    )
+    percentages = allocation_stats.largest_remainder_percentages(list(shares))
     variant_ids = tuple(variant.id for variant in variants)
-    probabilities = allocation_stats.probability_best([_posterior(t) for t in inputs])
-    percentages = allocation_stats.largest_remainder_percentages(list(probabilities))
+    algorithm_version = f"{policy.algorithm}-{allocation_stats.ALGORITHM_VERSION}"
     result = Allocation(
         experiment_id=experiment_id,
         for_date=for_date,
         variant_ids=variant_ids,
         percentages=tuple(percentages),
-        probability_best=tuple(float(p) for p in probabilities),
+        probability_best=tuple(float(p) for p in weights),
         inputs=inputs,
-        algorithm=allocation_stats.ALGORITHM,
-        algorithm_version=allocation_stats.ALGORITHM_VERSION,
+        algorithm=str(policy.algorithm),
+        algorithm_version=algorithm_version,
+        burned_in=burned_in,
     )
-    inputs_hash = _inputs_hash(variant_ids, inputs)
+    snapshot_inputs = {
+        "metric_kind": kind.value,
+        "higher_is_better": experiment.higher_is_better,
+        "settings": settings.model_dump(mode="json"),
+        "active": dict(zip(variant_ids, active, strict=True)),
+        "days_of_data": days_of_data,
+        "previous": None if previous is None else previous.tolist(),
+        "variants": {v: _totals_json(t) for v, t in zip(variant_ids, inputs, strict=True)},
+    }
+    inputs_hash = _inputs_hash({"version": algorithm_version, **snapshot_inputs})
     if not await repository.snapshot_exists(session, experiment_id, for_date, inputs_hash):
         await repository.insert_snapshot_if_new(
             session,
@@ -167,15 +335,9 @@ async def compute_allocation(
                 "experiment_id": experiment_id,
                 "for_date": for_date,
                 "algorithm": result.algorithm,
-                "algorithm_version": result.algorithm_version,
+                "algorithm_version": algorithm_version,
                 "inputs_hash": inputs_hash,
-                "inputs": {
-                    "prior": {"alpha": DEFAULT_PRIOR.alpha, "beta": DEFAULT_PRIOR.beta},
-                    "variants": {
-                        v: {"impressions": t.impressions, "successes": t.successes}
-                        for v, t in zip(variant_ids, inputs, strict=True)
-                    },
-                },
+                "inputs": snapshot_inputs,
                 "allocations": dict(zip(variant_ids, percentages, strict=True)),
                 "probabilities": dict(zip(variant_ids, result.probability_best, strict=True)),
             },
@@ -183,31 +345,141 @@ async def compute_allocation(
     return result
 
 
-async def variant_statistics(
-    session: AsyncSession, *, experiment_id: str
-) -> tuple[Experiment, list[VariantStatistics]]:
-    """Totals, posterior and probability to be best of every variant, over all data."""
+async def summarize(session: AsyncSession, *, experiment_id: str) -> Summary:
+    """Everything about how sure we are, over all data so far."""
     experiment = await require_experiment(session, experiment_id)
-    totals = await repository.metric_totals(session, experiment_id)
-    empty = repository.VariantTotals(0, 0)
+    settings = experiment_settings(experiment)
+    kind = MetricKind(experiment.metric_kind)
     variants = list(experiment.variants)
-    inputs = [totals.get(variant.id, empty) for variant in variants]
-    posteriors = [_posterior(t) for t in inputs]
-    # Probability to be best is taken among the active variants: those traffic can reach.
+    totals = await repository.metric_totals(session, experiment_id)
+    inputs = [totals.get(variant.id, _EMPTY) for variant in variants]
+    posteriors = [_posterior(kind, settings.prior, t) for t in inputs]
+    days_of_data = await repository.days_with_data(session, experiment_id)
+    rule = decision.StopRule(
+        settings.stop_rule.probability_threshold,
+        settings.stop_rule.value_remaining_threshold,
+        settings.stop_rule.min_days,
+    )
+    # Decisions are among the active variants: those traffic can still reach.
     active = [i for i, variant in enumerate(variants) if variant.active]
-    best = allocation_stats.probability_best([posteriors[i] for i in active])
-    probability = dict.fromkeys(range(len(variants)), 0.0)
-    probability.update({i: float(p) for i, p in zip(active, best, strict=True)})
-    return experiment, [
-        VariantStatistics(
-            variant=variant,
-            totals=inputs[i],
-            posterior=posteriors[i],
-            credible_interval=posteriors[i].credible_interval(CREDIBLE_MASS),
-            probability_best=probability[i],
+    control_positions = [k for k, i in enumerate(active) if variants[i].is_control]
+    names = [variants[i].id for i in active]
+    rows = await repository.daily_rows(session, experiment_id)
+    stratified = _stratified(kind, variants, rows)
+    empty_decision = not active
+    outcome = (
+        None
+        if empty_decision
+        else decision.decide(
+            [posteriors[i] for i in active],
+            names=names,
+            control=control_positions[0] if control_positions else None,
+            days_of_data=days_of_data,
+            rule=rule,
+            higher_is_better=experiment.higher_is_better,
         )
-        for i, variant in enumerate(variants)
-    ]
+    )
+    stats: list[VariantStatistics] = []
+    for i, variant in enumerate(variants):
+        position = active.index(i) if i in active else None
+        stats.append(
+            VariantStatistics(
+                variant=variant,
+                totals=inputs[i],
+                posterior=posteriors[i],
+                credible_interval=posteriors[i].credible_interval(CREDIBLE_MASS),
+                probability_best=(
+                    float(outcome.probability_best[position])
+                    if outcome is not None and position is not None
+                    else 0.0
+                ),
+                expected_loss=(
+                    float(outcome.expected_loss[position])
+                    if outcome is not None and position is not None
+                    else float("nan")
+                ),
+                probability_beats_control=_beats(outcome, position),
+                uplift=outcome.uplift[position]
+                if outcome is not None and position is not None
+                else None,
+                stratified=stratified[i],
+            )
+        )
+    gain = decision.gain_over_even_split(
+        [posteriors[i] for i in active],
+        np.array([float(inputs[i].impressions) for i in active]),
+        higher_is_better=experiment.higher_is_better,
+    )
+    return Summary(
+        experiment=experiment,
+        variants=stats,
+        days_of_data=days_of_data,
+        value_remaining=outcome.value_remaining if outcome is not None else float("nan"),
+        recommendation=(
+            outcome.recommendation
+            if outcome is not None
+            else decision.Recommendation(
+                decision.Action.CONTINUE, None, "continue: no active variants"
+            )
+        ),
+        gain=gain,
+        sample_ratio=await _sample_ratio(session, experiment_id, variants, rows),
+        stop_rule=rule,
+        seed=decision.DEFAULT_SEED,
+        draws=decision.DEFAULT_DRAWS,
+    )
+
+
+def _beats(outcome: decision.Decision | None, position: int | None) -> float | None:
+    if outcome is None or position is None or outcome.probability_beats_control is None:
+        return None
+    value = float(outcome.probability_beats_control[position])
+    return None if np.isnan(value) else value
+
+
+def _period_arrays(
+    variants: Sequence[Variant], rows: Sequence[repository.DailyRow]
+) -> tuple[list[date], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    dates = sorted({row.date for row in rows})
+    column = {day: k for k, day in enumerate(dates)}
+    row_of = {variant.id: i for i, variant in enumerate(variants)}
+    shape = (len(variants), len(dates))
+    units, successes, sums, squares = (np.zeros(shape) for _ in range(4))
+    for row in rows:
+        if row.variant_id in row_of:
+            i, k = row_of[row.variant_id], column[row.date]
+            units[i, k] = row.impressions
+            successes[i, k] = row.successes
+            sums[i, k] = row.value_sum
+            squares[i, k] = row.value_sum_squares
+    return dates, units, successes, sums, squares
+
+
+def _stratified(
+    kind: MetricKind, variants: Sequence[Variant], rows: Sequence[repository.DailyRow]
+) -> list[decision.StratifiedEstimate]:
+    _, units, successes, sums, squares = _period_arrays(variants, rows)
+    if kind is MetricKind.VALUE:
+        return decision.stratified_means(units, sums, squares)
+    return decision.stratified_means(units, successes)
+
+
+async def _sample_ratio(
+    session: AsyncSession,
+    experiment_id: str,
+    variants: Sequence[Variant],
+    rows: Sequence[repository.DailyRow],
+) -> decision.SampleRatioCheck | None:
+    """SRM against the allocations actually served, on days that have one."""
+    served = await repository.served_allocations(session, experiment_id)
+    dates, units, _, _, _ = _period_arrays(variants, rows)
+    keep = [k for k, day in enumerate(dates) if day in served]
+    if not keep:
+        return None
+    shares = np.array(
+        [[served[dates[k]].get(variant.id, 0.0) / 100.0 for k in keep] for variant in variants]
+    )
+    return decision.sample_ratio_mismatch(units[:, keep], shares)
 
 
 def _variant_rows(variants: Sequence[VariantIn]) -> list[Variant]:
@@ -233,7 +505,10 @@ async def create_experiment(session: AsyncSession, *, payload: ExperimentIn) -> 
         name=payload.name or payload.id,
         description=payload.description,
         status=payload.status,
-        algorithm=allocation_stats.ALGORITHM,
+        algorithm=str(payload.settings.policy.algorithm),
+        metric_kind=payload.metric_kind.value,
+        higher_is_better=payload.higher_is_better,
+        settings=payload.settings.model_dump(mode="json"),
         variants=_variant_rows(payload.variants),
     )
     await repository.add_experiment(session, experiment)
@@ -257,9 +532,39 @@ async def update_experiment(
     session: AsyncSession, *, experiment_id: str, patch: ExperimentPatch
 ) -> Experiment:
     experiment = await require_experiment(session, experiment_id)
-    changes: dict[str, Any] = patch.model_dump(exclude_unset=True)
+    changes: dict[str, Any] = patch.model_dump(exclude_unset=True, mode="json")
+    if patch.settings is not None:
+        known = {variant.id for variant in experiment.variants}
+        unknown = sorted(set(patch.settings.policy.reserved) - known)
+        if unknown:
+            raise InvalidInputError(
+                f"settings.policy.reserved names unknown variant(s): {', '.join(unknown)}"
+            )
+        changes["algorithm"] = str(patch.settings.policy.algorithm)
     for field, value in changes.items():
         setattr(experiment, field, value)
+    experiment.updated_at = utcnow()
+    await session.flush()
+    return experiment
+
+
+async def update_variant(
+    session: AsyncSession, *, experiment_id: str, variant_id: str, patch: VariantPatch
+) -> Experiment:
+    """Rename, pause (active: false), resume, or make a variant the control."""
+    experiment = await require_experiment(session, experiment_id)
+    variant = next((v for v in experiment.variants if v.id == variant_id), None)
+    if variant is None:
+        raise NotFoundError(f"experiment {experiment_id!r} has no variant {variant_id!r}")
+    if patch.is_control:
+        for other in experiment.variants:
+            other.is_control = other.id == variant_id
+    elif patch.is_control is False:
+        variant.is_control = False
+    if patch.name is not None:
+        variant.name = patch.name
+    if patch.active is not None:
+        variant.active = patch.active
     experiment.updated_at = utcnow()
     await session.flush()
     return experiment

@@ -1,61 +1,149 @@
-"""Probability that each variant is best, and turning it into traffic percentages.
+"""Probability that each variant is best (and the expected best value), by quadrature.
 
-P(i best) = integral f_i(x) * prod_{j != i} F_j(x) dx  (Thompson sampling's traffic share;
-Chapelle & Li 2011, Scott 2010). Computed by composite Gauss-Legendre quadrature in log
-space over the only range where the integrand is not negligible (STATISTICS.md):
-[max_j q_j(eps), max_j q_j(1 - eps)]. Panel breakpoints are placed at quantiles of every
-variant, so a narrow posterior (10^7 trials) beside a wide one (10^3) is still resolved.
+P(i best) = integral f_i(x) * prod_{j != i} F_j(x) dx   (Thompson sampling's traffic
+share: Chapelle & Li 2011, Scott 2010), and E[max_j theta_j] = sum_i integral
+x f_i(x) prod_{j != i} F_j(x) dx, which gives the expected loss of each choice.
+
+Both are computed by composite Gauss-Legendre quadrature in log space over the only range
+where the integrand is not negligible (STATISTICS.md): [max_j q_j(eps), max_j q_j(1-eps)].
+Panel breakpoints are placed inside every posterior, so a narrow posterior (10^7 trials)
+beside a wide one (10^3) is still resolved. Beta posteriors (conversions) and Student-t
+marginals of Normal-Inverse-Gamma posteriors (values) are supported; "lower is better"
+is the mirrored problem (1 - theta for rates, -theta for values).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from scipy import special
 
-from mabapi.stats.posterior import BetaPosterior
+from mabapi.stats.posterior import BetaPosterior, NormalInverseGammaPosterior, Posterior
 
-ALGORITHM = "thompson"
-# Bumped whenever a change could alter a returned number; stored with every snapshot.
-ALGORITHM_VERSION = "thompson-exact-1"
-
-_TAIL = 1e-13  # mass left outside the integration range, per variant
-_NODES_PER_PANEL = 12
-# Standard-normal quantiles used to place panel breakpoints inside each posterior.
-_BREAKPOINT_Z = np.array([-6.0, -4.5, -3.5, -2.5, -1.75, -1.0, -0.4, 0.2, 0.8, 1.5, 2.5, 3.5,
-                          4.5, 6.0])  # fmt: skip
-_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(_NODES_PER_PANEL)
+ALGORITHM_VERSION = "exact-2"
 
 FloatArray = npt.NDArray[np.float64]
 
+_TAIL = 1e-13  # posterior mass left outside the integration range, per variant
+_NODES_PER_PANEL = 12
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(_NODES_PER_PANEL)
+# Standard-normal quantiles at which panel breakpoints sit inside each Beta posterior.
+_BREAKPOINT_Z = np.array([-6.0, -4.5, -3.5, -2.5, -1.75, -1.0, -0.4, 0.2, 0.8, 1.5, 2.5, 3.5,
+                          4.5, 6.0])  # fmt: skip
+# Tail probabilities at which breakpoints sit inside each Student-t marginal.
+_BREAKPOINT_P = np.array([1e-11, 1e-9, 1e-7, 1e-5, 1e-4, 1e-3, 0.01, 0.04, 0.1, 0.2, 0.3, 0.4,
+                          0.5])  # fmt: skip
+_BREAKPOINT_P = np.concatenate([_BREAKPOINT_P, 1.0 - _BREAKPOINT_P[:-1]])
 
-def _log_beta_pdf(x: FloatArray, alpha: FloatArray, beta: FloatArray) -> FloatArray:
-    logpdf: FloatArray = (
-        special.xlogy(alpha - 1.0, x)
-        + special.xlog1py(beta - 1.0, -x)
-        - special.betaln(alpha, beta)
-    )
-    return logpdf
+
+class _BetaArms:
+    """K Beta distributions, vectorised."""
+
+    def __init__(self, alphas: FloatArray, betas: FloatArray) -> None:
+        self.alphas, self.betas = alphas[:, None], betas[:, None]
+        self.a, self.b = alphas, betas
+
+    def ppf(self, probability: float) -> FloatArray:
+        result: FloatArray = special.betaincinv(self.a, self.b, probability)
+        return result
+
+    def spread(self) -> FloatArray:
+        total = self.a + self.b
+        result: FloatArray = np.sqrt(self.a * self.b / (total * total * (total + 1.0)))
+        return result
+
+    def inner_breakpoints(self) -> FloatArray:
+        means = self.a / (self.a + self.b)
+        result: FloatArray = (means[:, None] + self.spread()[:, None] * _BREAKPOINT_Z).ravel()
+        return result
+
+    def logpdf(self, x: FloatArray) -> FloatArray:
+        result: FloatArray = special.xlogy(self.alphas - 1.0, x) + special.xlog1py(
+            self.betas - 1.0, -x
+        )
+        result -= special.betaln(self.alphas, self.betas)
+        return result
+
+    def logcdf(self, x: FloatArray) -> FloatArray:
+        with np.errstate(divide="ignore"):
+            result: FloatArray = np.log(special.betainc(self.alphas, self.betas, x))
+        return result
 
 
-def _breakpoints(posteriors: Sequence[BetaPosterior]) -> FloatArray:
-    alphas = np.array([p.alpha for p in posteriors])
-    betas = np.array([p.beta for p in posteriors])
-    lows = special.betaincinv(alphas, betas, _TAIL)
-    highs = special.betaincinv(alphas, betas, 1.0 - _TAIL)
+class _StudentTArms:
+    """K location-scale Student-t distributions, vectorised."""
+
+    def __init__(self, df: FloatArray, loc: FloatArray, scale: FloatArray) -> None:
+        self.d, self.m, self.s = df, loc, scale
+        self.df, self.loc, self.scale = df[:, None], loc[:, None], scale[:, None]
+        self._log_norm = (
+            special.gammaln((self.df + 1.0) / 2.0)
+            - special.gammaln(self.df / 2.0)
+            - 0.5 * np.log(self.df * np.pi)
+            - np.log(self.scale)
+        )
+
+    def ppf(self, probability: float) -> FloatArray:
+        result: FloatArray = self.m + self.s * special.stdtrit(self.d, probability)
+        return result
+
+    def spread(self) -> FloatArray:
+        # Half the central 68% range: the standard deviation's analogue for any df.
+        result: FloatArray = self.s * special.stdtrit(self.d, 0.8413447460685429)
+        return result
+
+    def inner_breakpoints(self) -> FloatArray:
+        quantiles = special.stdtrit(self.d[:, None], _BREAKPOINT_P[None, :])
+        result: FloatArray = (self.m[:, None] + self.s[:, None] * quantiles).ravel()
+        return result
+
+    def logpdf(self, x: FloatArray) -> FloatArray:
+        z = (x - self.loc) / self.scale
+        result: FloatArray = self._log_norm - (self.df + 1.0) / 2.0 * np.log1p(z * z / self.df)
+        return result
+
+    def logcdf(self, x: FloatArray) -> FloatArray:
+        with np.errstate(divide="ignore"):
+            result: FloatArray = np.log(special.stdtr(self.df, (x - self.loc) / self.scale))
+        return result
+
+
+_Arms = _BetaArms | _StudentTArms
+
+
+def _arms(posteriors: Sequence[Posterior], higher_is_better: bool) -> tuple[_Arms, float]:
+    """Vectorised arms oriented so that larger is better, and the sign that undoes it."""
+    if all(isinstance(p, BetaPosterior) for p in posteriors):
+        alphas = np.array([p.alpha for p in posteriors], dtype=np.float64)
+        betas = np.array([p.beta for p in posteriors], dtype=np.float64)
+        if higher_is_better:
+            return _BetaArms(alphas, betas), 1.0
+        return _BetaArms(betas, alphas), -1.0  # 1 - theta ~ Beta(beta, alpha)
+    if all(isinstance(p, NormalInverseGammaPosterior) for p in posteriors):
+        nig = [p for p in posteriors if isinstance(p, NormalInverseGammaPosterior)]
+        df = np.array([p.degrees_of_freedom for p in nig])
+        loc = np.array([p.mu for p in nig])
+        scale = np.array([p.scale for p in nig])
+        sign = 1.0 if higher_is_better else -1.0
+        return _StudentTArms(df, sign * loc, scale), sign
+    raise TypeError("posteriors must all be Beta or all Normal-Inverse-Gamma")
+
+
+def _edges(arms: _Arms) -> FloatArray:
+    lows, highs = arms.ppf(_TAIL), arms.ppf(1.0 - _TAIL)
     lower, upper = float(lows.max()), float(highs.max())
-    if not upper > lower:  # every posterior is a point mass at the same place
+    if not upper > lower:
         return np.array([lower, lower])
-    means = alphas / (alphas + betas)
-    sds = np.sqrt(alphas * betas / ((alphas + betas) ** 2 * (alphas + betas + 1.0)))
-    inner = (means[:, None] + sds[:, None] * _BREAKPOINT_Z[None, :]).ravel()
-    points = np.unique(np.clip(np.concatenate([inner, lows, highs, [lower, upper]]), lower, upper))
-    # Only posteriors that overlap the range set the resolution; merge breakpoints that
-    # are far closer together than the narrowest of them (they add cost, not accuracy).
+    points = np.concatenate([arms.inner_breakpoints(), lows, highs, [lower, upper]])
+    points = np.unique(np.clip(points[np.isfinite(points)], lower, upper))
+    # Only posteriors that overlap the range set the resolution; breakpoints far closer
+    # together than the narrowest of them add cost, not accuracy.
     relevant = (highs > lower) & (lows < upper)
-    min_gap = 0.25 * float(sds[relevant].min()) if relevant.any() else 0.0
+    spread = arms.spread()
+    min_gap = 0.25 * float(spread[relevant].min()) if relevant.any() else 0.0
     kept = [points[0]]
     for point in points[1:-1]:
         if point - kept[-1] >= min_gap:
@@ -64,44 +152,70 @@ def _breakpoints(posteriors: Sequence[BetaPosterior]) -> FloatArray:
     return np.array(kept)
 
 
-def probability_best(posteriors: Sequence[BetaPosterior]) -> FloatArray:
-    """P(variant i has the highest rate) for each i, summing to 1 (error < 1e-9).
+@dataclass(frozen=True, slots=True)
+class BestArm:
+    """P(each variant is best) and E[best value] (in the metric's own units)."""
 
-    Deterministic. Identical posteriors get identical probabilities (the computation is
-    the same for each), so ties split evenly.
+    probabilities: FloatArray
+    expected_best: float
+
+
+def best_arm(posteriors: Sequence[Posterior], *, higher_is_better: bool = True) -> BestArm:
+    """Probability that each variant is best, and the expected value of the best one.
+
+    Deterministic; identical posteriors get identical probabilities (ties split evenly).
+    With higher_is_better=False, "best" is the lowest value (e.g. bounce rate).
     """
     count = len(posteriors)
     if count == 0:
-        return np.zeros(0)
-    if count == 1:
-        return np.ones(1)
-    edges = _breakpoints(posteriors)
-    if edges[-1] <= edges[0]:
-        return np.full(count, 1.0 / count)
+        return BestArm(np.zeros(0), float("nan"))
+    arms, sign = _arms(posteriors, higher_is_better)
+    edges = _edges(arms)
+    if count == 1 or edges[-1] <= edges[0]:
+        means = _oriented_means(posteriors, higher_is_better)
+        return BestArm(np.full(count, 1.0 / count), _unorient(float(means.max()), sign, arms))
     left, right = edges[:-1], edges[1:]
     half = (right - left) / 2.0
-    nodes = ((left + right) / 2.0)[:, None] + half[:, None] * _GL_NODES[None, :]
-    weights = half[:, None] * _GL_WEIGHTS[None, :]
-    x = nodes.ravel()
-    w = weights.ravel()
-
-    alphas = np.array([p.alpha for p in posteriors])[:, None]
-    betas = np.array([p.beta for p in posteriors])[:, None]
-    with np.errstate(divide="ignore"):
-        log_cdf = np.log(special.betainc(alphas, betas, x[None, :]))
-    log_pdf = _log_beta_pdf(x[None, :], alphas, betas)
+    x = (((left + right) / 2.0)[:, None] + half[:, None] * _GL_NODES[None, :]).ravel()
+    w = (half[:, None] * _GL_WEIGHTS[None, :]).ravel()
+    log_cdf = arms.logcdf(x[None, :])
     # Sum of log cdfs of every OTHER variant, by prefix + suffix sums: no -inf - -inf.
     zeros = np.zeros((1, x.size))
     prefix = np.vstack([zeros, np.cumsum(log_cdf, axis=0)[:-1]])
     suffix = np.vstack([np.cumsum(log_cdf[::-1], axis=0)[::-1][1:], zeros])
-    others = prefix + suffix
-    integrand = np.exp(log_pdf + others)
+    integrand = np.exp(arms.logpdf(x[None, :]) + prefix + suffix)
     raw: FloatArray = integrand @ w
     total = float(raw.sum())
     if not np.isfinite(total) or total <= 0.0:
         raise ArithmeticError("probability-of-best integration failed")
-    result: FloatArray = raw / total
-    return result
+    expected_best = float((integrand @ (w * x)).sum()) / total
+    return BestArm(raw / total, _unorient(expected_best, sign, arms))
+
+
+def _oriented_means(posteriors: Sequence[Posterior], higher_is_better: bool) -> FloatArray:
+    means = np.array([p.mean for p in posteriors])
+    if higher_is_better:
+        return means
+    if isinstance(posteriors[0], BetaPosterior):
+        result: FloatArray = 1.0 - means
+        return result
+    return -means
+
+
+def _unorient(value: float, sign: float, arms: _Arms) -> float:
+    """Map a value of the oriented problem back to the metric's own units."""
+    if sign > 0:
+        return value
+    return 1.0 - value if isinstance(arms, _BetaArms) else -value
+
+
+def probability_best(
+    posteriors: Sequence[Posterior], *, higher_is_better: bool = True
+) -> FloatArray:
+    """P(variant i is best) for each i, summing to 1 (error < 1e-9 where betainc allows)."""
+    if len(posteriors) == 1:
+        return np.ones(1)
+    return best_arm(posteriors, higher_is_better=higher_is_better).probabilities
 
 
 def largest_remainder_percentages(shares: Sequence[float], decimals: int = 1) -> list[float]:

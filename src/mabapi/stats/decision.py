@@ -1,0 +1,301 @@
+"""How sure we are, and when to stop: intervals, uplift, expected loss, value remaining,
+period-stratified estimates, sample-ratio mismatch, and what the bandit earned.
+
+Quantities with no closed form (uplift intervals, value remaining, gains) use seeded
+posterior draws; the seed is an input and is returned, so every number is reproducible.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from mabapi.stats.allocation import FloatArray, best_arm
+from mabapi.stats.posterior import BetaPosterior, Posterior
+
+DEFAULT_DRAWS = 20_000
+DEFAULT_SEED = 20_231_115
+
+
+def sample_posteriors(
+    posteriors: Sequence[Posterior], draws: int, rng: np.random.Generator
+) -> FloatArray:
+    """Draws of each variant's mean, shape (variants, draws)."""
+    rows = []
+    for posterior in posteriors:
+        if isinstance(posterior, BetaPosterior):
+            rows.append(rng.beta(posterior.alpha, posterior.beta, draws))
+        else:
+            t = rng.standard_t(posterior.degrees_of_freedom, draws)
+            rows.append(posterior.mu + posterior.scale * t)
+    return np.vstack(rows) if rows else np.zeros((0, draws))
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    mean: float
+    lower: float
+    upper: float
+
+
+def _interval(samples: FloatArray, mass: float) -> Interval:
+    tail = (1.0 - mass) / 2.0
+    lower, upper = np.quantile(samples, [tail, 1.0 - tail])
+    return Interval(float(samples.mean()), float(lower), float(upper))
+
+
+class Action(enum.StrEnum):
+    CONTINUE = "continue"
+    STOP_WINNER = "stop_winner"
+    STOP_NO_DIFFERENCE = "stop_no_difference"
+
+
+@dataclass(frozen=True, slots=True)
+class StopRule:
+    """Stop with a winner when one variant's probability to be best reaches
+    `probability_threshold` and the value remaining is below `value_remaining_threshold`
+    (Scott 2010; Google Analytics content experiments used 95% and 1%), or stop with no
+    meaningful difference when the value remaining is below the threshold without a
+    winner; never before `min_days` of data (GA used two weeks; 7 days by default)."""
+
+    probability_threshold: float = 0.95
+    value_remaining_threshold: float = 0.01
+    min_days: int = 7
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.probability_threshold < 1.0:
+            raise ValueError("probability_threshold must lie in [0.5, 1)")
+        if not 0.0 < self.value_remaining_threshold < 1.0:
+            raise ValueError("value_remaining_threshold must lie in (0, 1)")
+        if self.min_days < 0:
+            raise ValueError("min_days cannot be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    action: Action
+    winner: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Everything the summary reports about a set of variants."""
+
+    probability_best: FloatArray
+    expected_loss: FloatArray
+    probability_beats_control: FloatArray | None
+    uplift: list[Interval | None]
+    value_remaining: float
+    credible_intervals: list[tuple[float, float]]
+    recommendation: Recommendation
+    seed: int
+    draws: int
+
+
+def value_remaining(
+    samples: FloatArray, champion: int, *, higher_is_better: bool = True, quantile: float = 0.95
+) -> float:
+    """95th percentile of (best - champion) / |champion| over posterior draws (Scott 2010;
+    for lower-is-better, of (champion - best) / |champion|)."""
+    champion_values = samples[champion]
+    best = samples.max(axis=0) if higher_is_better else samples.min(axis=0)
+    gap = best - champion_values if higher_is_better else champion_values - best
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.where(champion_values != 0, gap / np.abs(champion_values), np.inf)
+    return float(np.quantile(relative, quantile))
+
+
+def recommend(
+    probabilities: FloatArray,
+    remaining: float,
+    *,
+    days_of_data: int,
+    rule: StopRule,
+    names: Sequence[str],
+) -> Recommendation:
+    leader = int(np.argmax(probabilities))
+    leader_probability = float(probabilities[leader])
+    if days_of_data < rule.min_days:
+        return Recommendation(
+            Action.CONTINUE,
+            None,
+            f"continue: {days_of_data} of at least {rule.min_days} days of data so far",
+        )
+    if remaining < rule.value_remaining_threshold:
+        if leader_probability >= rule.probability_threshold:
+            return Recommendation(
+                Action.STOP_WINNER,
+                leader,
+                f"stop: {names[leader]} wins with probability {leader_probability:.1%} to be "
+                f"best, and at most {remaining:.2%} could still be gained by continuing",
+            )
+        return Recommendation(
+            Action.STOP_NO_DIFFERENCE,
+            None,
+            f"stop: no meaningful difference; the leader {names[leader]} has probability "
+            f"{leader_probability:.1%} to be best, but no variant could beat it by more than "
+            f"{remaining:.2%} (95% sure)",
+        )
+    return Recommendation(
+        Action.CONTINUE,
+        None,
+        f"continue: {names[leader]} leads with probability {leader_probability:.1%} to be "
+        f"best, and up to {remaining:.1%} could still be gained (stop below "
+        f"{rule.value_remaining_threshold:.1%})",
+    )
+
+
+def decide(
+    posteriors: Sequence[Posterior],
+    *,
+    names: Sequence[str],
+    control: int | None,
+    days_of_data: int,
+    rule: StopRule,
+    higher_is_better: bool = True,
+    mass: float = 0.95,
+    seed: int = DEFAULT_SEED,
+    draws: int = DEFAULT_DRAWS,
+) -> Decision:
+    """Decision quantities for the variants, from their posteriors.
+
+    Exact (quadrature): probability to be best, expected loss E[best - theta_i], and
+    probability to beat the control. Seeded draws: uplift intervals and value remaining.
+    """
+    count = len(posteriors)
+    best = best_arm(posteriors, higher_is_better=higher_is_better)
+    means = np.array([p.mean for p in posteriors])
+    sign = 1.0 if higher_is_better else -1.0
+    expected_loss = np.maximum(sign * (best.expected_best - means), 0.0)
+    samples = sample_posteriors(posteriors, draws, np.random.default_rng(seed))
+    beats: FloatArray | None = None
+    uplift: list[Interval | None] = [None] * count
+    if control is not None:
+        beats = np.zeros(count)
+        for index in range(count):
+            if index == control:
+                beats[index] = float("nan")
+                continue
+            pair = best_arm(
+                [posteriors[control], posteriors[index]], higher_is_better=higher_is_better
+            )
+            beats[index] = float(pair.probabilities[1])
+            base = samples[control]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                relative = (samples[index] - base) / np.abs(base)
+            relative = relative[np.isfinite(relative)]
+            if relative.size:
+                uplift[index] = _interval(relative, mass)
+    champion = int(np.argmax(best.probabilities))
+    remaining = value_remaining(samples, champion, higher_is_better=higher_is_better)
+    return Decision(
+        probability_best=best.probabilities,
+        expected_loss=expected_loss,
+        probability_beats_control=beats,
+        uplift=uplift,
+        value_remaining=remaining,
+        credible_intervals=[p.credible_interval(mass) for p in posteriors],
+        recommendation=recommend(
+            best.probabilities, remaining, days_of_data=days_of_data, rule=rule, names=names
+        ),
+        seed=seed,
+        draws=draws,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StratifiedEstimate:
+    mean: float | None
+    standard_error: float | None
+
+
+def stratified_means(
+    units: FloatArray, totals: FloatArray, squares: FloatArray | None = None
+) -> list[StratifiedEstimate]:
+    """Period-stratified mean per variant (STATISTICS.md, "Changing traffic"): each
+    period's mean weighted by that period's share of ALL units, so changing weights do
+    not bias it (Simpson's paradox). Arrays are (variants, periods). A variant's periods
+    without units are left out and the remaining weights renormalised.
+
+    var_v = sum_p w_p^2 var_{v,p} / n_{v,p}, with the Bernoulli variance m(1-m) when no
+    sums of squares are given (conversions)."""
+    period_units = units.sum(axis=0)
+    results = []
+    for v in range(units.shape[0]):
+        present = units[v] > 0
+        if not present.any():
+            results.append(StratifiedEstimate(None, None))
+            continue
+        weights = period_units[present] / period_units[present].sum()
+        n = units[v][present]
+        period_means = totals[v][present] / n
+        if squares is None:
+            variances = period_means * (1.0 - period_means)
+        else:
+            variances = np.maximum(squares[v][present] / n - period_means**2, 0.0)
+        mean = float((weights * period_means).sum())
+        error = float(np.sqrt((weights**2 * variances / n).sum()))
+        results.append(StratifiedEstimate(mean, error))
+    return results
+
+
+@dataclass(frozen=True, slots=True)
+class SampleRatioCheck:
+    observed: FloatArray
+    expected: FloatArray
+    chi_square: float
+    p_value: float
+    mismatch: bool
+
+
+def sample_ratio_mismatch(
+    units: FloatArray, served_shares: FloatArray, *, threshold: float = 0.001
+) -> SampleRatioCheck | None:
+    """Chi-square test of observed units against the shares actually served, period by
+    period: expected_v = sum_p units_p * share_{v,p} (STATISTICS.md). Arrays are
+    (variants, periods); periods with no served shares must be left out by the caller.
+    None when there is too little to test (fewer than 2 variants or no units)."""
+    if units.shape[0] < 2 or units.sum() <= 0:
+        return None
+    period_units = units.sum(axis=0)
+    expected = (served_shares * period_units[None, :]).sum(axis=1)
+    observed = units.sum(axis=1)
+    keep = expected > 0
+    if keep.sum() < 2:
+        return None
+    # Units on variants the allocation gave 0% are a mismatch by themselves.
+    if (observed[~keep] > 0).any():
+        return SampleRatioCheck(observed, expected, float("inf"), 0.0, True)
+    chi_square, p_value = scipy_stats.chisquare(
+        observed[keep], expected[keep] * observed[keep].sum() / expected[keep].sum()
+    )
+    return SampleRatioCheck(
+        observed, expected, float(chi_square), float(p_value), bool(p_value < threshold)
+    )
+
+
+def gain_over_even_split(
+    posteriors: Sequence[Posterior],
+    units: FloatArray,
+    *,
+    mass: float = 0.95,
+    seed: int = DEFAULT_SEED,
+    draws: int = DEFAULT_DRAWS,
+    higher_is_better: bool = True,
+) -> Interval:
+    """Successes (or value) the allocation earned beyond an even split of the same units:
+    sum_v (n_v - N/K) theta_v, over posterior draws of theta (positive = the bandit paid;
+    for lower-is-better metrics, positive = fewer bad outcomes)."""
+    if len(posteriors) == 0 or units.sum() <= 0:
+        return Interval(0.0, 0.0, 0.0)
+    samples = sample_posteriors(posteriors, draws, np.random.default_rng(seed))
+    excess = units - units.sum() / len(posteriors)
+    gained = (excess[:, None] * samples).sum(axis=0)
+    if not higher_is_better:
+        gained = -gained
+    return _interval(gained, mass)
