@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from mabapi.stats.allocation import FloatArray, probability_best
 from mabapi.stats.posterior import BetaPosterior, Posterior
@@ -194,20 +195,32 @@ def apply_controls(
     for index, share in reserved.items():
         result[index] = share
     if controls.max_change is not None and previous is not None and len(previous) == count:
-        result = limit_change(np.asarray(previous, dtype=np.float64), result, controls.max_change)
+        result = limit_change(
+            np.asarray(previous, dtype=np.float64),
+            result,
+            controls.max_change,
+            paused=~active_mask,
+        )
     return result
 
 
-def limit_change(previous: FloatArray, target: FloatArray, max_change: float) -> FloatArray:
+def limit_change(
+    previous: FloatArray,
+    target: FloatArray,
+    max_change: float,
+    *,
+    paused: npt.NDArray[np.bool_] | None = None,
+) -> FloatArray:
     """Move from `previous` toward `target` by the largest step that changes no share by
     more than `max_change`. A convex combination, so shares still sum to 1 and arms keep
-    the order they have in both; paused arms (target 0) are cut at once."""
+    the order they have in both; paused arms are cut at once (a pause is deliberate)."""
     if previous.sum() <= 0:
         return target
     step = float(np.abs(target - previous).max())
     fraction = 1.0 if step <= max_change else max_change / step
     moved = previous + fraction * (target - previous)
-    moved[target == 0] = 0.0
+    if paused is not None:
+        moved[paused] = 0.0
     total = moved.sum()
     result: FloatArray = moved / total if total > 0 else target
     return result

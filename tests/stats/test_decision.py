@@ -1,0 +1,221 @@
+"""Decisions checked against Monte Carlo, closed forms and worked examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from mabapi.stats.allocation import best_arm, probability_best
+from mabapi.stats.decision import (
+    Action,
+    StopRule,
+    decide,
+    gain_over_even_split,
+    recommend,
+    sample_posteriors,
+    sample_ratio_mismatch,
+    stratified_means,
+    value_remaining,
+)
+from mabapi.stats.history import Forgetting
+from mabapi.stats.posterior import (
+    BetaPosterior,
+    BinomialCounts,
+    NormalInverseGammaPosterior,
+    ValueSummary,
+)
+
+
+def beta(trials: int, successes: int) -> BetaPosterior:
+    return BetaPosterior.from_counts(BinomialCounts(trials, successes))
+
+
+CONVERSIONS = [beta(1000, 120), beta(1000, 150), beta(900, 128)]
+VALUES = [
+    NormalInverseGammaPosterior.from_summary(ValueSummary(1000, 2500.0, 25_000.0)),
+    NormalInverseGammaPosterior.from_summary(ValueSummary(900, 2400.0, 26_400.0)),
+    NormalInverseGammaPosterior.from_summary(ValueSummary(1100, 2700.0, 30_000.0)),
+]
+
+
+class TestBestArmAgainstMonteCarlo:
+    @pytest.mark.parametrize("posteriors", [CONVERSIONS, VALUES], ids=["beta", "student-t"])
+    @pytest.mark.parametrize("higher_is_better", [True, False])
+    def test_probability_and_expected_best(
+        self, posteriors: list[BetaPosterior], higher_is_better: bool
+    ) -> None:
+        result = best_arm(posteriors, higher_is_better=higher_is_better)
+        samples = sample_posteriors(posteriors, 1_000_000, np.random.default_rng(12))
+        chosen = samples.argmax(0) if higher_is_better else samples.argmin(0)
+        sampled = np.bincount(chosen, minlength=len(posteriors)) / samples.shape[1]
+        assert np.abs(result.probabilities - sampled).max() < 2.5e-3
+        extreme = samples.max(0) if higher_is_better else samples.min(0)
+        error = 5 * extreme.std() / np.sqrt(extreme.size)
+        assert result.expected_best == pytest.approx(extreme.mean(), abs=error)
+
+    def test_lower_is_better_is_the_mirrored_problem(self) -> None:
+        mirrored = [BetaPosterior(p.beta, p.alpha) for p in CONVERSIONS]
+        assert probability_best(CONVERSIONS, higher_is_better=False) == pytest.approx(
+            probability_best(mirrored), abs=1e-12
+        )
+        negated = [NormalInverseGammaPosterior(-p.mu, p.kappa, p.alpha, p.beta) for p in VALUES]
+        assert probability_best(VALUES, higher_is_better=False) == pytest.approx(
+            probability_best(negated), abs=1e-12
+        )
+
+    def test_student_t_symmetric_arms_split_evenly(self) -> None:
+        same = [VALUES[0]] * 3
+        assert probability_best(same) == pytest.approx([1 / 3] * 3, abs=1e-12)
+
+
+class TestDecide:
+    def test_expected_loss_matches_monte_carlo(self) -> None:
+        result = decide(
+            CONVERSIONS, names=["a", "b", "c"], control=0, days_of_data=10, rule=StopRule()
+        )
+        samples = sample_posteriors(CONVERSIONS, 1_000_000, np.random.default_rng(1))
+        loss = (samples.max(0)[None, :] - samples).mean(axis=1)
+        assert result.expected_loss == pytest.approx(loss, abs=2e-5)
+        assert result.expected_loss.min() >= 0
+
+    def test_probability_to_beat_control_is_the_two_arm_answer(self) -> None:
+        result = decide(
+            CONVERSIONS, names=["a", "b", "c"], control=0, days_of_data=10, rule=StopRule()
+        )
+        assert result.probability_beats_control is not None
+        assert np.isnan(result.probability_beats_control[0])
+        assert result.probability_beats_control[1] == pytest.approx(0.975068, abs=1e-6)
+
+    def test_uplift_interval_contains_the_observed_uplift(self) -> None:
+        result = decide(
+            CONVERSIONS, names=["a", "b", "c"], control=0, days_of_data=10, rule=StopRule()
+        )
+        uplift = result.uplift[1]
+        assert uplift is not None
+        assert uplift.lower < 0.25 < uplift.upper  # observed 15% / 12% - 1 = 25%
+        assert result.uplift[0] is None
+
+    def test_same_seed_same_numbers(self) -> None:
+        first = decide(VALUES, names=["a", "b", "c"], control=0, days_of_data=3, rule=StopRule())
+        second = decide(VALUES, names=["a", "b", "c"], control=0, days_of_data=3, rule=StopRule())
+        assert first.value_remaining == second.value_remaining
+        assert first.uplift == second.uplift
+
+
+class TestValueRemainingAndStopping:
+    def test_definition(self) -> None:
+        samples = np.array([[1.0, 1.0, 1.0, 1.0], [1.1, 0.9, 1.3, 0.8]])
+        # champion 0: relative gap max(0, s1 - s0) / s0 = [0.1, 0, 0.3, 0]
+        assert value_remaining(samples, 0, quantile=0.75) == pytest.approx(
+            np.quantile([0.1, 0.0, 0.3, 0.0], 0.75)
+        )
+
+    def test_clear_winner_stops(self) -> None:
+        arms = [beta(100_000, 10_000), beta(100_000, 11_000)]
+        result = decide(arms, names=["a", "b"], control=0, days_of_data=14, rule=StopRule())
+        assert result.recommendation.action is Action.STOP_WINNER
+        assert result.recommendation.winner == 1
+        assert "b wins" in result.recommendation.reason
+
+    def test_not_before_min_days(self) -> None:
+        arms = [beta(100_000, 10_000), beta(100_000, 11_000)]
+        result = decide(arms, names=["a", "b"], control=0, days_of_data=3, rule=StopRule())
+        assert result.recommendation.action is Action.CONTINUE
+        assert "3 of at least 7 days" in result.recommendation.reason
+
+    def test_equal_arms_with_lots_of_data_stop_with_no_difference(self) -> None:
+        arms = [beta(2_000_000, 200_000), beta(2_000_000, 200_100)]
+        result = decide(arms, names=["a", "b"], control=0, days_of_data=30, rule=StopRule())
+        assert result.recommendation.action is Action.STOP_NO_DIFFERENCE
+
+    def test_uncertain_continues(self) -> None:
+        result = decide(
+            [beta(100, 10), beta(100, 12)], names=["a", "b"], control=0, days_of_data=30,
+            rule=StopRule(),
+        )  # fmt: skip
+        assert result.recommendation.action is Action.CONTINUE
+
+    def test_recommend_thresholds(self) -> None:
+        rule = StopRule(probability_threshold=0.9, value_remaining_threshold=0.05, min_days=0)
+        probabilities = np.array([0.05, 0.95])
+        stop = recommend(probabilities, 0.01, days_of_data=1, rule=rule, names=["x", "y"])
+        assert (stop.action, stop.winner) == (Action.STOP_WINNER, 1)
+        go_on = recommend(probabilities, 0.2, days_of_data=1, rule=rule, names=["x", "y"])
+        assert go_on.action is Action.CONTINUE
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [{"probability_threshold": 0.4}, {"value_remaining_threshold": 0}, {"min_days": -1}],
+    )
+    def test_bad_rules(self, kwargs: dict[str, float]) -> None:
+        with pytest.raises(ValueError, match=r"must|cannot"):
+            StopRule(**kwargs)  # type: ignore[arg-type]
+
+
+class TestStratified:
+    def test_simpsons_paradox_is_undone(self) -> None:
+        """Day 1: rates 10% (A) and 10% (B), B got 10% of traffic; day 2: rates 20% and
+        20%, B got 90%. Pooled, B looks far better (19% vs 11%); stratified, they tie."""
+        units = np.array([[900.0, 100.0], [100.0, 900.0]])
+        successes = np.array([[90.0, 20.0], [10.0, 180.0]])
+        pooled = successes.sum(1) / units.sum(1)
+        assert pooled[1] - pooled[0] > 0.07
+        estimates = stratified_means(units, successes)
+        assert estimates[0].mean == pytest.approx(0.15)
+        assert estimates[1].mean == pytest.approx(0.15)
+        expected_se = np.sqrt(0.25 * 0.09 / 900 + 0.25 * 0.16 / 100)
+        assert estimates[0].standard_error == pytest.approx(expected_se)
+
+    def test_variant_without_data(self) -> None:
+        estimates = stratified_means(np.array([[10.0], [0.0]]), np.array([[1.0], [0.0]]))
+        assert estimates[1].mean is None
+
+
+class TestSampleRatioMismatch:
+    def test_matches_scipy_with_changing_weights(self) -> None:
+        units = np.array([[500.0, 300.0], [500.0, 700.0]])
+        shares = np.array([[0.5, 0.3], [0.5, 0.7]])
+        check = sample_ratio_mismatch(units, shares)
+        assert check is not None
+        assert check.expected.tolist() == pytest.approx([800.0, 1200.0])
+        assert check.p_value == pytest.approx(1.0)
+        assert not check.mismatch
+
+    def test_flags_a_broken_split(self) -> None:
+        units = np.array([[6000.0], [4000.0]])
+        check = sample_ratio_mismatch(units, np.array([[0.5], [0.5]]))
+        assert check is not None
+        expected = stats.chisquare([6000, 4000], [5000, 5000])
+        assert check.p_value == pytest.approx(expected.pvalue)
+        assert check.mismatch
+
+
+class TestGain:
+    def test_even_split_gains_nothing(self) -> None:
+        gain = gain_over_even_split(CONVERSIONS, np.array([1000.0, 1000.0, 1000.0]))
+        assert gain.mean == pytest.approx(0.0, abs=1e-9)
+
+    def test_more_traffic_to_the_better_arm_gains(self) -> None:
+        arms = [beta(1000, 100), beta(3000, 450)]
+        gain = gain_over_even_split(arms, np.array([1000.0, 3000.0]))
+        # sum (n_v - N/K) E[theta_v] = -1000 * 101/1002 + 1000 * 451/3002
+        exact = -1000 * 101 / 1002 + 1000 * 451 / 3002
+        assert gain.mean == pytest.approx(exact, rel=0.01)
+        assert gain.lower < exact < gain.upper
+
+
+class TestForgetting:
+    def test_window_and_half_life(self) -> None:
+        ages = np.array([1.0, 2.0, 8.0])
+        assert Forgetting(window_days=7).weights(ages).tolist() == [1.0, 1.0, 0.0]
+        assert Forgetting(half_life_days=1).weights(ages).tolist() == pytest.approx(
+            [1.0, 0.5, 2.0**-7]
+        )
+        assert not Forgetting().active
+
+    def test_bad_values(self) -> None:
+        with pytest.raises(ValueError, match="window"):
+            Forgetting(window_days=0)
+        with pytest.raises(ValueError, match="half_life"):
+            Forgetting(half_life_days=0)
