@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -103,3 +104,109 @@ def serve(
         reload=reload,
         log_level=settings.log_level,
     )
+
+
+def _float_list(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{option} takes numbers separated by commas") from None
+
+
+@app.command("simulate")
+def simulate(
+    scenario: Annotated[
+        Path | None, typer.Option(help="TOML scenario file (see --example).", exists=True)
+    ] = None,
+    rates: Annotated[str, typer.Option(help="Conversion rate per arm, e.g. 0.10,0.12")] = (
+        "0.10,0.12"
+    ),
+    days: Annotated[int, typer.Option(min=1, max=3650)] = 30,
+    traffic: Annotated[int, typer.Option(min=1, help="Units per day.")] = 2000,
+    seeds: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
+    policies: Annotated[str, typer.Option(help="Comma-separated policy names.")] = (
+        "thompson,top_two_thompson,uniform"
+    ),
+    switch_day: Annotated[int | None, typer.Option(help="Day the rates change.")] = None,
+    switch_rates: Annotated[str | None, typer.Option(help="Rates from switch-day on.")] = None,
+    half_life: Annotated[float | None, typer.Option(help="Decay half-life, days.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for JSON, CSV and charts.")] = Path(
+        "simulation-results"
+    ),
+    example: Annotated[bool, typer.Option(help="Print an example scenario file.")] = False,
+) -> None:
+    """Compare policies on simulated traffic: regret, traffic to the best arm, gain over
+    an even split, and when (and how often wrongly) a winner is declared."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from mabapi.simulation import report
+    from mabapi.simulation import scenario as scenarios
+    from mabapi.simulation.runner import aggregate, run
+
+    if example:
+        typer.echo(scenarios.EXAMPLE)
+        return
+    try:
+        if scenario is not None:
+            chosen = scenarios.load(scenario)
+        else:
+            data: dict[str, object] = {
+                "rates": list(_float_list(rates, "--rates")),
+                "days": days,
+                "traffic_per_day": traffic,
+                "seeds": seeds,
+                "policies": [p.strip() for p in policies.split(",") if p.strip()],
+            }
+            if switch_day is not None:
+                data["switch_day"] = switch_day
+                data["switch_rates"] = list(_float_list(switch_rates or "", "--switch-rates"))
+            if half_life is not None:
+                data["half_life_days"] = half_life
+            chosen = scenarios.from_mapping(data)
+    except (ValueError, OSError) as error:
+        console.print(f"[red]bad scenario:[/red] {error}")
+        raise typer.Exit(2) from error
+    results = []
+    with Progress(console=console, transient=True) as progress:
+        for spec in chosen.policies:
+            task = progress.add_task(spec.name, total=chosen.seeds)
+            runs = []
+            for seed in range(chosen.seeds):
+                runs.append(
+                    run(
+                        chosen.environment,
+                        spec,
+                        days=chosen.days,
+                        traffic_per_day=chosen.traffic_per_day,
+                        seed=seed,
+                        stop_rule=chosen.stop_rule,
+                    )
+                )
+                progress.advance(task)
+            results.append(aggregate(spec.name, runs))
+    table = Table(title=f"{chosen.environment.name}: {chosen.seeds} seeds, {chosen.days} days")
+    for column in ("policy", "regret (± se)", "traffic to best", "gain vs even split",
+                   "winner declared", "wrong winner", "median day"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for item in results:
+        table.add_row(
+            item.policy,
+            f"{item.regret_mean:,.1f} ± {item.regret_se:,.1f}",
+            f"{item.best_arm_share:.1%}",
+            f"{item.gain_vs_even:,.1f} ± {item.gain_vs_even_se:,.1f}",
+            f"{item.winner_rate:.0%}",
+            f"{item.wrong_winner_rate:.1%}",
+            "-" if item.median_winner_day is None else f"{item.median_winner_day:g}",
+        )
+    Console().print(table)
+    env = chosen.environment
+    report.write_tables(
+        results,
+        out,
+        {"name": env.name, "rates": list(env.rates), "days": chosen.days,
+         "traffic_per_day": chosen.traffic_per_day, "seeds": chosen.seeds},
+    )  # fmt: skip
+    charts = report.write_charts(results, out)
+    note = f", {len(charts)} charts" if charts else " (install mabapi[plots] for charts)"
+    console.print(f"results written to {out}/ (results.json, results.csv{note})")

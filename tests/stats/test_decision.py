@@ -144,6 +144,14 @@ class TestValueRemainingAndStopping:
         go_on = recommend(probabilities, 0.2, days_of_data=1, rule=rule, names=["x", "y"])
         assert go_on.action is Action.CONTINUE
 
+    def test_threshold_is_bonferroni_adjusted_for_more_rivals(self) -> None:
+        rule = StopRule(probability_threshold=0.95, min_days=0)
+        names = ["x", "y", "z"]
+        close = recommend(np.array([0.96, 0.02, 0.02]), 0.0, days_of_data=1, rule=rule, names=names)
+        assert close.action is Action.STOP_NO_DIFFERENCE  # needs 1 - 0.05 / 2 = 0.975
+        clear = recommend(np.array([0.98, 0.01, 0.01]), 0.0, days_of_data=1, rule=rule, names=names)
+        assert clear.action is Action.STOP_WINNER
+
     @pytest.mark.parametrize(
         "kwargs",
         [{"probability_threshold": 0.4}, {"value_remaining_threshold": 0}, {"min_days": -1}],

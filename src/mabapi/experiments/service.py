@@ -41,8 +41,7 @@ from mabapi.stats.policies import (
     Controls,
     PolicyConfig,
     PolicyName,
-    apply_controls,
-    policy_weights,
+    allocate,
 )
 from mabapi.stats.posterior import (
     BetaPosterior,
@@ -286,23 +285,20 @@ async def compute_allocation(
     ]
     active = [variant.active for variant in variants]
     controls = _controls(settings, variants)
-    free = [
-        i for i, variant in enumerate(variants) if variant.active and i not in controls.reserved
-    ]
     config = PolicyConfig(PolicyName(policy.algorithm), policy.top_two_beta, policy.epsilon)
-    weights = np.zeros(len(variants))
-    if free:
-        weights[free] = policy_weights(
-            config, [arms[i] for i in free], higher_is_better=experiment.higher_is_better
-        )
-    burned_in = controls.burn_in.satisfied([arms[i] for i in free], days_of_data)
     previous = None
     if controls.max_change is not None:
         snapshot = await repository.latest_snapshot_before(session, experiment_id, for_date)
         if snapshot is not None:
             previous = np.array([snapshot.allocations.get(v.id, 0.0) / 100 for v in variants])
-    shares = apply_controls(
-        weights, controls, active=active, burned_in=burned_in, previous=previous
+    shares, weights, burned_in = allocate(
+        arms,
+        config=config,
+        controls=controls,
+        active=active,
+        days_of_data=days_of_data,
+        higher_is_better=experiment.higher_is_better,
+        previous=previous,
     )
     percentages = allocation_stats.largest_remainder_percentages(list(shares))
     variant_ids = tuple(variant.id for variant in variants)

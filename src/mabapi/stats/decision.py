@@ -57,7 +57,8 @@ class Action(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class StopRule:
     """Stop with a winner when one variant's probability to be best reaches
-    `probability_threshold` and the value remaining is below `value_remaining_threshold`
+    `probability_threshold` (Bonferroni-adjusted for more than two variants:
+    1 - (1 - t) / (K - 1)) and the value remaining is below `value_remaining_threshold`
     (Scott 2010; Google Analytics content experiments used 95% and 1%), or stop with no
     meaningful difference when the value remaining is below the threshold without a
     winner; never before `min_days` of data (GA used two weeks; 7 days by default)."""
@@ -120,6 +121,12 @@ def recommend(
 ) -> Recommendation:
     leader = int(np.argmax(probabilities))
     leader_probability = float(probabilities[leader])
+    # The leader must beat K - 1 rivals: Bonferroni-adjust the threshold so that an A/A
+    # test with many arms, checked daily, does not crown a false winner more often
+    # (measured: 3 equal arms, 200 runs, daily checks: 10.5% wrong winners at 0.95,
+    # 2.5% at the adjusted 0.975; benchmarks/README.md). Two variants: unchanged.
+    rivals = max(len(probabilities) - 1, 1)
+    threshold = 1.0 - (1.0 - rule.probability_threshold) / rivals
     if days_of_data < rule.min_days:
         return Recommendation(
             Action.CONTINUE,
@@ -127,7 +134,7 @@ def recommend(
             f"continue: {days_of_data} of at least {rule.min_days} days of data so far",
         )
     if remaining < rule.value_remaining_threshold:
-        if leader_probability >= rule.probability_threshold:
+        if leader_probability >= threshold:
             return Recommendation(
                 Action.STOP_WINNER,
                 leader,

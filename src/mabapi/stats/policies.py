@@ -229,3 +229,31 @@ def limit_change(
 def draw(allocation: FloatArray, rng: np.random.Generator) -> int:
     """One variant for one request, distributed as the allocation."""
     return int(rng.choice(len(allocation), p=allocation / allocation.sum()))
+
+
+def allocate(
+    arms: Sequence[ArmData],
+    *,
+    config: PolicyConfig,
+    controls: Controls,
+    active: Sequence[bool],
+    days_of_data: int,
+    higher_is_better: bool = True,
+    previous: FloatArray | None = None,
+) -> tuple[FloatArray, FloatArray, bool]:
+    """The whole allocation step, as the service and the simulator both run it.
+
+    Returns (shares after controls, the policy's weights over the free arms, whether the
+    burn-in is over). Reserved and paused arms take no part in the policy's weights.
+    """
+    free = [i for i, live in enumerate(active) if live and i not in controls.reserved]
+    weights = np.zeros(len(arms))
+    if free:
+        weights[free] = policy_weights(
+            config, [arms[i] for i in free], higher_is_better=higher_is_better
+        )
+    burned_in = controls.burn_in.satisfied([arms[i] for i in free], days_of_data)
+    shares = apply_controls(
+        weights, controls, active=active, burned_in=burned_in, previous=previous
+    )
+    return shares, weights, burned_in

@@ -1,0 +1,230 @@
+"""Run policies over simulated days and seeds; collect regret and decision outcomes.
+
+Each day the allocation is computed from the data before that day with the same
+`mabapi.stats.policies.allocate` the service runs, then that day's traffic is split by
+per-request draws from it (a multinomial), as real-time assignment would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mabapi.simulation.environments import Environment, FloatArray
+from mabapi.stats.decision import Action, StopRule, decide
+from mabapi.stats.history import Forgetting
+from mabapi.stats.policies import ArmData, Controls, PolicyConfig, allocate
+from mabapi.stats.posterior import (
+    BetaPosterior,
+    BetaPrior,
+    BinomialCounts,
+    NormalInverseGammaPosterior,
+    NormalInverseGammaPrior,
+    Posterior,
+    ValueSummary,
+)
+
+# A custom allocator (benchmarks compare peers): (history, day, rng) -> shares.
+Allocator = Callable[["History", int, np.random.Generator], FloatArray]
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A named mabapi policy with its controls, as an experiment would configure it."""
+
+    name: str
+    config: PolicyConfig = field(default_factory=PolicyConfig)
+    controls: Controls = field(default_factory=Controls)
+    forgetting: Forgetting = field(default_factory=Forgetting)
+    use_values: bool = True  # on value environments: value posterior (else conversions)
+    custom: Allocator | None = None  # replaces the mabapi allocation when given
+
+
+@dataclass
+class History:
+    """Per-day data so far, shape (days, arms)."""
+
+    units: FloatArray
+    successes: FloatArray
+    value_sum: FloatArray
+    value_sum_squares: FloatArray
+
+
+@dataclass(frozen=True)
+class RunResult:
+    allocations: FloatArray  # (days, arms): shares served each day
+    units: FloatArray  # (days, arms)
+    successes: FloatArray  # (days, arms)
+    regret: FloatArray  # (days,): cumulative expected regret
+    reward: float  # expected reward collected
+    even_split_reward: float  # expected reward of an even split of the same traffic
+    realized: float  # realized conversions (or value)
+    best_arm_share: float  # share of all traffic on the (day's) best arm
+    winner_day: int | None  # first day (1-based) a winner was declared
+    winner: int | None
+    winner_correct: bool | None
+
+
+def _posteriors(
+    history: History, day: int, *, value: bool, forgetting: Forgetting
+) -> tuple[list[Posterior], FloatArray, FloatArray]:
+    if day == 0:
+        zero = np.zeros(history.units.shape[1])
+        units, successes, sums, squares = zero, zero, zero, zero
+    else:
+        ages = day - np.arange(day, dtype=np.float64)
+        weights = forgetting.weights(ages)[:, None] if forgetting.active else 1.0
+        units = (history.units[:day] * weights).sum(axis=0)
+        successes = (history.successes[:day] * weights).sum(axis=0)
+        sums = (history.value_sum[:day] * weights).sum(axis=0)
+        squares = (history.value_sum_squares[:day] * weights).sum(axis=0)
+    posteriors: list[Posterior]
+    if value:
+        posteriors = [
+            NormalInverseGammaPosterior.from_summary(
+                ValueSummary(float(n), float(s), max(float(q), s * s / n if n else 0.0)),
+                NormalInverseGammaPrior(),
+            )
+            for n, s, q in zip(units, sums, squares, strict=True)
+        ]
+        means = np.divide(sums, units, out=np.zeros_like(sums), where=units > 0)
+    else:
+        posteriors = [
+            BetaPosterior.from_counts(BinomialCounts(float(n), float(s)), BetaPrior())
+            for n, s in zip(units, successes, strict=True)
+        ]
+        means = np.divide(successes, units, out=np.zeros_like(successes), where=units > 0)
+    return posteriors, units, means
+
+
+def run(
+    environment: Environment,
+    spec: PolicySpec,
+    *,
+    days: int,
+    traffic_per_day: int,
+    seed: int,
+    stop_rule: StopRule | None = None,
+) -> RunResult:
+    """One simulated experiment. Bit-for-bit reproducible for a given seed."""
+    rng = np.random.default_rng(seed)
+    arms = environment.arms
+    history = History(*(np.zeros((days, arms)) for _ in range(4)))
+    allocations = np.zeros((days, arms))
+    regret = np.zeros(days)
+    reward = even = realized = on_best = 0.0
+    value = environment.is_value and spec.use_values
+    winner_day: int | None = None
+    winner: int | None = None
+    winner_correct: bool | None = None
+    for day in range(days):
+        posteriors, units_so_far, means = _posteriors(
+            history, day, value=value, forgetting=spec.forgetting
+        )
+        if spec.custom is not None:
+            shares = spec.custom(history, day, rng)
+        else:
+            arm_data = [
+                ArmData(p, int(n), int(s), float(m))
+                for p, n, s, m in zip(
+                    posteriors, units_so_far, history.successes[:day].sum(0), means, strict=True
+                )
+            ]
+            shares, _, _ = allocate(
+                arm_data,
+                config=spec.config,
+                controls=spec.controls,
+                active=[True] * arms,
+                days_of_data=day,
+                previous=allocations[day - 1] if day else None,
+            )
+        allocations[day] = shares
+        units = rng.multinomial(traffic_per_day, shares / shares.sum())
+        outcome = environment.outcome(day, units, rng)
+        history.units[day] = units
+        history.successes[day] = outcome.successes
+        history.value_sum[day] = outcome.value_sum
+        history.value_sum_squares[day] = outcome.value_sum_squares
+        expected = environment.expected_reward(day)
+        best = float(expected.max())
+        collected = float((units * expected).sum())
+        reward += collected
+        even += traffic_per_day * float(expected.mean())
+        regret[day] = (regret[day - 1] if day else 0.0) + traffic_per_day * best - collected
+        on_best += float(units[expected == best].sum())
+        realized += float(
+            outcome.value_sum.sum() if environment.is_value else outcome.successes.sum()
+        )
+        if stop_rule is not None and winner_day is None:
+            posteriors_after, _, _ = _posteriors(
+                history, day + 1, value=value, forgetting=Forgetting()
+            )
+            outcome_decision = decide(
+                posteriors_after,
+                names=[str(i) for i in range(arms)],
+                control=None,
+                days_of_data=day + 1,
+                rule=stop_rule,
+                seed=seed,
+                draws=4_000,
+            )
+            if outcome_decision.recommendation.action is Action.STOP_WINNER:
+                winner_day = day + 1
+                winner = outcome_decision.recommendation.winner
+                truly_best = np.flatnonzero(expected == best)
+                # With several equally good arms (an A/A test) any declared winner is wrong.
+                winner_correct = truly_best.size == 1 and winner == int(truly_best[0])
+    return RunResult(
+        allocations=allocations,
+        units=history.units,
+        successes=history.successes,
+        regret=regret,
+        reward=reward,
+        even_split_reward=even,
+        realized=realized,
+        best_arm_share=on_best / (traffic_per_day * days),
+        winner_day=winner_day,
+        winner=winner,
+        winner_correct=winner_correct,
+    )
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    policy: str
+    runs: int
+    regret_mean: float
+    regret_se: float
+    best_arm_share: float
+    gain_vs_even: float  # expected conversions (or value) gained over an even split
+    gain_vs_even_se: float
+    winner_rate: float  # share of runs that declared a winner
+    wrong_winner_rate: float  # share of runs that declared a wrong winner
+    median_winner_day: float | None
+    regret_curves: FloatArray  # (runs, days)
+    mean_allocations: FloatArray  # (days, arms)
+
+
+def aggregate(policy: str, results: Sequence[RunResult]) -> Aggregate:
+    final = np.array([r.regret[-1] for r in results])
+    gains = np.array([r.reward - r.even_split_reward for r in results])
+    days = [r.winner_day for r in results if r.winner_day is not None]
+    wrong = [r for r in results if r.winner_correct is False]
+    count = len(results)
+    root = np.sqrt(max(count, 1))
+    return Aggregate(
+        policy=policy,
+        runs=count,
+        regret_mean=float(final.mean()),
+        regret_se=float(final.std(ddof=1) / root) if count > 1 else 0.0,
+        best_arm_share=float(np.mean([r.best_arm_share for r in results])),
+        gain_vs_even=float(gains.mean()),
+        gain_vs_even_se=float(gains.std(ddof=1) / root) if count > 1 else 0.0,
+        winner_rate=len(days) / count if count else 0.0,
+        wrong_winner_rate=len(wrong) / count if count else 0.0,
+        median_winner_day=float(np.median(days)) if days else None,
+        regret_curves=np.vstack([r.regret for r in results]),
+        mean_allocations=np.mean([r.allocations for r in results], axis=0),
+    )

@@ -1,0 +1,109 @@
+"""Scenario files (TOML) and the policies a simulation compares."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mabapi.simulation.environments import Environment
+from mabapi.simulation.runner import PolicySpec
+from mabapi.stats.decision import StopRule
+from mabapi.stats.history import Forgetting
+from mabapi.stats.policies import BurnIn, Controls, PolicyConfig, PolicyName
+
+EXAMPLE = """\
+# mabapi simulate --scenario this.toml
+name = "two arms, 10% vs 12%"
+rates = [0.10, 0.12]
+days = 30
+traffic_per_day = 2000
+seeds = 200
+policies = ["thompson", "top_two_thompson", "uniform"]
+# optional:
+# switch_day = 15            # rates become switch_rates from this day (0-based)
+# switch_rates = [0.12, 0.10]
+# value_log_mean = [3.5, 3.6] # log-normal order value per conversion (value metric)
+# weekly_amplitude = 0.2
+# floor = 0.01
+# half_life_days = 7
+# window_days = 7
+# burn_in_units = 100
+"""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    environment: Environment
+    days: int
+    traffic_per_day: int
+    seeds: int
+    policies: tuple[PolicySpec, ...]
+    stop_rule: StopRule = field(default_factory=StopRule)
+
+
+def policy_spec(
+    name: str,
+    *,
+    floor: float = 0.01,
+    half_life_days: float | None = None,
+    window_days: int | None = None,
+    burn_in_units: int = 0,
+    epsilon: float = 0.1,
+) -> PolicySpec:
+    try:
+        policy = PolicyName(name)
+    except ValueError:
+        choices = ", ".join(p.value for p in PolicyName)
+        raise ValueError(f"unknown policy {name!r}; choose from {choices}") from None
+    return PolicySpec(
+        name=name,
+        config=PolicyConfig(policy, epsilon=epsilon),
+        controls=Controls(floor=floor, burn_in=BurnIn(units=burn_in_units)),
+        forgetting=Forgetting(window_days=window_days, half_life_days=half_life_days),
+    )
+
+
+def from_mapping(data: dict[str, Any]) -> Scenario:
+    """Build a scenario from a TOML table (see EXAMPLE); raises ValueError on bad input."""
+    known = {
+        "name", "rates", "days", "traffic_per_day", "seeds", "policies", "switch_day",
+        "switch_rates", "value_log_mean", "value_log_sigma", "weekly_amplitude", "floor",
+        "half_life_days", "window_days", "burn_in_units", "epsilon",
+    }  # fmt: skip
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown scenario keys: {', '.join(unknown)}")
+    if "rates" not in data:
+        raise ValueError("a scenario needs rates = [...]")
+    environment = Environment(
+        rates=tuple(float(r) for r in data["rates"]),
+        switch_day=data.get("switch_day"),
+        switch_rates=tuple(data["switch_rates"]) if "switch_rates" in data else None,
+        value_log_mean=tuple(data["value_log_mean"]) if "value_log_mean" in data else None,
+        value_log_sigma=float(data.get("value_log_sigma", 0.5)),
+        weekly_amplitude=float(data.get("weekly_amplitude", 0.0)),
+        name=str(data.get("name", "scenario")),
+    )
+    policies = tuple(
+        policy_spec(
+            name,
+            floor=float(data.get("floor", 0.01)),
+            half_life_days=data.get("half_life_days"),
+            window_days=data.get("window_days"),
+            burn_in_units=int(data.get("burn_in_units", 0)),
+            epsilon=float(data.get("epsilon", 0.1)),
+        )
+        for name in data.get("policies", ["thompson", "uniform"])
+    )
+    days, traffic, seeds = (int(data.get(k, d)) for k, d in
+                            (("days", 30), ("traffic_per_day", 2000), ("seeds", 50)))  # fmt: skip
+    if days < 1 or traffic < 1 or seeds < 1:
+        raise ValueError("days, traffic_per_day and seeds must be positive")
+    return Scenario(environment, days, traffic, seeds, policies)
+
+
+def load(path: Path) -> Scenario:
+    with path.open("rb") as handle:
+        return from_mapping(tomllib.load(handle))

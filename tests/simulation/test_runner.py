@@ -1,0 +1,121 @@
+"""The simulator: reproducible, and showing what the policies should do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mabapi.cli import app
+from mabapi.simulation.environments import Environment
+from mabapi.simulation.runner import PolicySpec, aggregate, run
+from mabapi.simulation.scenario import from_mapping, load, policy_spec
+from mabapi.stats.decision import StopRule
+from mabapi.stats.policies import PolicyConfig, PolicyName
+
+TWO_ARMS = Environment(rates=(0.10, 0.12))
+
+
+def results(spec: PolicySpec, environment: Environment, seeds: int, **kwargs: object) -> list:  # type: ignore[type-arg]
+    return [run(environment, spec, seed=seed, **kwargs) for seed in range(seeds)]  # type: ignore[arg-type]
+
+
+class TestReproducible:
+    def test_same_seed_same_run_bit_for_bit(self) -> None:
+        spec = policy_spec("thompson")
+        first = run(TWO_ARMS, spec, days=10, traffic_per_day=500, seed=7, stop_rule=StopRule())
+        second = run(TWO_ARMS, spec, days=10, traffic_per_day=500, seed=7, stop_rule=StopRule())
+        assert np.array_equal(first.allocations, second.allocations)
+        assert np.array_equal(first.units, second.units)
+        assert first.regret.tobytes() == second.regret.tobytes()
+        other = run(TWO_ARMS, spec, days=10, traffic_per_day=500, seed=8)
+        assert not np.array_equal(first.units, other.units)
+
+
+class TestWhatThePoliciesDo:
+    def test_thompson_regret_is_far_below_an_even_split(self) -> None:
+        kwargs = {"days": 30, "traffic_per_day": 2000}
+        thompson = aggregate("t", results(policy_spec("thompson"), TWO_ARMS, 20, **kwargs))
+        uniform = aggregate("u", results(policy_spec("uniform"), TWO_ARMS, 20, **kwargs))
+        assert thompson.regret_mean < 0.25 * uniform.regret_mean
+        assert thompson.best_arm_share > 0.9
+        assert uniform.best_arm_share == pytest.approx(0.5, abs=0.01)
+        assert thompson.gain_vs_even > 0
+
+    def test_a_a_test_rarely_declares_a_winner(self) -> None:
+        equal = Environment(rates=(0.05, 0.05, 0.05))
+        runs = results(
+            policy_spec("thompson"), equal, 40, days=30, traffic_per_day=2000,
+            stop_rule=StopRule(),
+        )  # fmt: skip
+        wrong = sum(r.winner_correct is False for r in runs)
+        assert wrong / len(runs) <= 0.05
+
+    def test_decay_follows_a_switch(self) -> None:
+        switching = Environment(rates=(0.05, 0.07), switch_day=15, switch_rates=(0.07, 0.05))
+        spec = policy_spec("thompson", half_life_days=3)
+        runs = results(spec, switching, 10, days=30, traffic_per_day=5000)
+        shares = np.mean([r.allocations[22, 0] for r in runs])  # 7 days after the switch
+        assert shares > 0.5
+
+    def test_value_environment(self) -> None:
+        value = Environment(rates=(0.05, 0.04), value_log_mean=(3.0, 3.6))
+        runs = results(policy_spec("thompson"), value, 5, days=20, traffic_per_day=3000)
+        assert np.mean([r.allocations[-1, 1] for r in runs]) > 0.8
+
+    def test_custom_allocator(self) -> None:
+        spec = PolicySpec("fixed", PolicyConfig(PolicyName.UNIFORM),
+                          custom=lambda history, day, rng: np.array([0.3, 0.7]))  # fmt: skip
+        result = run(TWO_ARMS, spec, days=3, traffic_per_day=100, seed=1)
+        assert np.allclose(result.allocations, [0.3, 0.7])
+
+
+class TestScenarios:
+    def test_toml_file(self, tmp_path: Path) -> None:
+        path = tmp_path / "s.toml"
+        path.write_text('rates = [0.1, 0.2]\ndays = 5\npolicies = ["ucb1"]\nhalf_life_days = 3\n')
+        scenario = load(path)
+        assert scenario.days == 5
+        assert scenario.policies[0].config.name is PolicyName.UCB1
+        assert scenario.policies[0].forgetting.half_life_days == 3
+
+    @pytest.mark.parametrize(
+        ("data", "message"),
+        [
+            ({"days": 3}, "rates"),
+            ({"rates": [0.1], "colour": "red"}, "unknown scenario keys"),
+            ({"rates": [0.1], "policies": ["magic"]}, "unknown policy"),
+            ({"rates": [1.5]}, "probabilities"),
+            ({"rates": [0.1], "days": 0}, "positive"),
+        ],
+    )
+    def test_bad_scenarios(self, data: dict[str, object], message: str) -> None:
+        with pytest.raises(ValueError, match=message):
+            from_mapping(data)
+
+
+class TestCommand:
+    def test_simulate_writes_results_and_charts(self, tmp_path: Path) -> None:
+        out = tmp_path / "out"
+        result = CliRunner().invoke(
+            app,
+            ["simulate", "--rates", "0.1,0.13", "--days", "5", "--traffic", "300",
+             "--seeds", "3", "--policies", "thompson,uniform", "--out", str(out)],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "thompson" in result.output
+        assert (out / "results.json").exists()
+        assert "regret_mean" in (out / "results.csv").read_text()
+        assert (out / "regret.png").stat().st_size > 1000
+        assert (out / "allocation_thompson.svg").exists()
+
+    def test_bad_input_exits_2_with_a_message(self, tmp_path: Path) -> None:
+        result = CliRunner().invoke(app, ["simulate", "--policies", "nope", "--out", str(tmp_path)])
+        assert result.exit_code == 2
+        assert "unknown policy" in result.output
+
+    def test_example(self) -> None:
+        result = CliRunner().invoke(app, ["simulate", "--example"])
+        assert "rates = [0.10, 0.12]" in result.output
