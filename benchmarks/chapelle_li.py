@@ -4,7 +4,8 @@
     python benchmarks/chapelle_li.py [--quick] [--steps 1000000] [--runs 100]
 
 Setup, as in the paper: 10 items whose click rates are drawn from Beta(4, 4); at every
-step each item is replaced, with probability 10^-3, by a new one with a fresh rate;
+step, with probability 10^-3, one item (chosen at random) is replaced by a new one with a
+fresh rate;
 T = 10^6 steps; the posterior (Beta(1, 1) prior) is updated every `delta` steps;
 100 repetitions; regret = sum over steps of (best rate - chosen rate).
 
@@ -38,13 +39,14 @@ def simulate(delta: int, *, steps: int, runs: int, seed: int) -> np.ndarray:
     regret = np.zeros(runs)
     rows = np.arange(runs)
     for step in range(steps):
-        replaced = rng.random((runs, ITEMS)) < REPLACE_PROBABILITY
-        if replaced.any():
-            rates[replaced] = rng.beta(4.0, 4.0, size=int(replaced.sum()))
-            alpha[replaced] = 1.0
-            beta[replaced] = 1.0
-            pending_clicks[replaced] = 0.0
-            pending_views[replaced] = 0.0
+        replacing = np.flatnonzero(rng.random(runs) < REPLACE_PROBABILITY)
+        if replacing.size:
+            items = rng.integers(0, ITEMS, replacing.size)
+            rates[replacing, items] = rng.beta(4.0, 4.0, size=replacing.size)
+            alpha[replacing, items] = 1.0
+            beta[replacing, items] = 1.0
+            pending_clicks[replacing, items] = 0.0
+            pending_views[replacing, items] = 0.0
         chosen = rng.beta(alpha, beta).argmax(axis=1)
         chosen_rate = rates[rows, chosen]
         regret += rates.max(axis=1) - chosen_rate

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from mabapi.cli import app
 from mabapi.simulation.environments import Environment
-from mabapi.simulation.runner import PolicySpec, aggregate, run
+from mabapi.simulation.runner import PolicySpec, RunResult, aggregate, run
 from mabapi.simulation.scenario import from_mapping, load, policy_spec
 from mabapi.stats.decision import StopRule
 from mabapi.stats.policies import PolicyConfig, PolicyName
@@ -18,8 +18,20 @@ from mabapi.stats.policies import PolicyConfig, PolicyName
 TWO_ARMS = Environment(rates=(0.10, 0.12))
 
 
-def results(spec: PolicySpec, environment: Environment, seeds: int, **kwargs: object) -> list:  # type: ignore[type-arg]
-    return [run(environment, spec, seed=seed, **kwargs) for seed in range(seeds)]  # type: ignore[arg-type]
+def results(
+    spec: PolicySpec,
+    environment: Environment,
+    seeds: int,
+    *,
+    days: int,
+    traffic_per_day: int,
+    stop_rule: StopRule | None = None,
+) -> list[RunResult]:
+    return [
+        run(environment, spec, days=days, traffic_per_day=traffic_per_day, seed=seed,
+            stop_rule=stop_rule)
+        for seed in range(seeds)
+    ]  # fmt: skip
 
 
 class TestReproducible:
@@ -36,9 +48,12 @@ class TestReproducible:
 
 class TestWhatThePoliciesDo:
     def test_thompson_regret_is_far_below_an_even_split(self) -> None:
-        kwargs = {"days": 30, "traffic_per_day": 2000}
-        thompson = aggregate("t", results(policy_spec("thompson"), TWO_ARMS, 20, **kwargs))
-        uniform = aggregate("u", results(policy_spec("uniform"), TWO_ARMS, 20, **kwargs))
+        thompson = aggregate(
+            "t", results(policy_spec("thompson"), TWO_ARMS, 20, days=30, traffic_per_day=2000)
+        )
+        uniform = aggregate(
+            "u", results(policy_spec("uniform"), TWO_ARMS, 20, days=30, traffic_per_day=2000)
+        )
         assert thompson.regret_mean < 0.25 * uniform.regret_mean
         assert thompson.best_arm_share > 0.9
         assert uniform.best_arm_share == pytest.approx(0.5, abs=0.01)
