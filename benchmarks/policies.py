@@ -50,7 +50,7 @@ def mabwiser_allocator(kind: str) -> Callable[[History, int, np.random.Generator
     share of per-request predictions (its TS draws one Beta sample per arm per request)."""
 
     def allocate(history: History, day: int, rng: np.random.Generator) -> FloatArray:
-        from mabwiser.mab import MAB, LearningPolicy  # type: ignore[import-untyped]
+        from mabwiser.mab import MAB, LearningPolicy
 
         arms = history.units.shape[1]
         if day == 0:
@@ -178,7 +178,7 @@ def main() -> None:
     args = parser.parse_args()
     seeds = 10 if args.quick else args.seeds
     try:
-        import mabwiser  # type: ignore[import-untyped]  # noqa: F401
+        import mabwiser  # noqa: F401
 
         have_mabwiser = True
     except ImportError:
