@@ -130,6 +130,9 @@ def simulate(
     switch_day: Annotated[int | None, typer.Option(help="Day the rates change.")] = None,
     switch_rates: Annotated[str | None, typer.Option(help="Rates from switch-day on.")] = None,
     half_life: Annotated[float | None, typer.Option(help="Decay half-life, days.")] = None,
+    cadence: Annotated[
+        str, typer.Option(help="daily (one allocation a day) or event (update per unit).")
+    ] = "daily",
     out: Annotated[Path, typer.Option(help="Folder for JSON, CSV and charts.")] = Path(
         "simulation-results"
     ),
@@ -163,6 +166,7 @@ def simulate(
                 data["switch_rates"] = list(_float_list(switch_rates or "", "--switch-rates"))
             if half_life is not None:
                 data["half_life_days"] = half_life
+            data["cadence"] = cadence
             chosen = scenarios.from_mapping(data)
     except (ValueError, OSError) as error:
         console.print(f"[red]bad scenario:[/red] {error}")
@@ -181,6 +185,7 @@ def simulate(
                         traffic_per_day=chosen.traffic_per_day,
                         seed=seed,
                         stop_rule=chosen.stop_rule,
+                        cadence=chosen.cadence,
                     )
                 )
                 progress.advance(task)

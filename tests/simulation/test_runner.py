@@ -134,3 +134,20 @@ class TestCommand:
     def test_example(self) -> None:
         result = CliRunner().invoke(app, ["simulate", "--example"])
         assert "rates = [0.10, 0.12]" in result.output
+
+
+class TestEventCadence:
+    def test_per_event_updates_learn_faster_than_daily_batches(self) -> None:
+        spec = policy_spec("thompson")
+        event = [
+            run(TWO_ARMS, spec, days=5, traffic_per_day=400, seed=s, cadence="event")
+            for s in range(4)
+        ]
+        assert all(r.units.sum() == 2000 for r in event)
+        assert np.mean([r.allocations[-1, 1] for r in event]) > 0.6
+
+    def test_event_runs_are_reproducible(self) -> None:
+        spec = policy_spec("top_two_thompson")
+        first = run(TWO_ARMS, spec, days=2, traffic_per_day=200, seed=3, cadence="event")
+        second = run(TWO_ARMS, spec, days=2, traffic_per_day=200, seed=3, cadence="event")
+        assert np.array_equal(first.units, second.units)

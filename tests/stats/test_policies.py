@@ -12,10 +12,12 @@ from mabapi.stats.policies import (
     Controls,
     PolicyConfig,
     PolicyName,
+    allocate,
     apply_controls,
     draw,
     limit_change,
     policy_weights,
+    sample_choice,
     top_two_shares,
 )
 from mabapi.stats.posterior import BetaPosterior, BinomialCounts
@@ -201,3 +203,25 @@ class TestDraw:
         first = [draw(allocation, np.random.default_rng(5)) for _ in range(5)]
         second = [draw(allocation, np.random.default_rng(5)) for _ in range(5)]
         assert first == second
+
+
+class TestSampleChoice:
+    @pytest.mark.parametrize("name", [PolicyName.THOMPSON, PolicyName.EPSILON_GREEDY])
+    def test_choices_are_distributed_as_the_controlled_allocation(self, name: PolicyName) -> None:
+        config = PolicyConfig(name)
+        controls = Controls(floor=0.05, reserved={2: 0.2})
+        expected, _, _ = allocate(
+            ARMS, config=config, controls=controls, active=[True] * 3, days_of_data=1
+        )
+        rng = np.random.default_rng(6)
+        picks = [sample_choice(config, ARMS, controls, rng) for _ in range(40_000)]
+        observed = np.bincount(picks, minlength=3) / len(picks)
+        assert observed == pytest.approx(expected, abs=0.01)
+
+    def test_burn_in_is_uniform(self) -> None:
+        rng = np.random.default_rng(7)
+        picks = [
+            sample_choice(PolicyConfig(), ARMS, Controls(), rng, burned_in=False)
+            for _ in range(9_000)
+        ]
+        assert np.bincount(picks, minlength=3) / 9_000 == pytest.approx([1 / 3] * 3, abs=0.02)

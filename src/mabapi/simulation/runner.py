@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
-from mabapi.simulation.environments import Environment, FloatArray
+from mabapi.simulation.environments import Environment, FloatArray, Outcome
 from mabapi.stats.decision import Action, StopRule, decide
 from mabapi.stats.history import Forgetting
-from mabapi.stats.policies import ArmData, Controls, PolicyConfig, allocate
+from mabapi.stats.policies import ArmData, Controls, PolicyConfig, allocate, sample_choice
 from mabapi.stats.posterior import (
     BetaPosterior,
     BetaPrior,
@@ -107,8 +109,14 @@ def run(
     traffic_per_day: int,
     seed: int,
     stop_rule: StopRule | None = None,
+    cadence: Literal["daily", "event"] = "daily",
 ) -> RunResult:
-    """One simulated experiment. Bit-for-bit reproducible for a given seed."""
+    """One simulated experiment. Bit-for-bit reproducible for a given seed.
+
+    cadence "daily": one allocation per day from the data before it, the day's traffic
+    split by per-request draws from it (the original README's batches). "event": every
+    unit's outcome updates the posterior before the next unit is assigned.
+    """
     rng = np.random.default_rng(seed)
     arms = environment.arms
     history = History(*(np.zeros((days, arms)) for _ in range(4)))
@@ -140,9 +148,15 @@ def run(
                 days_of_data=day,
                 previous=allocations[day - 1] if day else None,
             )
+        if cadence == "event" and spec.custom is None:
+            units, outcome = _event_day(
+                environment, spec, history, day, traffic_per_day, rng, value=value
+            )
+            shares = units / units.sum()
+        else:
+            units = rng.multinomial(traffic_per_day, shares / shares.sum())
+            outcome = environment.outcome(day, units, rng)
         allocations[day] = shares
-        units = rng.multinomial(traffic_per_day, shares / shares.sum())
-        outcome = environment.outcome(day, units, rng)
         history.units[day] = units
         history.successes[day] = outcome.successes
         history.value_sum[day] = outcome.value_sum
@@ -189,6 +203,64 @@ def run(
         winner=winner,
         winner_correct=winner_correct,
     )
+
+
+def _event_day(
+    environment: Environment,
+    spec: PolicySpec,
+    history: History,
+    day: int,
+    traffic: int,
+    rng: np.random.Generator,
+    *,
+    value: bool,
+) -> tuple[npt.NDArray[np.int64], Outcome]:
+    """One day of per-event updating: each unit sees the posterior after the last one."""
+    arms = environment.arms
+    units = history.units[:day].sum(axis=0)
+    successes = history.successes[:day].sum(axis=0)
+    sums = history.value_sum[:day].sum(axis=0)
+    squares = history.value_sum_squares[:day].sum(axis=0)
+    today_units = np.zeros(arms, dtype=np.int64)
+    today = Outcome(np.zeros(arms, dtype=np.int64), np.zeros(arms), np.zeros(arms))
+    rates = environment.rates_on(day)
+    burn_in = spec.controls.burn_in
+    for _ in range(traffic):
+        arm_data = [
+            ArmData(
+                _posterior_of(value, units[i], successes[i], sums[i], squares[i]),
+                int(units[i]),
+                int(successes[i]),
+                float((sums[i] if value else successes[i]) / units[i]) if units[i] else 0.0,
+            )
+            for i in range(arms)
+        ]
+        burned_in = burn_in.satisfied(arm_data, day)
+        arm = sample_choice(spec.config, arm_data, spec.controls, rng, burned_in=burned_in)
+        converted = rng.random() < rates[arm]
+        amount = 0.0
+        if converted and environment.value_log_mean is not None:
+            amount = float(
+                rng.lognormal(environment.value_log_mean[arm], environment.value_log_sigma)
+            )
+        units[arm] += 1
+        successes[arm] += converted
+        sums[arm] += amount
+        squares[arm] += amount * amount
+        today_units[arm] += 1
+        today.successes[arm] += converted
+        today.value_sum[arm] += amount
+        today.value_sum_squares[arm] += amount * amount
+    return today_units, today
+
+
+def _posterior_of(value: bool, n: float, s: float, total: float, squares: float) -> Posterior:
+    if value:
+        return NormalInverseGammaPosterior.from_summary(
+            ValueSummary(n, total, max(squares, total * total / n if n else 0.0)),
+            NormalInverseGammaPrior(),
+        )
+    return BetaPosterior.from_counts(BinomialCounts(n, s), BetaPrior())
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mabapi.simulation.environments import Environment
 from mabapi.simulation.runner import PolicySpec
@@ -30,6 +30,7 @@ policies = ["thompson", "top_two_thompson", "uniform"]
 # half_life_days = 7
 # window_days = 7
 # burn_in_units = 100
+# cadence = "event"         # update after every unit instead of once a day
 """
 
 
@@ -41,6 +42,7 @@ class Scenario:
     seeds: int
     policies: tuple[PolicySpec, ...]
     stop_rule: StopRule = field(default_factory=StopRule)
+    cadence: Literal["daily", "event"] = "daily"
 
 
 def policy_spec(
@@ -70,7 +72,7 @@ def from_mapping(data: dict[str, Any]) -> Scenario:
     known = {
         "name", "rates", "days", "traffic_per_day", "seeds", "policies", "switch_day",
         "switch_rates", "value_log_mean", "value_log_sigma", "weekly_amplitude", "floor",
-        "half_life_days", "window_days", "burn_in_units", "epsilon",
+        "half_life_days", "window_days", "burn_in_units", "epsilon", "cadence",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -101,7 +103,10 @@ def from_mapping(data: dict[str, Any]) -> Scenario:
                             (("days", 30), ("traffic_per_day", 2000), ("seeds", 50)))  # fmt: skip
     if days < 1 or traffic < 1 or seeds < 1:
         raise ValueError("days, traffic_per_day and seeds must be positive")
-    return Scenario(environment, days, traffic, seeds, policies)
+    cadence = data.get("cadence", "daily")
+    if cadence not in ("daily", "event"):
+        raise ValueError("cadence must be daily or event")
+    return Scenario(environment, days, traffic, seeds, policies, cadence=cadence)
 
 
 def load(path: Path) -> Scenario:

@@ -257,3 +257,65 @@ def allocate(
         weights, controls, active=active, burned_in=burned_in, previous=previous
     )
     return shares, weights, burned_in
+
+
+def sample_choice(
+    config: PolicyConfig,
+    arms: Sequence[ArmData],
+    controls: Controls,
+    rng: np.random.Generator,
+    *,
+    burned_in: bool = True,
+    higher_is_better: bool = True,
+) -> int:
+    """One request's variant under per-event updating, without the quadrature.
+
+    Thompson sampling draws one sample per posterior and takes the best (its share is
+    exactly P(best)); top-two resamples for a challenger with probability 1 - beta
+    (Russo 2016). The floor, reserved shares and burn-in are mixtures: with probability
+    sum(reserved) a reserved arm by its share, else with probability K f (or during
+    burn-in, always) a uniformly random free arm, else the policy's choice. So the choice
+    is distributed exactly as `apply_controls` would allocate. All arms are active here.
+    """
+    count = len(arms)
+    reserved = dict(controls.reserved)
+    roll = rng.random()
+    reserved_total = sum(reserved.values())
+    if roll < reserved_total:
+        keys = list(reserved)
+        shares = np.array([reserved[k] for k in keys]) / reserved_total
+        return int(keys[rng.choice(len(keys), p=shares)])
+    free = [i for i in range(count) if i not in reserved]
+    explore = 1.0 if not burned_in else min(len(free) * controls.floor, 1.0)
+    if rng.random() < explore:
+        return free[int(rng.integers(len(free)))]
+    sub = [arms[i] for i in free]
+    sign = 1.0 if higher_is_better else -1.0
+    if config.name in (PolicyName.THOMPSON, PolicyName.TOP_TWO_THOMPSON):
+        leader = int(_sampled_best(sub, rng, sign, 1)[0])
+        if config.name is PolicyName.TOP_TWO_THOMPSON and rng.random() >= config.top_two_beta:
+            # Resample until another arm leads; at most 1,000 tries (then keep the leader).
+            challengers = _sampled_best(sub, rng, sign, 1000)
+            others = np.flatnonzero(challengers != leader)
+            if others.size:
+                return free[int(challengers[others[0]])]
+        return free[leader]
+    weights = policy_weights(config, sub, higher_is_better=higher_is_better)
+    return free[int(rng.choice(len(sub), p=weights / weights.sum()))]
+
+
+def _sampled_best(
+    arms: Sequence[ArmData], rng: np.random.Generator, sign: float, size: int
+) -> npt.NDArray[np.int64]:
+    """The best arm under each of `size` joint posterior draws."""
+    draws = np.empty((len(arms), size))
+    for index, arm in enumerate(arms):
+        posterior = arm.posterior
+        if isinstance(posterior, BetaPosterior):
+            draws[index] = rng.beta(posterior.alpha, posterior.beta, size)
+        else:
+            draws[index] = posterior.mu + posterior.scale * rng.standard_t(
+                posterior.degrees_of_freedom, size
+            )
+    best: npt.NDArray[np.int64] = np.argmax(sign * draws, axis=0)
+    return best
