@@ -14,6 +14,8 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mabapi import __version__
+from mabapi.assignments.cache import AllocationCache
+from mabapi.assignments.routes import router as assignments_router
 from mabapi.db.engine import engine_from_settings, make_sessionmaker
 from mabapi.db.migrate import upgrade
 from mabapi.errors import AppError, error_body
@@ -134,9 +136,13 @@ def create_app(settings: Settings) -> FastAPI:
             await upgrade(engine)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.allocation_cache = AllocationCache(
+            app.state.sessionmaker, settings.allocation_cache_seconds
+        )
         try:
             yield
         finally:
+            await app.state.allocation_cache.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -156,6 +162,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(allocations_router)
     app.include_router(experiments_router)
+    app.include_router(assignments_router)
     return app
 
 

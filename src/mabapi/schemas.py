@@ -42,7 +42,7 @@ def _parse_iso_date(value: Any) -> Any:
         ) from None
 
 
-def _reject_control_characters(value: str) -> str:
+def reject_control_characters(value: str) -> str:
     if _CONTROL_CHARS.search(value):
         raise PydanticCustomError(
             "control_characters", "must not contain NUL or other control characters"
@@ -54,6 +54,6 @@ Identifier = Annotated[str, BeforeValidator(_check_identifier)]
 IsoDate = Annotated[date, BeforeValidator(_parse_iso_date)]
 Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
 Name = Annotated[
-    str, Field(min_length=1, max_length=200), AfterValidator(_reject_control_characters)
+    str, Field(min_length=1, max_length=200), AfterValidator(reject_control_characters)
 ]
-Description = Annotated[str, Field(max_length=10_000), AfterValidator(_reject_control_characters)]
+Description = Annotated[str, Field(max_length=10_000), AfterValidator(reject_control_characters)]

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest body for the batch endpoints (10,000 rows fit well inside).",
     )
+    allocation_cache_seconds: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=3600.0,
+        description="How long a process reuses an experiment's allocation for assignment.",
+    )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
 

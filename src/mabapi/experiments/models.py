@@ -64,6 +64,8 @@ class Experiment(Base):
     # Policy controls, prior and stop rule, validated by schemas.ExperimentSettings.
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set when the experiment is concluded: every unit then gets this variant.
+    winner_variant_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

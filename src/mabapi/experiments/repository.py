@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from mabapi.assignments.models import LiveMetric
 from mabapi.db.base import utcnow
 from mabapi.experiments.models import (
     AllocationSnapshot,
@@ -167,23 +168,44 @@ async def upsert_daily_metrics(session: AsyncSession, rows: Sequence[dict[str, A
         await session.execute(statement)
 
 
+def _all_rows(experiment_id: str) -> Any:
+    """Reported daily totals and live counts as one row source (UNION ALL): the two are
+    stored apart (a re-post replaces reported totals, live counts only grow) and added
+    up when read, so neither ever overwrites the other."""
+    reported = select(
+        ExperimentMetric.variant_id.label("variant_id"),
+        ExperimentMetric.date.label("date"),
+        ExperimentMetric.impressions.label("impressions"),
+        ExperimentMetric.successes.label("successes"),
+        func.coalesce(ExperimentMetric.value_sum, 0.0).label("value_sum"),
+        func.coalesce(ExperimentMetric.value_sum_squares, 0.0).label("value_sum_squares"),
+    ).where(ExperimentMetric.experiment_id == experiment_id)
+    live = select(
+        LiveMetric.variant_id,
+        LiveMetric.date,
+        LiveMetric.impressions,
+        LiveMetric.successes,
+        LiveMetric.value_sum,
+        LiveMetric.value_sum_squares,
+    ).where(LiveMetric.experiment_id == experiment_id)
+    return union_all(reported, live).subquery("all_rows")
+
+
 async def metric_totals(
     session: AsyncSession, experiment_id: str, *, before: date | None = None
 ) -> dict[str, VariantTotals]:
-    """Impressions and successes per variant, summed over days (strictly before `before`)."""
-    statement = (
-        select(
-            ExperimentMetric.variant_id,
-            func.sum(ExperimentMetric.impressions),
-            func.sum(ExperimentMetric.successes),
-            func.coalesce(func.sum(ExperimentMetric.value_sum), 0.0),
-            func.coalesce(func.sum(ExperimentMetric.value_sum_squares), 0.0),
-        )
-        .where(ExperimentMetric.experiment_id == experiment_id)
-        .group_by(ExperimentMetric.variant_id)
-    )
+    """Impressions, successes and value sums per variant, reported plus live, summed over
+    days (strictly before `before`)."""
+    rows_source = _all_rows(experiment_id)
+    statement = select(
+        rows_source.c.variant_id,
+        func.sum(rows_source.c.impressions),
+        func.sum(rows_source.c.successes),
+        func.coalesce(func.sum(rows_source.c.value_sum), 0.0),
+        func.coalesce(func.sum(rows_source.c.value_sum_squares), 0.0),
+    ).group_by(rows_source.c.variant_id)
     if before is not None:
-        statement = statement.where(ExperimentMetric.date < before)
+        statement = statement.where(rows_source.c.date < before)
     rows = await session.execute(statement)
     return {
         row[0]: VariantTotals(int(row[1]), int(row[2]), float(row[3] or 0), float(row[4] or 0))
@@ -198,20 +220,22 @@ async def daily_rows(
     before: date | None = None,
     since: date | None = None,
 ) -> list[DailyRow]:
-    """Daily rows in [since, before), oldest first."""
+    """Per variant and day, reported plus live, in [since, before), oldest first."""
+    rows_source = _all_rows(experiment_id)
     statement = select(
-        ExperimentMetric.variant_id,
-        ExperimentMetric.date,
-        ExperimentMetric.impressions,
-        ExperimentMetric.successes,
-        func.coalesce(ExperimentMetric.value_sum, 0.0),
-        func.coalesce(ExperimentMetric.value_sum_squares, 0.0),
-    ).where(ExperimentMetric.experiment_id == experiment_id)
+        rows_source.c.variant_id,
+        rows_source.c.date,
+        func.sum(rows_source.c.impressions),
+        func.sum(rows_source.c.successes),
+        func.sum(rows_source.c.value_sum),
+        func.sum(rows_source.c.value_sum_squares),
+    ).group_by(rows_source.c.variant_id, rows_source.c.date)
     if before is not None:
-        statement = statement.where(ExperimentMetric.date < before)
+        statement = statement.where(rows_source.c.date < before)
     if since is not None:
-        statement = statement.where(ExperimentMetric.date >= since)
-    rows = await session.execute(statement.order_by(ExperimentMetric.date))
+        statement = statement.where(rows_source.c.date >= since)
+    statement = statement.order_by(rows_source.c.date, rows_source.c.variant_id)
+    rows = await session.execute(statement)
     return [
         DailyRow(row[0], row[1], int(row[2]), int(row[3]), float(row[4]), float(row[5]))
         for row in rows
@@ -221,11 +245,12 @@ async def daily_rows(
 async def days_with_data(
     session: AsyncSession, experiment_id: str, *, before: date | None = None
 ) -> int:
-    statement = select(func.count(func.distinct(ExperimentMetric.date))).where(
-        ExperimentMetric.experiment_id == experiment_id, ExperimentMetric.impressions > 0
+    rows_source = _all_rows(experiment_id)
+    statement = select(func.count(func.distinct(rows_source.c.date))).where(
+        rows_source.c.impressions > 0
     )
     if before is not None:
-        statement = statement.where(ExperimentMetric.date < before)
+        statement = statement.where(rows_source.c.date < before)
     return int(await session.scalar(statement) or 0)
 
 

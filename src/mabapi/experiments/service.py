@@ -69,6 +69,7 @@ class Allocation:
     algorithm: str
     algorithm_version: str
     burned_in: bool
+    shares: tuple[float, ...]  # unrounded shares after controls (what draws use)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +249,7 @@ def _totals_json(totals: repository.VariantTotals) -> dict[str, float]:
 
 
 async def compute_allocation(
-    session: AsyncSession, *, experiment_id: str, for_date: date
+    session: AsyncSession, *, experiment_id: str, for_date: date, record: bool = True
 ) -> Allocation:
     """Traffic shares for `for_date` from data dated strictly before it: the experiment's
     policy, then its controls (burn-in, floor, reserved shares, paused variants, maximum
@@ -313,7 +314,10 @@ async def compute_allocation(
         algorithm=str(policy.algorithm),
         algorithm_version=algorithm_version,
         burned_in=burned_in,
+        shares=tuple(float(x) for x in shares),
     )
+    if not record:
+        return result
     snapshot_inputs = {
         "metric_kind": kind.value,
         "higher_is_better": experiment.higher_is_better,
@@ -622,3 +626,15 @@ async def daily_metrics(
     return await repository.list_daily_metrics(
         session, experiment_id, start=start, end=end, variant_id=variant_id
     )
+
+
+async def conclude(session: AsyncSession, *, experiment_id: str, winner: str) -> Experiment:
+    """End the test: status stopped, and every unit gets `winner` from now on."""
+    experiment = await require_experiment(session, experiment_id)
+    if not any(variant.id == winner for variant in experiment.variants):
+        raise NotFoundError(f"experiment {experiment_id!r} has no variant {winner!r}")
+    experiment.winner_variant_id = winner
+    experiment.status = ExperimentStatus.STOPPED
+    experiment.updated_at = utcnow()
+    await session.flush()
+    return experiment

@@ -1,0 +1,1 @@
+"""Real-time mode: sticky per-unit assignment and conversion attribution."""

@@ -1,0 +1,196 @@
+"""Every SQL statement of real-time mode. No FastAPI, no maths."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mabapi.assignments.models import LIVE_SHARDS, Assignment, ConversionEvent, LiveMetric
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+async def find_assignment(
+    session: AsyncSession, experiment_id: str, unit_id: str, *, for_update: bool = False
+) -> Assignment | None:
+    statement = select(Assignment).where(
+        Assignment.experiment_id == experiment_id, Assignment.unit_id == unit_id
+    )
+    if for_update and session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update()
+    result: Assignment | None = await session.scalar(statement)
+    return result
+
+
+async def find_assignments(
+    session: AsyncSession, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], Assignment]:
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    found: dict[tuple[str, str], Assignment] = {}
+    by_experiment: dict[str, list[str]] = {}
+    for experiment_id, unit_id in wanted:
+        by_experiment.setdefault(experiment_id, []).append(unit_id)
+    for experiment_id, units in by_experiment.items():
+        rows = await session.scalars(
+            select(Assignment).where(
+                Assignment.experiment_id == experiment_id, Assignment.unit_id.in_(units)
+            )
+        )
+        for row in rows:
+            found[(row.experiment_id, row.unit_id)] = row
+    return found
+
+
+async def insert_assignment_if_new(
+    session: AsyncSession,
+    *,
+    experiment_id: str,
+    unit_id: str,
+    variant_id: str,
+    probability: float,
+    now: datetime,
+) -> bool:
+    """Insert unless the unit already has a variant; True if this call created it.
+
+    ON CONFLICT DO NOTHING on the (experiment, unit) unique key: two processes racing
+    on a new unit both try, exactly one row results, and the loser reads the winner's.
+    """
+    statement = (
+        _insert(session, Assignment)
+        .values(
+            experiment_id=experiment_id,
+            unit_id=unit_id,
+            variant_id=variant_id,
+            probability=probability,
+            assigned_at=now,
+            assigned_date=now.date(),
+        )
+        .on_conflict_do_nothing(index_elements=["experiment_id", "unit_id"])
+        .returning(Assignment.id)
+    )
+    created = await session.scalar(statement)
+    return created is not None
+
+
+async def add_live(
+    session: AsyncSession,
+    *,
+    experiment_id: str,
+    variant_id: str,
+    day: date,
+    impressions: int = 0,
+    successes: int = 0,
+    value_sum: float = 0.0,
+    value_sum_squares: float = 0.0,
+) -> None:
+    """Atomically add to the live counters (INSERT ... ON CONFLICT DO UPDATE SET n = n +
+    excluded.n) on a random shard, so concurrent writers rarely share a row lock."""
+    statement = _insert(session, LiveMetric).values(
+        experiment_id=experiment_id,
+        variant_id=variant_id,
+        date=day,
+        shard=random.randrange(LIVE_SHARDS),  # noqa: S311 - load spreading, not security
+        impressions=impressions,
+        successes=successes,
+        value_sum=value_sum,
+        value_sum_squares=value_sum_squares,
+    )
+    table = LiveMetric.__table__
+    statement = statement.on_conflict_do_update(
+        index_elements=["experiment_id", "variant_id", "date", "shard"],
+        set_={
+            "impressions": table.c.impressions + statement.excluded.impressions,
+            "successes": table.c.successes + statement.excluded.successes,
+            "value_sum": table.c.value_sum + statement.excluded.value_sum,
+            "value_sum_squares": table.c.value_sum_squares + statement.excluded.value_sum_squares,
+        },
+    )
+    await session.execute(statement)
+
+
+async def mark_converted(session: AsyncSession, assignment_id: int, now: datetime) -> bool:
+    """Set the unit's first conversion time; False if it had converted already."""
+    result = await session.execute(
+        update(Assignment)
+        .where(Assignment.id == assignment_id, Assignment.converted_at.is_(None))
+        .values(converted_at=now)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def insert_event_if_new(
+    session: AsyncSession,
+    *,
+    experiment_id: str,
+    event_id: str,
+    unit_id: str,
+    value: float,
+    now: datetime,
+) -> bool:
+    statement = (
+        _insert(session, ConversionEvent)
+        .values(
+            experiment_id=experiment_id,
+            event_id=event_id,
+            unit_id=unit_id,
+            value=value,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["experiment_id", "event_id"])
+        .returning(ConversionEvent.id)
+    )
+    return await session.scalar(statement) is not None
+
+
+async def add_unit_value(
+    session: AsyncSession, assignment_id: int, value: float, now: datetime
+) -> tuple[float, bool]:
+    """Add a value to the unit's running total; returns (new total, first conversion)."""
+    row = (
+        await session.execute(
+            select(Assignment.conversion_value, Assignment.converted_at).where(
+                Assignment.id == assignment_id
+            )
+        )
+    ).one()
+    previous = float(row[0] or 0.0)
+    first = row[1] is None
+    await session.execute(
+        update(Assignment)
+        .where(Assignment.id == assignment_id)
+        .values(
+            conversion_value=previous + value,
+            converted_at=row[1] if row[1] is not None else now,
+        )
+    )
+    return previous + value, first
+
+
+async def reset_live_data(session: AsyncSession, experiment_id: str) -> None:
+    """Forget every assignment, live count and value event of an experiment."""
+    for table in (ConversionEvent, LiveMetric, Assignment):
+        await session.execute(delete(table).where(table.experiment_id == experiment_id))
+
+
+async def count_assignments(session: AsyncSession, experiment_id: str) -> int:
+    from sqlalchemy import func
+
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(Assignment)
+            .where(Assignment.experiment_id == experiment_id)
+        )
+        or 0
+    )

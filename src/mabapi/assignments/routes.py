@@ -1,0 +1,174 @@
+"""HTTP routes of real-time mode: parse, call the service, return a schema."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Path, Request
+
+from mabapi.assignments import service
+from mabapi.assignments.cache import AllocationCache, CachedAllocation
+from mabapi.assignments.schemas import (
+    AssignIn,
+    AssignOut,
+    BatchAssignIn,
+    BatchAssignOut,
+    BatchConversionIn,
+    BatchConversionOut,
+    ConcludeIn,
+    ConversionIn,
+    ConversionOut,
+)
+from mabapi.deps import SessionDep
+from mabapi.errors import error_body
+from mabapi.experiments import service as experiments_service
+from mabapi.experiments.schemas import ExperimentOut
+from mabapi.schemas import ID_PATTERN
+
+ExperimentId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN.pattern)]
+Responses = dict[int | str, dict[str, Any]]
+
+
+def _error(description: str) -> dict[str, Any]:
+    example = error_body("code", "what went wrong and how to fix it")
+    return {"description": description, "content": {"application/json": {"example": example}}}
+
+
+RESPONSES: Responses = {
+    404: _error("No such experiment (or variant)."),
+    409: _error("The unit was never assigned, or the experiment takes no new units."),
+    413: _error("The request body is larger than the configured limit."),
+    422: _error("The request does not have the documented shape or values."),
+    503: _error("The database is unreachable; retry after the given delay."),
+}
+
+router = APIRouter(tags=["real-time"], responses=RESPONSES)
+
+
+def get_cache(request: Request) -> AllocationCache:
+    cache: AllocationCache = request.app.state.allocation_cache
+    return cache
+
+
+CacheDep = Annotated[AllocationCache, Depends(get_cache)]
+
+
+def _rng() -> np.random.Generator:
+    # Fresh OS entropy per request: assignment must not be predictable across workers.
+    return np.random.default_rng(secrets.randbits(64))
+
+
+def _assign_out(result: service.AssignResult) -> AssignOut:
+    return AssignOut(
+        experiment_id=result.experiment_id,
+        unit_id=result.unit_id,
+        variant_id=result.variant_id,
+        probability=result.probability,
+        new=result.new,
+        concluded=result.concluded,
+    )
+
+
+def _conversion_out(result: service.ConversionResult) -> ConversionOut:
+    return ConversionOut(
+        experiment_id=result.experiment_id,
+        unit_id=result.unit_id,
+        variant_id=result.variant_id,
+        counted=result.counted,
+    )
+
+
+@router.post("/experiments/{experiment_id}/assign", response_model=AssignOut)
+async def assign(
+    experiment_id: ExperimentId, body: AssignIn, session: SessionDep, cache: CacheDep
+) -> AssignOut:
+    """The unit's variant: the same one on every call. The first call draws it by
+    Thompson sampling from the current allocation and counts one impression."""
+    allocation = await cache.get(experiment_id)
+    result = await service.assign(
+        session,
+        experiment_id=experiment_id,
+        unit_id=body.unit_id,
+        allocation=allocation,
+        rng=_rng(),
+    )
+    return _assign_out(result)
+
+
+@router.post("/assign/batch", response_model=BatchAssignOut)
+async def assign_batch(body: BatchAssignIn, session: SessionDep, cache: CacheDep) -> BatchAssignOut:
+    """Assign up to 1,000 (experiment, unit) pairs in one transaction."""
+    allocations: dict[str, CachedAllocation] = {}
+    for experiment_id in sorted({item.experiment_id for item in body.assignments}):
+        allocations[experiment_id] = await cache.get(experiment_id)
+    rng = _rng()
+    results = [
+        await service.assign(
+            session,
+            experiment_id=item.experiment_id,
+            unit_id=item.unit_id,
+            allocation=allocations[item.experiment_id],
+            rng=rng,
+        )
+        for item in body.assignments
+    ]
+    return BatchAssignOut(assignments=[_assign_out(result) for result in results])
+
+
+@router.post("/experiments/{experiment_id}/conversions", response_model=ConversionOut)
+async def convert(
+    experiment_id: ExperimentId, body: ConversionIn, session: SessionDep
+) -> ConversionOut:
+    """Credit a conversion to the unit's variant: once per unit (conversion metrics) or
+    once per event_id (value metrics). A unit never assigned is a 409."""
+    result = await service.convert(
+        session,
+        experiment_id=experiment_id,
+        unit_id=body.unit_id,
+        value=body.value,
+        event_id=body.event_id,
+    )
+    return _conversion_out(result)
+
+
+@router.post("/conversions/batch", response_model=BatchConversionOut)
+async def convert_batch(body: BatchConversionIn, session: SessionDep) -> BatchConversionOut:
+    """Up to 1,000 conversions in one transaction: all of them or none."""
+    results = [
+        await service.convert(
+            session,
+            experiment_id=item.experiment_id,
+            unit_id=item.unit_id,
+            value=item.value,
+            event_id=item.event_id,
+        )
+        for item in body.conversions
+    ]
+    return BatchConversionOut(conversions=[_conversion_out(result) for result in results])
+
+
+@router.post("/experiments/{experiment_id}/conclude", response_model=ExperimentOut)
+async def conclude(
+    experiment_id: ExperimentId, body: ConcludeIn, session: SessionDep, cache: CacheDep
+) -> ExperimentOut:
+    """End the test with a winner: from now on every unit is assigned the winner."""
+    experiment = await experiments_service.conclude(
+        session, experiment_id=experiment_id, winner=body.winner
+    )
+    cache.invalidate(experiment_id)
+    return ExperimentOut.model_validate(
+        await experiments_service.require_experiment(session, experiment.id)
+    )
+
+
+@router.post("/experiments/{experiment_id}/reset", response_model=ExperimentOut)
+async def reset(experiment_id: ExperimentId, session: SessionDep, cache: CacheDep) -> ExperimentOut:
+    """Start real-time data over (assignments, live counts, value events); reported daily
+    totals are kept. The experiment runs again with no winner."""
+    await service.reset(session, experiment_id=experiment_id)
+    cache.invalidate(experiment_id)
+    return ExperimentOut.model_validate(
+        await experiments_service.require_experiment(session, experiment_id)
+    )

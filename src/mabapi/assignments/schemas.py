@@ -1,0 +1,83 @@
+"""Request and response bodies of real-time mode."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from mabapi.assignments.models import UNIT_ID_LENGTH
+from mabapi.schemas import Identifier, reject_control_characters
+
+MAX_BATCH = 1_000
+
+UnitId = Annotated[
+    str,
+    Field(min_length=1, max_length=UNIT_ID_LENGTH, description="A user, session or device id."),
+    AfterValidator(reject_control_characters),
+]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AssignIn(StrictModel):
+    unit_id: UnitId
+
+
+class AssignOut(BaseModel):
+    experiment_id: str
+    unit_id: str
+    variant_id: str
+    probability: float = Field(description="The variant's share when it was first served.")
+    new: bool = Field(description="True only on the call that created the assignment.")
+    concluded: bool = Field(
+        default=False, description="The test is over: every unit gets the winner."
+    )
+
+
+class BatchAssignItem(StrictModel):
+    experiment_id: Identifier
+    unit_id: UnitId
+
+
+class BatchAssignIn(StrictModel):
+    assignments: Annotated[list[BatchAssignItem], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchAssignOut(BaseModel):
+    assignments: list[AssignOut]
+
+
+class ConversionIn(StrictModel):
+    unit_id: UnitId
+    value: Annotated[float, Field(ge=-1e12, le=1e12, allow_inf_nan=False)] | None = Field(
+        default=None, description="Value metrics: this event's value (e.g. 19.99)."
+    )
+    event_id: Identifier | None = Field(
+        default=None, description="Value metrics: counts once per event_id, however retried."
+    )
+
+
+class ConversionOut(BaseModel):
+    experiment_id: str
+    unit_id: str
+    variant_id: str
+    counted: bool = Field(description="False when this conversion had been counted before.")
+
+
+class BatchConversionItem(ConversionIn):
+    experiment_id: Identifier
+
+
+class BatchConversionIn(StrictModel):
+    conversions: Annotated[list[BatchConversionItem], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchConversionOut(BaseModel):
+    conversions: list[ConversionOut]
+
+
+class ConcludeIn(StrictModel):
+    winner: Identifier
