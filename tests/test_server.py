@@ -4,14 +4,10 @@ driven over HTTP exactly as the README shows."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,60 +18,9 @@ from tests.fixtures.databases import (
     create_postgres_database,
     drop_postgres_database,
     selected_backends,
-    url_text,
 )
 from tests.fixtures.factories import metric
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-@contextmanager
-def running(command: list[str], *, env: dict[str, str], port: int) -> Iterator[str]:
-    """Start a server process, wait until /health answers, stop it afterwards."""
-    log = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if log.poll() is not None:
-                output = log.stdout.read() if log.stdout else ""
-                raise AssertionError(f"server exited early:\n{output}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("server did not answer /health within 60 s")
-            time.sleep(0.2)
-        yield base
-    finally:
-        log.terminate()
-        try:
-            log.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            log.kill()
-            log.wait()
-
-
-def plain(url: URL) -> str:
-    """The URL as a user would write it (no driver), to exercise the driver choice."""
-    return url_text(url).replace("+asyncpg", "").replace("+aiosqlite", "")
+from tests.fixtures.servers import BIN, free_port, plain, running
 
 
 @pytest.fixture
