@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.assignments.models import LIVE_SHARDS, Assignment, ConversionEvent, LiveMetric
+from mabapi.experiments.models import Experiment
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
@@ -29,6 +31,49 @@ async def find_assignment(
         statement = statement.with_for_update()
     result: Assignment | None = await session.scalar(statement)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentContext:
+    """What assigning needs to know, read in one round trip."""
+
+    status: str
+    winner_variant_id: str | None
+    archived: bool
+    variant_id: str | None  # the unit's existing assignment, if any
+    probability: float | None
+
+
+async def assignment_context(
+    session: AsyncSession, experiment_id: str, unit_id: str
+) -> AssignmentContext | None:
+    """The experiment's state and the unit's assignment (one LEFT JOIN); None if the
+    experiment does not exist."""
+    statement = (
+        select(
+            Experiment.status,
+            Experiment.winner_variant_id,
+            Experiment.archived_at,
+            Assignment.variant_id,
+            Assignment.probability,
+        )
+        .select_from(Experiment)
+        .outerjoin(
+            Assignment,
+            (Assignment.experiment_id == Experiment.id) & (Assignment.unit_id == unit_id),
+        )
+        .where(Experiment.id == experiment_id)
+    )
+    row = (await session.execute(statement)).first()
+    if row is None:
+        return None
+    return AssignmentContext(
+        status=str(row[0].value if hasattr(row[0], "value") else row[0]),
+        winner_variant_id=row[1],
+        archived=row[2] is not None,
+        variant_id=row[3],
+        probability=row[4],
+    )
 
 
 async def find_assignments(

@@ -63,22 +63,23 @@ async def assign(
     `allocation` is fetched by the caller before this transaction starts (on SQLite a
     second transaction inside this one would wait on the write lock).
     """
-    experiment = await _experiment(session, experiment_id)
-    if experiment.winner_variant_id is not None:
+    context = await repository.assignment_context(session, experiment_id, unit_id)
+    if context is None:
+        raise NotFoundError(f"experiment {experiment_id!r} does not exist")
+    if context.winner_variant_id is not None:
         return AssignResult(
-            experiment_id, unit_id, experiment.winner_variant_id, 1.0, new=False, concluded=True
+            experiment_id, unit_id, context.winner_variant_id, 1.0, new=False, concluded=True
         )
-    existing = await repository.find_assignment(session, experiment_id, unit_id)
-    if existing is not None:
+    if context.variant_id is not None:
         return AssignResult(
-            experiment_id, unit_id, existing.variant_id, existing.probability, new=False
+            experiment_id, unit_id, context.variant_id, float(context.probability or 0.0), False
         )
-    if experiment.status is not ExperimentStatus.RUNNING:
+    if context.status != ExperimentStatus.RUNNING.value:
         raise ConflictError(
-            f"experiment {experiment_id!r} is {experiment.status.value}: new units are "
+            f"experiment {experiment_id!r} is {context.status}: new units are "
             "assigned only while it is running (PATCH its status to running)"
         )
-    if experiment.archived_at is not None:
+    if context.archived:
         raise ConflictError(f"experiment {experiment_id!r} is archived")
     shares = np.asarray(allocation.shares, dtype=np.float64)
     if shares.sum() <= 0:
