@@ -60,6 +60,37 @@ class TestProbabilityBest:
         assert float(probability_best([pa, pb])[1]) == pytest.approx(exact, abs=1e-7)
 
     @pytest.mark.parametrize(
+        ("big", "small"),
+        [
+            ((10_000_000, 550_000), (1_000, 50)),
+            ((10_000_000, 500_300), (1_000, 52)),
+            ((1_000_000, 50_100), (1_000, 55)),
+            ((10_000_000, 5_000_000), (2_000, 1_000)),
+            ((1_000, 120), (1_000, 150)),
+        ],
+    )
+    def test_error_below_1e_9_against_40_digit_arithmetic(
+        self, big: tuple[int, int], small: tuple[int, int]
+    ) -> None:
+        """Evan Miller's closed form evaluated with mpmath at 40 significant digits (the
+        sum runs over the small arm's alpha, so it stays short) as the golden value."""
+        import mpmath
+
+        a, b = beta(*big), beta(*small)
+        mpmath.mp.dps = 40
+        exact = mpmath.fsum(
+            mpmath.exp(
+                mpmath.log(mpmath.beta(a.alpha + i, a.beta + b.beta))
+                - mpmath.log(b.beta + i)
+                - mpmath.log(mpmath.beta(1 + i, b.beta))
+                - mpmath.log(mpmath.beta(a.alpha, a.beta))
+            )
+            for i in range(int(b.alpha))
+        )
+        assert abs(float(probability_best([a, b])[1]) - float(exact)) < 1e-9
+        assert abs(float(probability_best([b, a])[0]) - float(exact)) < 1e-9
+
+    @pytest.mark.parametrize(
         "arms",
         [
             [(1000, 100), (1000, 110), (1000, 95)],

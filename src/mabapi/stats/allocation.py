@@ -23,7 +23,7 @@ from scipy import special
 
 from mabapi.stats.posterior import BetaPosterior, NormalInverseGammaPosterior, Posterior
 
-ALGORITHM_VERSION = "exact-2"
+ALGORITHM_VERSION = "exact-3"
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -132,11 +132,13 @@ def _arms(posteriors: Sequence[Posterior], higher_is_better: bool) -> tuple[_Arm
     raise TypeError("posteriors must all be Beta or all Normal-Inverse-Gamma")
 
 
-def _edges(arms: _Arms) -> FloatArray:
+def _edges(arms: _Arms) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """Panel edges, and which arms have (all but 2 x _TAIL of) their mass inside them."""
     lows, highs = arms.ppf(_TAIL), arms.ppf(1.0 - _TAIL)
     lower, upper = float(lows.max()), float(highs.max())
+    inside = (lows >= lower) & (highs <= upper)
     if not upper > lower:
-        return np.array([lower, lower])
+        return np.array([lower, lower]), inside
     points = np.concatenate([arms.inner_breakpoints(), lows, highs, [lower, upper]])
     points = np.unique(np.clip(points[np.isfinite(points)], lower, upper))
     # Only posteriors that overlap the range set the resolution; breakpoints far closer
@@ -149,7 +151,7 @@ def _edges(arms: _Arms) -> FloatArray:
         if point - kept[-1] >= min_gap:
             kept.append(point)
     kept.append(points[-1])
-    return np.array(kept)
+    return np.array(kept), inside
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +172,7 @@ def best_arm(posteriors: Sequence[Posterior], *, higher_is_better: bool = True) 
     if count == 0:
         return BestArm(np.zeros(0), float("nan"))
     arms, sign = _arms(posteriors, higher_is_better)
-    edges = _edges(arms)
+    edges, inside = _edges(arms)
     if count == 1 or edges[-1] <= edges[0]:
         means = _oriented_means(posteriors, higher_is_better)
         return BestArm(np.full(count, 1.0 / count), _unorient(float(means.max()), sign, arms))
@@ -179,11 +181,18 @@ def best_arm(posteriors: Sequence[Posterior], *, higher_is_better: bool = True) 
     x = (((left + right) / 2.0)[:, None] + half[:, None] * _GL_NODES[None, :]).ravel()
     w = (half[:, None] * _GL_WEIGHTS[None, :]).ravel()
     log_cdf = arms.logcdf(x[None, :])
+    log_pdf = arms.logpdf(x[None, :])
+    # With 10^6+ pseudo-counts, log pdf = (a-1) log x + (b-1) log(1-x) - betaln(a, b) adds
+    # terms near 1e6 that cancel: about 1e-9 relative error, the same factor at every node.
+    # An arm whose whole mass lies in the range integrates to 1, so divide that factor out.
+    if inside.any():
+        mass = np.exp(log_pdf[inside]) @ w
+        log_pdf[inside] -= np.log(mass)[:, None]
     # Sum of log cdfs of every OTHER variant, by prefix + suffix sums: no -inf - -inf.
     zeros = np.zeros((1, x.size))
     prefix = np.vstack([zeros, np.cumsum(log_cdf, axis=0)[:-1]])
     suffix = np.vstack([np.cumsum(log_cdf[::-1], axis=0)[::-1][1:], zeros])
-    integrand = np.exp(arms.logpdf(x[None, :]) + prefix + suffix)
+    integrand = np.exp(log_pdf + prefix + suffix)
     raw: FloatArray = integrand @ w
     total = float(raw.sum())
     if not np.isfinite(total) or total <= 0.0:
