@@ -14,7 +14,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mabapi import __version__
-from mabapi.assignments.cache import AllocationCache
+from mabapi.assignments.cache import AllocationCache, AssignmentMemo
 from mabapi.assignments.routes import router as assignments_router
 from mabapi.db.engine import engine_from_settings, make_sessionmaker
 from mabapi.db.migrate import upgrade
@@ -139,6 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.allocation_cache = AllocationCache(
             app.state.sessionmaker, settings.allocation_cache_seconds
         )
+        app.state.assignment_memo = AssignmentMemo()
         try:
             yield
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +25,32 @@ class CachedAllocation:
     variant_ids: tuple[str, ...]
     shares: tuple[float, ...]
     expires: float
+    # The experiment's state when computed (at most `ttl` seconds old).
+    winner_variant_id: str | None = None
+    live_generation: int = 0
+
+
+class AssignmentMemo:
+    """Assignments this process has seen, keyed by (experiment, generation, unit).
+
+    An assignment never changes until the experiment is reset, and a reset bumps the
+    generation, so a remembered answer is the database's answer; returning units are then
+    served without a round trip. Bounded: the oldest entries are dropped first.
+    """
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[tuple[str, int, str], tuple[str, float]] = OrderedDict()
+
+    def get(self, experiment_id: str, generation: int, unit_id: str) -> tuple[str, float] | None:
+        return self._entries.get((experiment_id, generation, unit_id))
+
+    def put(
+        self, experiment_id: str, generation: int, unit_id: str, variant: tuple[str, float]
+    ) -> None:
+        self._entries[(experiment_id, generation, unit_id)] = variant
+        if len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
 
 
 class AllocationCache:
@@ -34,17 +61,29 @@ class AllocationCache:
         self._locks: dict[str, asyncio.Lock] = {}
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Bumped by invalidate(): a computation that started before an invalidation
+        # must not store its (older) result over it.
+        self._versions: dict[str, int] = {}
 
     async def _compute(self, experiment_id: str) -> CachedAllocation:
         # Real time: everything observed so far counts (the day being planned is today,
         # so "strictly before tomorrow"). Not recorded as a snapshot on every refresh.
         tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+        version = self._versions.get(experiment_id, 0)
         async with self._sessionmaker() as session, session.begin():
             result = await experiments.compute_allocation(
                 session, experiment_id=experiment_id, for_date=tomorrow, record=False
             )
-        entry = CachedAllocation(result.variant_ids, result.shares, time.monotonic() + self._ttl)
-        self._entries[experiment_id] = entry
+            experiment = await experiments.require_experiment(session, experiment_id)
+        entry = CachedAllocation(
+            result.variant_ids,
+            result.shares,
+            time.monotonic() + self._ttl,
+            winner_variant_id=experiment.winner_variant_id,
+            live_generation=experiment.live_generation,
+        )
+        if self._versions.get(experiment_id, 0) == version:
+            self._entries[experiment_id] = entry
         return entry
 
     async def get(self, experiment_id: str) -> CachedAllocation:
@@ -73,6 +112,7 @@ class AllocationCache:
             self._refreshing.discard(experiment_id)
 
     def invalidate(self, experiment_id: str) -> None:
+        self._versions[experiment_id] = self._versions.get(experiment_id, 0) + 1
         self._entries.pop(experiment_id, None)
 
     async def close(self) -> None:

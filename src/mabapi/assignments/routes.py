@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Path, Request
 
 from mabapi.assignments import service
-from mabapi.assignments.cache import AllocationCache, CachedAllocation
+from mabapi.assignments.cache import AllocationCache, AssignmentMemo, CachedAllocation
 from mabapi.assignments.schemas import (
     AssignIn,
     AssignOut,
@@ -55,6 +55,14 @@ def get_cache(request: Request) -> AllocationCache:
 CacheDep = Annotated[AllocationCache, Depends(get_cache)]
 
 
+def get_memo(request: Request) -> AssignmentMemo:
+    memo: AssignmentMemo = request.app.state.assignment_memo
+    return memo
+
+
+MemoDep = Annotated[AssignmentMemo, Depends(get_memo)]
+
+
 def _rng() -> np.random.Generator:
     # Fresh OS entropy per request: assignment must not be predictable across workers.
     return np.random.default_rng(secrets.randbits(64))
@@ -82,7 +90,11 @@ def _conversion_out(result: service.ConversionResult) -> ConversionOut:
 
 @router.post("/experiments/{experiment_id}/assign", response_model=AssignOut)
 async def assign(
-    experiment_id: ExperimentId, body: AssignIn, session: SessionDep, cache: CacheDep
+    experiment_id: ExperimentId,
+    body: AssignIn,
+    session: SessionDep,
+    cache: CacheDep,
+    memo: MemoDep,
 ) -> AssignOut:
     """The unit's variant: the same one on every call. The first call draws it by
     Thompson sampling from the current allocation and counts one impression."""
@@ -93,12 +105,15 @@ async def assign(
         unit_id=body.unit_id,
         allocation=allocation,
         rng=_rng(),
+        memo=memo,
     )
     return _assign_out(result)
 
 
 @router.post("/assign/batch", response_model=BatchAssignOut)
-async def assign_batch(body: BatchAssignIn, session: SessionDep, cache: CacheDep) -> BatchAssignOut:
+async def assign_batch(
+    body: BatchAssignIn, session: SessionDep, cache: CacheDep, memo: MemoDep
+) -> BatchAssignOut:
     """Assign up to 1,000 (experiment, unit) pairs in one transaction."""
     allocations: dict[str, CachedAllocation] = {}
     for experiment_id in sorted({item.experiment_id for item in body.assignments}):
@@ -111,6 +126,7 @@ async def assign_batch(body: BatchAssignIn, session: SessionDep, cache: CacheDep
             unit_id=item.unit_id,
             allocation=allocations[item.experiment_id],
             rng=rng,
+            memo=memo,
         )
         for item in body.assignments
     ]

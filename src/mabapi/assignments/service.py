@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.assignments import repository
-from mabapi.assignments.cache import CachedAllocation
+from mabapi.assignments.cache import AssignmentMemo, CachedAllocation
 from mabapi.db.base import utcnow
 from mabapi.errors import ConflictError, InvalidInputError, NotFoundError
 from mabapi.experiments import repository as experiments_repository
@@ -56,13 +56,40 @@ async def assign(
     unit_id: str,
     allocation: CachedAllocation,
     rng: np.random.Generator,
+    memo: AssignmentMemo | None = None,
 ) -> AssignResult:
     """The unit's variant: the stored one if it has one, else a fresh Thompson draw from
     the current allocation, stored with its probability and counted as one impression.
 
     `allocation` is fetched by the caller before this transaction starts (on SQLite a
-    second transaction inside this one would wait on the write lock).
+    second transaction inside this one would wait on the write lock). With a `memo`, a
+    unit this process has seen in the same generation is answered without the database;
+    a winner declared or a reset made in another process shows here within the cache's
+    time to live.
     """
+    if allocation.winner_variant_id is not None:
+        return AssignResult(
+            experiment_id, unit_id, allocation.winner_variant_id, 1.0, new=False, concluded=True
+        )
+    generation = allocation.live_generation
+    if memo is not None and (known := memo.get(experiment_id, generation, unit_id)):
+        return AssignResult(experiment_id, unit_id, known[0], known[1], new=False)
+    result = await _assign_in_database(
+        session, experiment_id=experiment_id, unit_id=unit_id, allocation=allocation, rng=rng
+    )
+    if memo is not None and not result.concluded:
+        memo.put(experiment_id, generation, unit_id, (result.variant_id, result.probability))
+    return result
+
+
+async def _assign_in_database(
+    session: AsyncSession,
+    *,
+    experiment_id: str,
+    unit_id: str,
+    allocation: CachedAllocation,
+    rng: np.random.Generator,
+) -> AssignResult:
     context = await repository.assignment_context(session, experiment_id, unit_id)
     if context is None:
         raise NotFoundError(f"experiment {experiment_id!r} does not exist")
@@ -176,6 +203,7 @@ async def reset(session: AsyncSession, *, experiment_id: str) -> None:
     (POST /metrics/) are kept."""
     experiment = await _experiment(session, experiment_id)
     await repository.reset_live_data(session, experiment_id)
+    experiment.live_generation += 1
     experiment.winner_variant_id = None
     experiment.status = ExperimentStatus.RUNNING
     experiment.updated_at = utcnow()

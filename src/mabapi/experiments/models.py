@@ -66,6 +66,8 @@ class Experiment(Base):
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Set when the experiment is concluded: every unit then gets this variant.
     winner_variant_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
+    # Bumped by a reset, so caches of assignments from before it stop matching.
+    live_generation: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -110,6 +110,7 @@ async def insert_experiments_if_missing(session: AsyncSession, ids: Iterable[str
             "metric_kind": "conversion",
             "higher_is_better": True,
             "settings": {},
+            "live_generation": 0,
             "created_at": now,
             "updated_at": now,
         }
