@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mabapi.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies are `async def` even when they do no I/O: FastAPI runs plain `def`
+# dependencies in a thread pool, which costs more than the work they do.
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

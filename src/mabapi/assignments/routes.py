@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Annotated, Any
 
@@ -47,7 +48,7 @@ RESPONSES: Responses = {
 router = APIRouter(tags=["real-time"], responses=RESPONSES)
 
 
-def get_cache(request: Request) -> AllocationCache:
+async def get_cache(request: Request) -> AllocationCache:
     cache: AllocationCache = request.app.state.allocation_cache
     return cache
 
@@ -55,7 +56,7 @@ def get_cache(request: Request) -> AllocationCache:
 CacheDep = Annotated[AllocationCache, Depends(get_cache)]
 
 
-def get_memo(request: Request) -> AssignmentMemo:
+async def get_memo(request: Request) -> AssignmentMemo:
     memo: AssignmentMemo = request.app.state.assignment_memo
     return memo
 
@@ -63,9 +64,18 @@ def get_memo(request: Request) -> AssignmentMemo:
 MemoDep = Annotated[AssignmentMemo, Depends(get_memo)]
 
 
+_generators: dict[int, np.random.Generator] = {}
+
+
 def _rng() -> np.random.Generator:
-    # Fresh OS entropy per request: assignment must not be predictable across workers.
-    return np.random.default_rng(secrets.randbits(64))
+    """This process's generator, seeded from OS entropy on first use. Keyed by pid: a
+    forked worker must not inherit its parent's stream (every worker would then draw the
+    same variants in the same order). Seeding per request would cost more than a draw."""
+    pid = os.getpid()
+    generator = _generators.get(pid)
+    if generator is None:
+        generator = _generators[pid] = np.random.default_rng(secrets.randbits(128))
+    return generator
 
 
 def _assign_out(result: service.AssignResult) -> AssignOut:
