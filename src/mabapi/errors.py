@@ -47,3 +47,12 @@ def error_body(
 ) -> dict[str, Any]:
     """The one JSON error shape every 4xx/5xx uses."""
     return {"error": {"code": code, "message": message, "details": details or []}}
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def documented_error(description: str) -> dict[str, Any]:
+    """An OpenAPI `responses=` entry showing the error shape."""
+    example = error_body("code", "what went wrong and how to fix it")
+    return {"description": description, "content": {"application/json": {"example": example}}}

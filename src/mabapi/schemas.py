@@ -6,7 +6,7 @@ import re
 from datetime import date
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StrictInt
 from pydantic_core import PydanticCustomError
 
 MAX_COUNT = 2**53  # beyond this, JSON numbers stop being exact integers in most clients
@@ -57,3 +57,14 @@ Name = Annotated[
     str, Field(min_length=1, max_length=200), AfterValidator(reject_control_characters)
 ]
 Description = Annotated[str, Field(max_length=10_000), AfterValidator(reject_control_characters)]
+
+
+def require_changes(model: BaseModel, fields: str) -> None:
+    """For PATCH bodies: at least one field sent, and none of them null."""
+    if not model.model_fields_set:
+        raise PydanticCustomError(
+            "empty_patch", "send at least one of: {fields}", {"fields": fields}
+        )
+    for field in model.model_fields_set:
+        if getattr(model, field) is None:
+            raise PydanticCustomError("null_field", "{field} cannot be null", {"field": field})

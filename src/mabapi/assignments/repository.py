@@ -6,19 +6,13 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.assignments.models import LIVE_SHARDS, Assignment, ConversionEvent, LiveMetric
+from mabapi.db.dialect import insert_for
 from mabapi.experiments.models import Experiment
-
-
-def _insert(session: AsyncSession, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 async def find_assignment(
@@ -112,7 +106,7 @@ async def insert_assignment_if_new(
     on a new unit both try, exactly one row results, and the loser reads the winner's.
     """
     statement = (
-        _insert(session, Assignment)
+        insert_for(session, Assignment)
         .values(
             experiment_id=experiment_id,
             unit_id=unit_id,
@@ -141,7 +135,7 @@ async def add_live(
 ) -> None:
     """Atomically add to the live counters (INSERT ... ON CONFLICT DO UPDATE SET n = n +
     excluded.n) on a random shard, so concurrent writers rarely share a row lock."""
-    statement = _insert(session, LiveMetric).values(
+    statement = insert_for(session, LiveMetric).values(
         experiment_id=experiment_id,
         variant_id=variant_id,
         date=day,
@@ -184,7 +178,7 @@ async def insert_event_if_new(
     now: datetime,
 ) -> bool:
     statement = (
-        _insert(session, ConversionEvent)
+        insert_for(session, ConversionEvent)
         .values(
             experiment_id=experiment_id,
             event_id=event_id,

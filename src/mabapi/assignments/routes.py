@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Request
@@ -23,26 +23,20 @@ from mabapi.assignments.schemas import (
     ConversionOut,
 )
 from mabapi.deps import SessionDep
-from mabapi.errors import error_body
+from mabapi.errors import Responses, documented_error
 from mabapi.experiments import service as experiments_service
 from mabapi.experiments.schemas import ExperimentOut
 from mabapi.schemas import ID_PATTERN
 
 ExperimentId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN.pattern)]
-Responses = dict[int | str, dict[str, Any]]
-
-
-def _error(description: str) -> dict[str, Any]:
-    example = error_body("code", "what went wrong and how to fix it")
-    return {"description": description, "content": {"application/json": {"example": example}}}
 
 
 RESPONSES: Responses = {
-    404: _error("No such experiment (or variant)."),
-    409: _error("The unit was never assigned, or the experiment takes no new units."),
-    413: _error("The request body is larger than the configured limit."),
-    422: _error("The request does not have the documented shape or values."),
-    503: _error("The database is unreachable; retry after the given delay."),
+    404: documented_error("No such experiment (or variant)."),
+    409: documented_error("The unit was never assigned, or the experiment takes no new units."),
+    413: documented_error("The request body is larger than the configured limit."),
+    422: documented_error("The request does not have the documented shape or values."),
+    503: documented_error("The database is unreachable; retry after the given delay."),
 }
 
 router = APIRouter(tags=["real-time"], responses=RESPONSES)

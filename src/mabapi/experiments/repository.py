@@ -8,12 +8,12 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import Select, func, select, union_all, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from mabapi.assignments.models import LiveMetric
 from mabapi.db.base import utcnow
+from mabapi.db.dialect import insert_for
 from mabapi.experiments.models import (
     AllocationSnapshot,
     Experiment,
@@ -24,12 +24,6 @@ from mabapi.experiments.models import (
 
 # asyncpg allows 32,767 bind parameters per statement; keep multi-row inserts below it.
 _ROWS_PER_STATEMENT = 2_000
-
-
-def _insert(session: AsyncSession, table: Any) -> Any:
-    """INSERT with ON CONFLICT support for whichever database the session is bound to."""
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def _chunks(rows: Sequence[dict[str, Any]]) -> Iterable[Sequence[dict[str, Any]]]:
@@ -118,7 +112,7 @@ async def insert_experiments_if_missing(session: AsyncSession, ids: Iterable[str
     ]
     for chunk in _chunks(rows):
         await session.execute(
-            _insert(session, Experiment).values(list(chunk)).on_conflict_do_nothing()
+            insert_for(session, Experiment).values(list(chunk)).on_conflict_do_nothing()
         )
 
 
@@ -141,7 +135,7 @@ async def insert_variants_if_missing(
     ]
     for chunk in _chunks(rows):
         await session.execute(
-            _insert(session, Variant).values(list(chunk)).on_conflict_do_nothing()
+            insert_for(session, Variant).values(list(chunk)).on_conflict_do_nothing()
         )
 
 
@@ -155,7 +149,7 @@ async def upsert_daily_metrics(session: AsyncSession, rows: Sequence[dict[str, A
     now = utcnow()
     values = [{**row, "created_at": now, "updated_at": now} for row in rows]
     for chunk in _chunks(values):
-        statement = _insert(session, ExperimentMetric).values(list(chunk))
+        statement = insert_for(session, ExperimentMetric).values(list(chunk))
         statement = statement.on_conflict_do_update(
             index_elements=["experiment_id", "variant_id", "date"],
             set_={
@@ -366,7 +360,7 @@ async def touch_experiment(session: AsyncSession, experiment_id: str) -> None:
 async def insert_snapshot_if_new(session: AsyncSession, values: dict[str, Any]) -> bool:
     """Record an allocation once per (experiment, date, inputs); True if it was new."""
     statement = (
-        _insert(session, AllocationSnapshot)
+        insert_for(session, AllocationSnapshot)
         .values(created_at=utcnow(), **values)
         .on_conflict_do_nothing(index_elements=["experiment_id", "for_date", "inputs_hash"])
     )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
 from mabapi.deps import SessionDep, SettingsDep
-from mabapi.errors import error_body
+from mabapi.errors import Responses, documented_error
 from mabapi.experiments import service
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
 from mabapi.experiments.schemas import (
@@ -47,19 +47,20 @@ ExperimentId = Annotated[
     ),
 ]
 
-Responses = dict[int | str, dict[str, Any]]
 
-
-def _error(description: str) -> dict[str, Any]:
-    example = error_body("code", "what went wrong and how to fix it")
-    return {"description": description, "content": {"application/json": {"example": example}}}
-
-
-INVALID: Responses = {422: _error("The request does not have the documented shape or values.")}
-NOT_FOUND: Responses = {404: _error("No such experiment (or variant).")}
-CONFLICT: Responses = {409: _error("The request conflicts with the experiment's current state.")}
-TOO_LARGE: Responses = {413: _error("The request body is larger than the configured limit.")}
-UNAVAILABLE: Responses = {503: _error("The database is unreachable; retry after the given delay.")}
+INVALID: Responses = {
+    422: documented_error("The request does not have the documented shape or values.")
+}
+NOT_FOUND: Responses = {404: documented_error("No such experiment (or variant).")}
+CONFLICT: Responses = {
+    409: documented_error("The request conflicts with the experiment's current state.")
+}
+TOO_LARGE: Responses = {
+    413: documented_error("The request body is larger than the configured limit.")
+}
+UNAVAILABLE: Responses = {
+    503: documented_error("The database is unreachable; retry after the given delay.")
+}
 
 metrics_router = APIRouter(tags=["metrics"], responses={**INVALID, **TOO_LARGE, **UNAVAILABLE})
 allocations_router = APIRouter(tags=["allocations"], responses={**UNAVAILABLE})

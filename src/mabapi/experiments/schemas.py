@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from mabapi.experiments.models import ExperimentStatus, MetricKind
-from mabapi.schemas import Count, Description, Identifier, IsoDate, Name
+from mabapi.schemas import Count, Description, Identifier, IsoDate, Name, require_changes
 from mabapi.stats.policies import PolicyName
 
 MAX_BATCH_ROWS = 10_000
@@ -211,13 +211,7 @@ class VariantPatch(StrictModel):
 
     @model_validator(mode="after")
     def _something_to_change(self) -> VariantPatch:
-        if not self.model_fields_set:
-            raise PydanticCustomError(
-                "empty_patch", "send at least one of: name, active, is_control"
-            )
-        for field in self.model_fields_set:
-            if getattr(self, field) is None:
-                raise PydanticCustomError("null_field", "{field} cannot be null", {"field": field})
+        require_changes(self, "name, active, is_control")
         return self
 
 
@@ -275,15 +269,7 @@ class ExperimentPatch(StrictModel):
 
     @model_validator(mode="after")
     def _something_to_change(self) -> ExperimentPatch:
-        if not self.model_fields_set:
-            raise PydanticCustomError(
-                "empty_patch",
-                "send at least one of: name, description, status, higher_is_better, "
-                "metric_kind, settings",
-            )
-        for field in self.model_fields_set:
-            if getattr(self, field) is None:
-                raise PydanticCustomError("null_field", "{field} cannot be null", {"field": field})
+        require_changes(self, "name, description, status, higher_is_better, metric_kind, settings")
         return self
 
 
