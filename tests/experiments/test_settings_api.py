@@ -116,6 +116,19 @@ class TestPoliciesOverTheApi:
             assert max(body["allocations"], key=body["allocations"].get) == "b"
         assert min(body["allocations"].values()) >= 1.0  # the 1% floor
 
+    @pytest.mark.parametrize(
+        "settings",
+        [{"policy": {"algorithm": "uniform"}}, {"policy": {"reserved": {"control": 0.2}}}],
+    )
+    async def test_probability_best_is_always_the_true_one(
+        self, client: httpx.AsyncClient, settings: dict[str, Any]
+    ) -> None:
+        await create(client, settings=settings)
+        await seed_days(client)
+        body = await allocation(client)
+        assert body["probability_best"]["b"] > 0.99
+        assert sum(body["probability_best"].values()) == pytest.approx(1.0)
+
     async def test_reserved_control_share(self, client: httpx.AsyncClient) -> None:
         await create(client, settings={"policy": {"reserved": {"control": 0.2}}})
         await seed_days(client)

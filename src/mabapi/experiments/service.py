@@ -248,6 +248,28 @@ def _totals_json(totals: repository.VariantTotals) -> dict[str, float]:
     }
 
 
+def _probability_best(
+    arms: Sequence[ArmData],
+    active: Sequence[bool],
+    weights: np.ndarray,
+    *,
+    thompson_over_all_active: bool,
+    higher_is_better: bool,
+) -> np.ndarray:
+    """P(best) among the active variants (0 for paused ones). Thompson's weights over all
+    active variants are exactly that; for other policies (or with reserved variants, which
+    take no part in the policy's weights) it is computed."""
+    if thompson_over_all_active:
+        return weights
+    live = [i for i, on in enumerate(active) if on]
+    result = np.zeros(len(arms))
+    if live:
+        result[live] = allocation_stats.probability_best(
+            [arms[i].posterior for i in live], higher_is_better=higher_is_better
+        )
+    return result
+
+
 async def compute_allocation(
     session: AsyncSession, *, experiment_id: str, for_date: date, record: bool = True
 ) -> Allocation:
@@ -309,7 +331,17 @@ async def compute_allocation(
         for_date=for_date,
         variant_ids=variant_ids,
         percentages=tuple(percentages),
-        probability_best=tuple(float(p) for p in weights),
+        probability_best=tuple(
+            float(p)
+            for p in _probability_best(
+                arms,
+                active,
+                weights,
+                thompson_over_all_active=config.name is PolicyName.THOMPSON
+                and not controls.reserved,
+                higher_is_better=experiment.higher_is_better,
+            )
+        ),
         inputs=inputs,
         algorithm=str(policy.algorithm),
         algorithm_version=algorithm_version,
