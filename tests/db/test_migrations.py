@@ -104,6 +104,42 @@ class TestMigrations:
         finally:
             await engine.dispose()
 
+    async def test_running_totals_are_backfilled(self, empty_database: URL) -> None:
+        engine = make_engine(empty_database)
+        try:
+            await migrate.upgrade(engine, "0004")
+            async with engine.begin() as connection:
+                for sql in (
+                    "INSERT INTO experiments (id, name, description, status, algorithm, "
+                    "metric_kind, higher_is_better, settings, live_generation, created_at, "
+                    "updated_at) VALUES ('e', 'e', '', 'running', 'thompson', 'conversion', "
+                    "true, '{}', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+                    "INSERT INTO variants (experiment_id, id, name, is_control, active, "
+                    "position, created_at) VALUES ('e', 'a', 'a', true, true, 0, "
+                    "CURRENT_TIMESTAMP)",
+                    "INSERT INTO experiment_metrics (experiment_id, variant_id, date, "
+                    "impressions, successes, created_at, updated_at) VALUES "
+                    "('e', 'a', '2024-01-01', 100, 10, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP), "
+                    "('e', 'a', '2024-01-02', 50, 5, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+                    "INSERT INTO live_metrics (experiment_id, variant_id, date, shard, "
+                    "impressions, successes, value_sum, value_sum_squares) VALUES "
+                    "('e', 'a', '2024-01-03', 3, 7, 2, 0, 0)",
+                ):
+                    await connection.execute(text(sql))
+            await migrate.upgrade(engine)
+            async with engine.connect() as connection:
+                rows = (
+                    await connection.execute(
+                        text(
+                            "SELECT source, shard, impressions, successes FROM variant_totals "
+                            "ORDER BY source"
+                        )
+                    )
+                ).all()
+            assert [tuple(row) for row in rows] == [(0, 0, 150, 15), (1, 3, 7, 2)]
+        finally:
+            await engine.dispose()
+
     async def test_models_and_migrations_do_not_drift(self, empty_database: URL) -> None:
         engine = make_engine(empty_database)
         try:

@@ -10,7 +10,14 @@ from datetime import date, datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mabapi.assignments.models import LIVE_SHARDS, Assignment, ConversionEvent, LiveMetric
+from mabapi.assignments.models import (
+    LIVE_SHARDS,
+    LIVE_SOURCE,
+    Assignment,
+    ConversionEvent,
+    LiveMetric,
+    VariantTotal,
+)
 from mabapi.db.dialect import insert_for
 from mabapi.experiments.models import Experiment
 
@@ -134,12 +141,25 @@ async def add_live(
     value_sum_squares: float = 0.0,
 ) -> None:
     """Atomically add to the live counters (INSERT ... ON CONFLICT DO UPDATE SET n = n +
-    excluded.n) on a random shard, so concurrent writers rarely share a row lock."""
+    excluded.n) and to the running totals, on a random shard, so concurrent writers rarely
+    share a row lock."""
+    shard = random.randrange(LIVE_SHARDS)  # noqa: S311 - load spreading, not security
+    await add_to_totals(
+        session,
+        experiment_id=experiment_id,
+        variant_id=variant_id,
+        source=LIVE_SOURCE,
+        shard=shard,
+        impressions=impressions,
+        successes=successes,
+        value_sum=value_sum,
+        value_sum_squares=value_sum_squares,
+    )
     statement = insert_for(session, LiveMetric).values(
         experiment_id=experiment_id,
         variant_id=variant_id,
         date=day,
-        shard=random.randrange(LIVE_SHARDS),  # noqa: S311 - load spreading, not security
+        shard=shard,
         impressions=impressions,
         successes=successes,
         value_sum=value_sum,
@@ -153,6 +173,40 @@ async def add_live(
             "successes": table.c.successes + statement.excluded.successes,
             "value_sum": table.c.value_sum + statement.excluded.value_sum,
             "value_sum_squares": table.c.value_sum_squares + statement.excluded.value_sum_squares,
+        },
+    )
+    await session.execute(statement)
+
+
+async def add_to_totals(
+    session: AsyncSession,
+    *,
+    experiment_id: str,
+    variant_id: str,
+    source: int,
+    shard: int,
+    impressions: float = 0,
+    successes: float = 0,
+    value_sum: float = 0.0,
+    value_sum_squares: float = 0.0,
+) -> None:
+    """Atomically add to a variant's running totals (INSERT ... ON CONFLICT DO UPDATE)."""
+    statement = insert_for(session, VariantTotal).values(
+        experiment_id=experiment_id,
+        variant_id=variant_id,
+        source=source,
+        shard=shard,
+        impressions=impressions,
+        successes=successes,
+        value_sum=value_sum,
+        value_sum_squares=value_sum_squares,
+    )
+    table = VariantTotal.__table__
+    statement = statement.on_conflict_do_update(
+        index_elements=["experiment_id", "variant_id", "source", "shard"],
+        set_={
+            name: table.c[name] + statement.excluded[name]
+            for name in ("impressions", "successes", "value_sum", "value_sum_squares")
         },
     )
     await session.execute(statement)
@@ -220,6 +274,11 @@ async def reset_live_data(session: AsyncSession, experiment_id: str) -> None:
     """Forget every assignment, live count and value event of an experiment."""
     for table in (ConversionEvent, LiveMetric, Assignment):
         await session.execute(delete(table).where(table.experiment_id == experiment_id))
+    await session.execute(
+        delete(VariantTotal).where(
+            VariantTotal.experiment_id == experiment_id, VariantTotal.source == LIVE_SOURCE
+        )
+    )
 
 
 async def count_assignments(session: AsyncSession, experiment_id: str) -> int:

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, func, select, union_all, update
+from sqlalchemy import Select, func, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from mabapi.assignments.models import LiveMetric
+from mabapi.assignments.models import REPORTED_SOURCE, LiveMetric, VariantTotal
+from mabapi.assignments.repository import add_to_totals
 from mabapi.db.base import utcnow
 from mabapi.db.dialect import insert_for
 from mabapi.experiments.models import (
@@ -22,6 +23,8 @@ from mabapi.experiments.models import (
     Variant,
 )
 
+# Advisory-lock namespace for reported-metric writers (any constant shared by processes).
+_TOTALS_LOCK_NAMESPACE = 0x6D62
 # asyncpg allows 32,767 bind parameters per statement; keep multi-row inserts below it.
 _ROWS_PER_STATEMENT = 2_000
 
@@ -139,14 +142,30 @@ async def insert_variants_if_missing(
         )
 
 
+async def _lock_experiments(session: AsyncSession, experiment_ids: Iterable[str]) -> None:
+    """Serialise reported-metric writers per experiment (PostgreSQL advisory locks, taken
+    in sorted order so two batches cannot deadlock; SQLite's BEGIN IMMEDIATE already
+    serialises writers). Needed because totals are kept by adding new - old."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for experiment_id in sorted(set(experiment_ids)):
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:experiment_id))"),
+            {"namespace": _TOTALS_LOCK_NAMESPACE, "experiment_id": experiment_id},
+        )
+
+
 async def upsert_daily_metrics(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Set each (experiment, variant, date) row's totals: insert, or replace on conflict.
+    """Set each (experiment, variant, date) row's totals: insert, or replace on conflict,
+    and move the running totals by the difference (new - old).
 
     One statement per chunk (multi-row VALUES), so a 10,000-row batch is a handful of round
     trips. Callers guarantee one row per key (PostgreSQL refuses to update a row twice in
     one statement).
     """
     now = utcnow()
+    await _lock_experiments(session, (row["experiment_id"] for row in rows))
+    deltas = await _deltas(session, rows)
     values = [{**row, "created_at": now, "updated_at": now} for row in rows]
     for chunk in _chunks(values):
         statement = insert_for(session, ExperimentMetric).values(list(chunk))
@@ -161,6 +180,59 @@ async def upsert_daily_metrics(session: AsyncSession, rows: Sequence[dict[str, A
             },
         )
         await session.execute(statement)
+    for (experiment_id, variant_id), delta in sorted(deltas.items()):
+        if any(delta):
+            await add_to_totals(
+                session,
+                experiment_id=experiment_id,
+                variant_id=variant_id,
+                source=REPORTED_SOURCE,
+                shard=0,
+                impressions=delta[0],
+                successes=delta[1],
+                value_sum=delta[2],
+                value_sum_squares=delta[3],
+            )
+
+
+async def _deltas(
+    session: AsyncSession, rows: Sequence[dict[str, Any]]
+) -> dict[tuple[str, str], list[float]]:
+    """Per (experiment, variant): the new rows' sums minus the sums of the rows they replace."""
+    deltas: dict[tuple[str, str], list[float]] = {}
+    keys: dict[str, set[tuple[str, date]]] = {}
+    for row in rows:
+        delta = deltas.setdefault((row["experiment_id"], row["variant_id"]), [0, 0, 0.0, 0.0])
+        delta[0] += row["impressions"]
+        delta[1] += row["successes"]
+        delta[2] += row["value_sum"] or 0.0
+        delta[3] += row["value_sum_squares"] or 0.0
+        keys.setdefault(row["experiment_id"], set()).add((row["variant_id"], row["date"]))
+    for experiment_id, wanted in keys.items():
+        variants = {variant for variant, _ in wanted}
+        days = {day for _, day in wanted}
+        existing = await session.execute(
+            select(
+                ExperimentMetric.variant_id,
+                ExperimentMetric.date,
+                ExperimentMetric.impressions,
+                ExperimentMetric.successes,
+                ExperimentMetric.value_sum,
+                ExperimentMetric.value_sum_squares,
+            ).where(
+                ExperimentMetric.experiment_id == experiment_id,
+                ExperimentMetric.variant_id.in_(variants),
+                ExperimentMetric.date.in_(days),
+            )
+        )
+        for variant_id, day, impressions, successes, value_sum, squares in existing:
+            if (variant_id, day) in wanted:
+                delta = deltas[(experiment_id, variant_id)]
+                delta[0] -= impressions
+                delta[1] -= successes
+                delta[2] -= value_sum or 0.0
+                delta[3] -= squares or 0.0
+    return deltas
 
 
 def _all_rows(experiment_id: str) -> Any:
@@ -189,23 +261,56 @@ def _all_rows(experiment_id: str) -> Any:
 async def metric_totals(
     session: AsyncSession, experiment_id: str, *, before: date | None = None
 ) -> dict[str, VariantTotals]:
-    """Impressions, successes and value sums per variant, reported plus live, summed over
-    days (strictly before `before`)."""
-    rows_source = _all_rows(experiment_id)
-    statement = select(
-        rows_source.c.variant_id,
-        func.sum(rows_source.c.impressions),
-        func.sum(rows_source.c.successes),
-        func.coalesce(func.sum(rows_source.c.value_sum), 0.0),
-        func.coalesce(func.sum(rows_source.c.value_sum_squares), 0.0),
-    ).group_by(rows_source.c.variant_id)
-    if before is not None:
-        statement = statement.where(rows_source.c.date < before)
-    rows = await session.execute(statement)
-    return {
-        row[0]: VariantTotals(int(row[1]), int(row[2]), float(row[3] or 0), float(row[4] or 0))
-        for row in rows
+    """Impressions, successes and value sums per variant, reported plus live, over the days
+    strictly before `before` (all days if None).
+
+    Read from the running totals, minus the (few, for a recent `before`) rows dated on or
+    after `before`: an experiment with years of history costs what a new one does.
+    """
+    totals_statement = (
+        select(
+            VariantTotal.variant_id,
+            func.sum(VariantTotal.impressions),
+            func.sum(VariantTotal.successes),
+            func.sum(VariantTotal.value_sum),
+            func.sum(VariantTotal.value_sum_squares),
+        )
+        .where(VariantTotal.experiment_id == experiment_id)
+        .group_by(VariantTotal.variant_id)
+    )
+    sums: dict[str, list[float]] = {
+        row[0]: [row[1] or 0, row[2] or 0, row[3] or 0.0, row[4] or 0.0]
+        for row in await session.execute(totals_statement)
     }
+    if before is not None:
+        rows_source = _all_rows(experiment_id)
+        recent = (
+            select(
+                rows_source.c.variant_id,
+                func.sum(rows_source.c.impressions),
+                func.sum(rows_source.c.successes),
+                func.sum(rows_source.c.value_sum),
+                func.sum(rows_source.c.value_sum_squares),
+            )
+            .where(rows_source.c.date >= before)
+            .group_by(rows_source.c.variant_id)
+        )
+        for row in await session.execute(recent):
+            acc = sums.setdefault(row[0], [0, 0, 0.0, 0.0])
+            for index in range(4):
+                acc[index] -= row[index + 1] or 0
+    return {
+        variant: VariantTotals(
+            int(acc[0]), int(acc[1]), _clean(float(acc[2])), max(_clean(float(acc[3])), 0.0)
+        )
+        for variant, acc in sums.items()
+        if acc[0] or acc[1] or acc[2] or acc[3]
+    }
+
+
+def _clean(value: float) -> float:
+    """Totals kept by adding and subtracting floats drift by rounding: snap ~0 to 0."""
+    return 0.0 if abs(value) < 1e-9 else value
 
 
 async def daily_rows(
@@ -238,14 +343,21 @@ async def daily_rows(
 
 
 async def days_with_data(
-    session: AsyncSession, experiment_id: str, *, before: date | None = None
+    session: AsyncSession,
+    experiment_id: str,
+    *,
+    before: date | None = None,
+    at_most: int | None = None,
 ) -> int:
+    """Distinct days with data (strictly before `before`); with `at_most`, counting stops
+    there, which keeps a burn-in check cheap however long the history."""
     rows_source = _all_rows(experiment_id)
-    statement = select(func.count(func.distinct(rows_source.c.date))).where(
-        rows_source.c.impressions > 0
-    )
+    days = select(rows_source.c.date).where(rows_source.c.impressions > 0).distinct()
     if before is not None:
-        statement = statement.where(rows_source.c.date < before)
+        days = days.where(rows_source.c.date < before)
+    if at_most is not None:
+        days = days.order_by(rows_source.c.date.desc()).limit(at_most)
+    statement = select(func.count()).select_from(days.subquery())
     return int(await session.scalar(statement) or 0)
 
 

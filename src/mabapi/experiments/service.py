@@ -295,7 +295,15 @@ async def compute_allocation(
         totals = _weighted_totals(rows, for_date, forgetting)
     else:
         totals = await repository.metric_totals(session, experiment_id, before=for_date)
-    days_of_data = await repository.days_with_data(session, experiment_id, before=for_date)
+    # Only burn-in needs the day count, and only up to its threshold.
+    days_needed = policy.burn_in.days
+    days_of_data = (
+        await repository.days_with_data(
+            session, experiment_id, before=for_date, at_most=days_needed
+        )
+        if days_needed
+        else 0
+    )
     inputs = tuple(totals.get(variant.id, _EMPTY) for variant in variants)
     arms = [
         ArmData(
