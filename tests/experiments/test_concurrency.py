@@ -40,6 +40,25 @@ class TestConcurrentMetrics:
         assert {response.status_code for response in responses} == {200}
         stored = (await client.get("/experiments/same/metrics")).json()["metrics"]
         assert [(r["impressions"], r["successes"]) for r in stored] == [(1000, 120)]
+        # The running totals moved by new - old each time: still exactly one day's worth.
+        inputs = (await client.get("/allocations/same?for_date=2024-01-01")).json()["inputs"]
+        assert inputs["control"] == {"impressions": 1000, "successes": 120}
+
+    async def test_concurrent_reposts_with_different_values_keep_totals_exact(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        bodies = [
+            metric(experiment_id="moving", impressions=100 + i, successes=i) for i in range(40)
+        ]
+        responses = await asyncio.gather(*(client.post("/metrics/", json=b) for b in bodies))
+        assert {response.status_code for response in responses} == {200}
+        stored = (await client.get("/experiments/moving/metrics")).json()["metrics"]
+        assert len(stored) == 1
+        inputs = (await client.get("/allocations/moving?for_date=2024-01-01")).json()["inputs"]
+        assert inputs["control"] == {
+            "impressions": stored[0]["impressions"],
+            "successes": stored[0]["successes"],
+        }
 
     async def test_concurrent_batches_and_allocations(self, client: httpx.AsyncClient) -> None:
         batches = [
