@@ -64,6 +64,17 @@ def _tables(connection: Connection) -> set[str]:
     return set(inspect(connection).get_table_names())
 
 
+INSERT_EXPERIMENT = (
+    "INSERT INTO experiments (id, name, description, status, algorithm, created_at, "
+    "updated_at) VALUES ('e', 'e', '', 'running', 'thompson', CURRENT_TIMESTAMP, "
+    "CURRENT_TIMESTAMP)"
+)
+INSERT_VARIANT = (
+    "INSERT INTO variants (experiment_id, id, name, is_control, active, position, "
+    "created_at) VALUES ('e', 'a', 'a', true, true, 0, CURRENT_TIMESTAMP)"
+)
+
+
 class TestMigrations:
     async def test_up_down_up_with_data(self, empty_database: URL) -> None:
         engine = make_engine(empty_database)
@@ -71,20 +82,8 @@ class TestMigrations:
             await migrate.upgrade(engine)
             assert await migrate.current_revision(engine) == migrate.head_revision()
             async with engine.begin() as connection:
-                await connection.execute(
-                    text(
-                        "INSERT INTO experiments (id, name, description, status, algorithm, "
-                        "created_at, updated_at) VALUES ('e', 'e', '', 'running', 'thompson', "
-                        "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
-                    )
-                )
-                await connection.execute(
-                    text(
-                        "INSERT INTO variants (experiment_id, id, name, is_control, active, "
-                        "position, created_at) VALUES ('e', 'a', 'a', true, true, 0, "
-                        "CURRENT_TIMESTAMP)"
-                    )
-                )
+                await connection.execute(text(INSERT_EXPERIMENT))
+                await connection.execute(text(INSERT_VARIANT))
             await migrate.downgrade(engine, "base")
             async with engine.connect() as connection:
                 assert await connection.run_sync(_tables) <= {"alembic_version"}
@@ -94,13 +93,7 @@ class TestMigrations:
                 tables = await connection.run_sync(_tables)
                 assert {"experiments", "variants", "experiment_metrics"} <= tables
                 # The schema works after the round trip: constraints included.
-                await connection.execute(
-                    text(
-                        "INSERT INTO experiments (id, name, description, status, algorithm, "
-                        "created_at, updated_at) VALUES ('e', 'e', '', 'running', 'thompson', "
-                        "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
-                    )
-                )
+                await connection.execute(text(INSERT_EXPERIMENT))
         finally:
             await engine.dispose()
 
@@ -156,20 +149,8 @@ class TestMigrations:
         try:
             await migrate.upgrade(engine)
             async with engine.begin() as connection:
-                await connection.execute(
-                    text(
-                        "INSERT INTO experiments (id, name, description, status, algorithm, "
-                        "created_at, updated_at) VALUES ('e', 'e', '', 'running', 'thompson', "
-                        "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
-                    )
-                )
-                await connection.execute(
-                    text(
-                        "INSERT INTO variants (experiment_id, id, name, is_control, active, "
-                        "position, created_at) VALUES ('e', 'a', 'a', true, true, 0, "
-                        "CURRENT_TIMESTAMP)"
-                    )
-                )
+                await connection.execute(text(INSERT_EXPERIMENT))
+                await connection.execute(text(INSERT_VARIANT))
             bad = insert(ExperimentMetric).values(
                 experiment_id="e",
                 variant_id="a",

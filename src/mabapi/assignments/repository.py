@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -155,27 +156,12 @@ async def add_live(
         value_sum=value_sum,
         value_sum_squares=value_sum_squares,
     )
-    statement = insert_for(session, LiveMetric).values(
-        experiment_id=experiment_id,
-        variant_id=variant_id,
-        date=day,
-        shard=shard,
-        impressions=impressions,
-        successes=successes,
-        value_sum=value_sum,
-        value_sum_squares=value_sum_squares,
+    await _increment(
+        session,
+        LiveMetric,
+        {"experiment_id": experiment_id, "variant_id": variant_id, "date": day, "shard": shard},
+        _counts(impressions, successes, value_sum, value_sum_squares),
     )
-    table = LiveMetric.__table__
-    statement = statement.on_conflict_do_update(
-        index_elements=["experiment_id", "variant_id", "date", "shard"],
-        set_={
-            "impressions": table.c.impressions + statement.excluded.impressions,
-            "successes": table.c.successes + statement.excluded.successes,
-            "value_sum": table.c.value_sum + statement.excluded.value_sum,
-            "value_sum_squares": table.c.value_sum_squares + statement.excluded.value_sum_squares,
-        },
-    )
-    await session.execute(statement)
 
 
 async def add_to_totals(
@@ -190,24 +176,35 @@ async def add_to_totals(
     value_sum: float = 0.0,
     value_sum_squares: float = 0.0,
 ) -> None:
-    """Atomically add to a variant's running totals (INSERT ... ON CONFLICT DO UPDATE)."""
-    statement = insert_for(session, VariantTotal).values(
-        experiment_id=experiment_id,
-        variant_id=variant_id,
-        source=source,
-        shard=shard,
-        impressions=impressions,
-        successes=successes,
-        value_sum=value_sum,
-        value_sum_squares=value_sum_squares,
-    )
-    table = VariantTotal.__table__
+    """Atomically add to a variant's running totals."""
+    await _increment(
+        session,
+        VariantTotal,
+        {"experiment_id": experiment_id, "variant_id": variant_id, "source": source,
+         "shard": shard},
+        _counts(impressions, successes, value_sum, value_sum_squares),
+    )  # fmt: skip
+
+
+_COUNTERS = ("impressions", "successes", "value_sum", "value_sum_squares")
+
+
+def _counts(
+    impressions: float, successes: float, value_sum: float, value_sum_squares: float
+) -> dict[str, float]:
+    return dict(zip(_COUNTERS, (impressions, successes, value_sum, value_sum_squares), strict=True))
+
+
+async def _increment(
+    session: AsyncSession, model: Any, key: dict[str, Any], amounts: dict[str, float]
+) -> None:
+    """INSERT the row, or on conflict with its unique key add to its counters in place
+    (SET n = n + excluded.n): atomic, never read-modify-write in Python."""
+    statement = insert_for(session, model).values(**key, **amounts)
+    table = model.__table__
     statement = statement.on_conflict_do_update(
-        index_elements=["experiment_id", "variant_id", "source", "shard"],
-        set_={
-            name: table.c[name] + statement.excluded[name]
-            for name in ("impressions", "successes", "value_sum", "value_sum_squares")
-        },
+        index_elements=list(key),
+        set_={name: table.c[name] + statement.excluded[name] for name in amounts},
     )
     await session.execute(statement)
 
