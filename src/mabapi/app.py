@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mabapi import __version__
 from mabapi.assignments.cache import AllocationCache, AssignmentMemo
 from mabapi.assignments.routes import router as assignments_router
+from mabapi.cache import AnswerCache
 from mabapi.db.engine import engine_from_settings, make_sessionmaker
 from mabapi.db.migrate import upgrade
 from mabapi.errors import AppError, error_body
@@ -140,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.sessionmaker, settings.allocation_cache_seconds
         )
         app.state.assignment_memo = AssignmentMemo()
+        app.state.answers = AnswerCache(settings.allocation_cache_seconds)
         try:
             yield
         finally:

@@ -202,3 +202,26 @@ class TestOnePosterior:
         stats = await summary(client)
         assert sum(v["impressions"] for v in stats.values()) == 206
         assert sum(v["successes"] for v in stats.values()) == 22
+
+
+class TestReturningUnitsSkipTheDatabase:
+    async def test_memo_hit_opens_no_session(
+        self, app: Any, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        await create_experiment(client)
+        first = await assign(client, "user-1")
+        opened = 0
+        real = app.state.sessionmaker
+
+        def counting() -> Any:
+            nonlocal opened
+            opened += 1
+            return real()
+
+        monkeypatch.setattr(app.state, "sessionmaker", counting)
+        again = await assign(client, "user-1")
+        assert again["variant_id"] == first["variant_id"]
+        assert again["new"] is False
+        assert opened == 0
+        await assign(client, "user-2")  # a new unit needs the database
+        assert opened == 1

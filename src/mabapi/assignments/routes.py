@@ -22,7 +22,7 @@ from mabapi.assignments.schemas import (
     ConversionIn,
     ConversionOut,
 )
-from mabapi.deps import SessionDep
+from mabapi.deps import LazySessionDep, SessionDep
 from mabapi.errors import Responses, documented_error
 from mabapi.experiments import service as experiments_service
 from mabapi.experiments.schemas import ExperimentOut
@@ -96,7 +96,7 @@ def _conversion_out(result: service.ConversionResult) -> ConversionOut:
 async def assign(
     experiment_id: ExperimentId,
     body: AssignIn,
-    session: SessionDep,
+    session: LazySessionDep,
     cache: CacheDep,
     memo: MemoDep,
 ) -> AssignOut:
@@ -116,7 +116,7 @@ async def assign(
 
 @router.post("/assign/batch", response_model=BatchAssignOut)
 async def assign_batch(
-    body: BatchAssignIn, session: SessionDep, cache: CacheDep, memo: MemoDep
+    body: BatchAssignIn, session: LazySessionDep, cache: CacheDep, memo: MemoDep
 ) -> BatchAssignOut:
     """Assign up to 1,000 (experiment, unit) pairs in one transaction."""
     allocations: dict[str, CachedAllocation] = {}

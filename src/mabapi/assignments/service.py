@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,7 +50,7 @@ async def _experiment(session: AsyncSession, experiment_id: str) -> Experiment:
 
 
 async def assign(
-    session: AsyncSession,
+    open_session: Callable[[], Awaitable[AsyncSession]],
     *,
     experiment_id: str,
     unit_id: str,
@@ -62,8 +62,9 @@ async def assign(
     the current allocation, stored with its probability and counted as one impression.
 
     `allocation` is fetched by the caller before this transaction starts (on SQLite a
-    second transaction inside this one would wait on the write lock). With a `memo`, a
-    unit this process has seen in the same generation is answered without the database;
+    second transaction inside this one would wait on the write lock). `open_session` is
+    called only when the database is needed. With a `memo`, a unit this process has seen
+    in the same generation is answered without the database;
     a winner declared or a reset made in another process shows here within the cache's
     time to live.
     """
@@ -75,7 +76,11 @@ async def assign(
     if memo is not None and (known := memo.get(experiment_id, generation, unit_id)):
         return AssignResult(experiment_id, unit_id, known[0], known[1], new=False)
     result = await _assign_in_database(
-        session, experiment_id=experiment_id, unit_id=unit_id, allocation=allocation, rng=rng
+        await open_session(),
+        experiment_id=experiment_id,
+        unit_id=unit_id,
+        allocation=allocation,
+        rng=rng,
     )
     if memo is not None and not result.concluded:
         memo.put(experiment_id, generation, unit_id, (result.variant_id, result.probability))

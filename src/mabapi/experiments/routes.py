@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from mabapi.deps import SessionDep, SettingsDep
+from mabapi.deps import AnswersDep, LazySessionDep, SessionDep, SettingsDep
 from mabapi.errors import Responses, documented_error
 from mabapi.experiments import service
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
@@ -94,15 +94,25 @@ async def post_metrics_batch(
 )
 async def get_allocation(
     experiment_id: ExperimentId,
-    session: SessionDep,
+    session: LazySessionDep,
+    answers: AnswersDep,
     for_date: Annotated[
         IsoDate | None,
         Query(description="Day being planned (YYYY-MM-DD, default today UTC); data before it."),
     ] = None,
 ) -> AllocationOut:
-    """Traffic split by Thompson sampling: each variant's probability of being best."""
+    """Traffic split by Thompson sampling: each variant's probability of being best.
+
+    An answer is reused for up to `MABAPI_ALLOCATION_CACHE_SECONDS` (a write through the
+    same process drops it at once)."""
     day = for_date or datetime.now(UTC).date()
-    result = await service.compute_allocation(session, experiment_id=experiment_id, for_date=day)
+
+    async def compute() -> service.Allocation:
+        return await service.compute_allocation(
+            await session(), experiment_id=experiment_id, for_date=day
+        )
+
+    result = await answers.get(("allocation", experiment_id, day), compute)
     return AllocationOut(
         experiment_id=result.experiment_id,
         date=result.for_date,

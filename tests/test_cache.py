@@ -1,0 +1,114 @@
+"""The per-process answer cache behind GET /allocations."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from mabapi.cache import AnswerCache
+from tests.fixtures.factories import create_experiment, post_metric
+
+
+class TestAnswerCache:
+    async def test_reuses_an_answer_until_a_write(self) -> None:
+        cache: AnswerCache[str, int] = AnswerCache(ttl=60)
+        calls = 0
+
+        async def compute() -> int:
+            nonlocal calls
+            calls += 1
+            return calls
+
+        assert await cache.get("k", compute) == 1
+        assert await cache.get("k", compute) == 1
+        cache.note_write()
+        assert await cache.get("k", compute) == 2
+
+    async def test_expires_after_ttl(self) -> None:
+        cache: AnswerCache[str, int] = AnswerCache(ttl=0.05)
+        values = iter([1, 2])
+
+        async def compute() -> int:
+            return next(values)
+
+        assert await cache.get("k", compute) == 1
+        await asyncio.sleep(0.06)
+        assert await cache.get("k", compute) == 2
+
+    async def test_concurrent_misses_compute_once(self) -> None:
+        cache: AnswerCache[str, int] = AnswerCache(ttl=60)
+        calls = 0
+
+        async def compute() -> int:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0.01)
+            return 7
+
+        assert await asyncio.gather(*(cache.get("k", compute) for _ in range(20))) == [7] * 20
+        assert calls == 1
+
+    async def test_answer_computed_across_a_write_is_not_kept(self) -> None:
+        cache: AnswerCache[str, int] = AnswerCache(ttl=60)
+        values = iter([1, 2])
+
+        async def compute_during_write() -> int:
+            cache.note_write()  # a write commits while this answer is being computed
+            return next(values)
+
+        assert await cache.get("k", compute_during_write) == 1
+        assert await cache.get("k", compute_during_write) == 2
+
+    async def test_zero_ttl_never_caches(self) -> None:
+        cache: AnswerCache[str, int] = AnswerCache(ttl=0)
+        values = iter([1, 2])
+
+        async def compute() -> int:
+            return next(values)
+
+        assert [await cache.get("k", compute), await cache.get("k", compute)] == [1, 2]
+
+
+class TestAllocationsAnswers:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, float]:
+        return {"allocation_cache_seconds": 60.0}
+
+    async def test_write_through_this_process_shows_at_once(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await create_experiment(client, experiment_id="exp")
+        url = "/allocations/exp?for_date=2026-01-02"
+        before = (await client.get(url)).json()
+        await post_metric(
+            client, experiment_id="exp", variant_id="b", impressions=100, successes=60
+        )
+        after = (await client.get(url)).json()
+        assert before["inputs"]["b"]["impressions"] == 0
+        assert after["inputs"]["b"]["impressions"] == 100
+
+    async def test_another_process_write_shows_once_the_answer_expires(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        await create_experiment(client, experiment_id="exp")
+        url = "/allocations/exp?for_date=2026-01-02"
+        await post_metric(
+            client, experiment_id="exp", variant_id="b", impressions=100, successes=60
+        )
+        first = (await client.get(url)).json()
+        assert first["inputs"]["b"]["impressions"] == 100
+        # Another worker's write: straight to the database, not through this process.
+        async with app.state.engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "UPDATE variant_totals SET impressions = impressions + 100 "
+                    "WHERE experiment_id = 'exp' AND variant_id = 'b' AND impressions > 0"
+                )
+            )
+        assert (await client.get(url)).json() == first  # served from this process's cache
+        app.state.answers.note_write()  # stands in for the TTL running out
+        assert (await client.get(url)).json()["inputs"]["b"]["impressions"] == 200
