@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import AliasChoices
 
 from mabapi.settings import Settings, to_async_url
 
@@ -73,8 +74,12 @@ class TestEnvTemplate:
 
     def test_documents_every_setting(self) -> None:
         text = self.template.read_text()
-        for name in Settings.model_fields:
-            assert f"MABAPI_{name.upper()}=" in text, f"MABAPI_{name.upper()} is undocumented"
+        for name, field in Settings.model_fields.items():
+            alias = field.validation_alias
+            spellings = {f"MABAPI_{name.upper()}"}
+            if isinstance(alias, AliasChoices):
+                spellings |= {str(choice) for choice in alias.choices if str(choice).isupper()}
+            assert any(f"{spelling}=" in text for spelling in spellings), f"{name} is undocumented"
 
     def test_its_values_are_the_defaults(self, monkeypatch: pytest.MonkeyPatch) -> None:
         for name in Settings.model_fields:

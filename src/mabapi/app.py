@@ -7,27 +7,42 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mabapi import __version__
+from mabapi import __version__, observability
+from mabapi.access import service as access
+from mabapi.access.limits import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from mabapi.access.routes import router as access_router
+from mabapi.access.service import KeyRing
 from mabapi.assignments.cache import AllocationCache, AssignmentMemo
 from mabapi.assignments.routes import router as assignments_router
 from mabapi.cache import AnswerCache
 from mabapi.db.engine import engine_from_settings, make_sessionmaker
 from mabapi.db.migrate import upgrade
-from mabapi.errors import AppError, error_body
+from mabapi.deps import authorize
+from mabapi.errors import AppError, RateLimitedError, Responses, documented_error, error_body
 from mabapi.experiments.routes import allocations_router, experiments_router, metrics_router
 from mabapi.health.routes import router as health_router
-from mabapi.middleware import BodySizeLimit
+from mabapi.middleware import BodySizeLimit, RequestContext
 from mabapi.settings import Settings
 
 logger = logging.getLogger("mabapi")
 
 RETRY_AFTER_S = "2"
+
+# Answers any route can give (issue 5: every status code is in the OpenAPI document).
+COMMON_RESPONSES: Responses = {
+    400: documented_error("A key was sent in the query string, or the request is malformed."),
+    401: documented_error("No key, a malformed key, or an unknown or revoked key."),
+    403: documented_error("The key's scope does not allow this route."),
+    429: documented_error("The key's rate limit is reached; retry after Retry-After seconds."),
+    500: documented_error("A bug: the error is logged with the request id; never a trace."),
+    503: documented_error("The database is unreachable; retry after Retry-After seconds."),
+}
 
 DESCRIPTION = """\
 A self-hosted multi-armed bandit service for A/B tests. Post what each variant did
@@ -79,7 +94,13 @@ def _is_unavailable(error: BaseException) -> bool:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_request: Request, error: AppError) -> JSONResponse:
-        headers = {"Retry-After": RETRY_AFTER_S} if error.status_code == 503 else None
+        headers: dict[str, str] | None = None
+        if error.status_code == 503:
+            headers = {"Retry-After": RETRY_AFTER_S}
+        elif isinstance(error, RateLimitedError):
+            headers = {"Retry-After": str(error.retry_after)}
+        elif error.status_code == 401:
+            headers = {"WWW-Authenticate": 'Bearer realm="mabapi"'}
         return JSONResponse(
             error_body(error.code, error.message, error.details),
             status_code=error.status_code,
@@ -142,17 +163,24 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.assignment_memo = AssignmentMemo()
         app.state.answers = AnswerCache(settings.allocation_cache_seconds)
+        app.state.keyring = KeyRing(app.state.sessionmaker, settings.key_cache_seconds)
+        app.state.rate_limiter = _rate_limiter(settings)
+        await _bootstrap_access(app, settings)
         try:
             yield
         finally:
             await app.state.allocation_cache.close()
+            await app.state.rate_limiter.close()
             await engine.dispose()
+            observability.process_exited(settings.prometheus_multiproc_dir)
 
     app = FastAPI(
         title="mabapi",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(authorize)],
+        responses=COMMON_RESPONSES,
     )
     app.state.settings = settings
     _install_error_handlers(app)
@@ -161,7 +189,9 @@ def create_app(settings: Settings) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         max_batch_bytes=settings.max_batch_body_bytes,
     )
+    app.add_middleware(RequestContext, on_finish=lambda: _observe_pool(app))
     app.include_router(health_router)
+    app.include_router(access_router)
     app.include_router(metrics_router)
     app.include_router(allocations_router)
     app.include_router(experiments_router)
@@ -171,4 +201,40 @@ def create_app(settings: Settings) -> FastAPI:
 
 def app_factory() -> FastAPI:
     """Entry point for `uvicorn --factory` (used by `mabapi serve`)."""
-    return create_app(Settings())
+    settings = Settings()
+    observability.configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)
+
+
+def _rate_limiter(settings: Settings) -> RateLimiter:
+    if settings.redis_url is not None:
+        return RedisRateLimiter(settings.redis_url.get_secret_value(), settings.rate_limit_burst)
+    return LocalRateLimiter(settings.rate_limit_per_second or 1.0, settings.rate_limit_burst)
+
+
+async def _bootstrap_access(app: FastAPI, settings: Settings) -> None:
+    if settings.bootstrap_admin_key is not None:
+        async with app.state.sessionmaker() as session, session.begin():
+            await access.ensure_bootstrap_key(
+                session, token=settings.bootstrap_admin_key.get_secret_value()
+            )
+    if not settings.require_auth:
+        try:
+            keys_exist = await app.state.keyring.any_keys()
+        except Exception:  # the database may be down at start; requests will say so
+            keys_exist = True
+        if not keys_exist:
+            logger.warning(
+                "no API keys exist and MABAPI_REQUIRE_AUTH is off: this instance is OPEN to "
+                "anyone who can reach it; create a key (`mabapi keys create --project "
+                "default --scope admin`) or set MABAPI_REQUIRE_AUTH=true"
+            )
+
+
+def _observe_pool(app: FastAPI) -> None:
+    engine = getattr(app.state, "engine", None)
+    pool = getattr(getattr(engine, "sync_engine", None), "pool", None)
+    checked_out = getattr(pool, "checkedout", None)
+    checked_in = getattr(pool, "checkedin", None)
+    if callable(checked_out) and callable(checked_in):
+        observability.observe_pool(checked_out(), checked_in())

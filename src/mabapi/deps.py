@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mabapi.access import service as access
+from mabapi.access.limits import RateLimiter
+from mabapi.access.models import Scope
+from mabapi.access.service import OPEN, KeyRing, Principal
 from mabapi.cache import AnswerCache
+from mabapi.errors import (
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    RateLimitedError,
+    UnauthorizedError,
+)
+from mabapi.observability import AUTH_FAILURES, RATE_LIMITED, request_id_var
 from mabapi.settings import Settings
 
 
@@ -28,6 +42,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session, session.begin():
         yield session
+        # The audit entry of a write commits with the write, or not at all.
+        audit: dict[str, Any] | None = getattr(request.state, "audit", None)
+        if audit is not None:
+            await access.record(session, **audit)
     _committed(request)
 
 
@@ -87,3 +105,115 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 AnswersDep = Annotated[AnswerCache[Any, Any], Depends(get_answers)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 LazySessionDep = Annotated[LazySession, Depends(get_lazy_session, scope="function")]
+
+
+# Routes a `client` key may call: safe to ship in a web page.
+CLIENT_ROUTES = frozenset(
+    {
+        "/experiments/{experiment_id}/assign",
+        "/assign/batch",
+        "/experiments/{experiment_id}/conversions",
+        "/conversions/batch",
+    }
+)
+INGESTION_ROUTES = frozenset({"/metrics/", "/metrics", "/metrics/batch"})
+OPEN_ROUTES = frozenset({"/health", "/ready"})
+ADMIN_ONLY_PREFIXES = ("/keys", "/audit")
+QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "key", "token", "access_token"})
+
+
+def required_scope(method: str, route: str) -> Scope | None:
+    """The scope a route needs (issue 5): None for the probes, `read` for GETs, `client`
+    for assignment and conversions, `write` for ingestion, `admin` for the rest (and for
+    keys, the audit log and GET /metrics, which names every project's experiments)."""
+    if route in OPEN_ROUTES:
+        return None
+    if route.startswith(ADMIN_ONLY_PREFIXES) or (route == "/metrics" and method == "GET"):
+        return Scope.ADMIN
+    if method in ("GET", "HEAD"):
+        return Scope.READ
+    if route in CLIENT_ROUTES:
+        return Scope.CLIENT
+    if route in INGESTION_ROUTES:
+        return Scope.WRITE
+    return Scope.ADMIN
+
+
+def _refuse(status: int, error: Exception) -> Exception:
+    AUTH_FAILURES.labels(str(status)).inc()
+    return error
+
+
+async def _principal(request: Request, settings: Settings) -> Principal:
+    keyring: KeyRing = request.app.state.keyring
+    header = request.headers.get("authorization")
+    if header is None:
+        if not settings.require_auth and not await keyring.any_keys():
+            return OPEN
+        raise _refuse(401, UnauthorizedError("missing API key: send 'Authorization: Bearer <key>'"))
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 256:
+        raise _refuse(401, UnauthorizedError("malformed Authorization header: use 'Bearer <key>'"))
+    principal = await keyring.authenticate(token)
+    if principal is None:
+        raise _refuse(401, UnauthorizedError("unknown or revoked API key"))
+    return principal
+
+
+async def authorize(request: Request) -> Principal:
+    """Who is calling and whether they may: 401 without a valid key, 403 for a key whose
+    scope does not cover the route, 429 over the key's rate, 404 for an experiment of
+    another project (worded as for one that does not exist). Applied to every route."""
+    route = request.scope.get("route")
+    template = route.path if isinstance(route, APIRoute) else request.url.path
+    needed = required_scope(request.method, template)
+    if needed is None:
+        return OPEN
+    if QUERY_KEY_NAMES & set(request.query_params):
+        raise _refuse(
+            400,
+            InvalidInputError(
+                "API keys in the query string are refused (they end up in logs): send "
+                "'Authorization: Bearer <key>'"
+            ),
+        )
+    settings: Settings = request.app.state.settings
+    principal = await _principal(request, settings)
+    if not principal.may(needed):
+        raise _refuse(
+            403,
+            ForbiddenError(
+                f"this key's scope ({principal.scope}) does not allow this: {needed} needed"
+            ),
+        )
+    if principal.key_id is not None and settings.rate_limit_per_second > 0:
+        limiter: RateLimiter = request.app.state.rate_limiter
+        wait = await limiter.wait_time(principal.key_id)
+        if wait > 0:
+            RATE_LIMITED.inc()
+            raise RateLimitedError(
+                f"rate limit of {settings.rate_limit_per_second:g} requests/s for this key "
+                "reached; retry after the given delay",
+                retry_after=max(1, math.ceil(wait)),
+            )
+    experiment_id = request.path_params.get("experiment_id")
+    if experiment_id and principal.project_id is not None:
+        keyring: KeyRing = request.app.state.keyring
+        owner = await keyring.project_of(str(experiment_id))
+        if owner is not None and owner != principal.project_id:
+            raise NotFoundError(f"experiment {experiment_id!r} does not exist")
+    if request.method not in ("GET", "HEAD") and needed in (Scope.WRITE, Scope.ADMIN):
+        status = route.status_code if isinstance(route, APIRoute) and route.status_code else 200
+        request.state.audit = {
+            "principal": principal,
+            "method": request.method,
+            "route": template,
+            "path": request.url.path,
+            "status_code": status,
+            "request_id": request_id_var.get(),
+        }
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(authorize)]

@@ -1,12 +1,19 @@
-"""ASGI middleware: request body limits, enforced before the body is read in full."""
+"""ASGI middleware: request ids, logs and metrics; body limits enforced before the body
+is read in full."""
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mabapi.errors import error_body
+from mabapi.observability import LATENCY, REQUESTS, request_id_var
 
 
 class BodySizeLimit:
@@ -88,3 +95,63 @@ async def _reject(send: Send, status: int, code: str, message: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+access_logger = logging.getLogger("mabapi.access")
+
+
+class RequestContext:
+    """A request id for every request (the caller's X-Request-ID if well formed, else a
+    new one), echoed in the response and put on every log line; then one log line and
+    the Prometheus request metrics, labelled by route template (never the raw path, so
+    ids in paths cannot blow up label cardinality)."""
+
+    def __init__(self, app: ASGIApp, *, on_finish: Callable[[], None] | None = None) -> None:
+        self.app = app
+        self.on_finish = on_finish
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            REQUESTS.labels(method, template, str(status)).inc()
+            LATENCY.labels(method, template).observe(elapsed)
+            if self.on_finish is not None:
+                self.on_finish()
+            access_logger.info(
+                "%s %s %d",
+                method,
+                scope["path"],
+                status,
+                extra={
+                    "method": method,
+                    "path": scope["path"],
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)

@@ -91,11 +91,82 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
+    require_auth: bool = Field(
+        default=False,
+        description="Require an API key on every route but /health and /ready. Unset, an "
+        "instance with no keys stays open (a warning is logged); once a key exists, keys "
+        "are required anyway.",
+    )
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None,
+        description="An admin key (32+ characters) for the default project, created or "
+        "updated at start: how a deployment with MABAPI_REQUIRE_AUTH gets its first key.",
+    )
+    key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=300.0,
+        description="How long a process trusts what it read about a key: a key revoked "
+        "through another process stops working within this time.",
+    )
+    rate_limit_per_second: float = Field(
+        default=1000.0,
+        ge=0.0,
+        description="Requests per second allowed per API key (0: no limit); 429 beyond.",
+    )
+    rate_limit_burst: int = Field(
+        default=2000, ge=1, description="Requests a key may make at once before the rate applies."
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="redis://host:6379/0 to count rate limits across processes and replicas "
+        "(default: each process counts alone).",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one JSON object per line, with the request id."
+    )
+    metrics_max_experiments: int = Field(
+        default=200,
+        ge=0,
+        le=10_000,
+        description="Experiments that get per-variant allocation gauges on GET /metrics "
+        "(caps label cardinality; the rest are counted in aggregate only).",
+    )
+    prometheus_multiproc_dir: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"),
+        description="Set by `mabapi serve --workers N` (N > 1) so GET /metrics adds up "
+        "every worker (prometheus-client multi-process mode).",
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=4.0,
+        ge=0.0,
+        le=60.0,
+        description="On SIGTERM, in-flight requests get this long to finish.",
+    )
+    keep_alive_seconds: int = Field(
+        default=75,
+        ge=1,
+        le=3600,
+        description="Idle keep-alive; keep it above the load balancer's (nginx: 60 s).",
+    )
 
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: SecretStr) -> SecretStr:
         to_async_url(value.get_secret_value())  # raises a clear ValueError if unusable
+        return value
+
+    @field_validator("bootstrap_admin_key", "redis_url", "prometheus_multiproc_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def _check_bootstrap_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("bootstrap admin key must be at least 32 characters")
         return value
 
     @property

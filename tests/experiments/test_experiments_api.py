@@ -41,7 +41,7 @@ class TestCreate:
         await create_experiment(client)
         response = await client.post("/experiments", json={"id": "checkout"})
         assert response.status_code == 409
-        assert "already exists" in response.json()["error"]["message"]
+        assert "already taken" in response.json()["error"]["message"]
 
     @pytest.mark.parametrize(
         "payload",

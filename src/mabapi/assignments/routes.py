@@ -9,6 +9,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Request
 
+from mabapi.access import service as access
 from mabapi.assignments import service
 from mabapi.assignments.cache import AllocationCache, AssignmentMemo, CachedAllocation
 from mabapi.assignments.schemas import (
@@ -22,10 +23,11 @@ from mabapi.assignments.schemas import (
     ConversionIn,
     ConversionOut,
 )
-from mabapi.deps import LazySessionDep, SessionDep
+from mabapi.deps import LazySessionDep, PrincipalDep, SessionDep
 from mabapi.errors import Responses, documented_error
 from mabapi.experiments import service as experiments_service
 from mabapi.experiments.schemas import ExperimentOut
+from mabapi.observability import ASSIGNMENTS, CONVERSIONS
 from mabapi.schemas import ID_PATTERN
 
 ExperimentId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN.pattern)]
@@ -73,6 +75,7 @@ def _rng() -> np.random.Generator:
 
 
 def _assign_out(result: service.AssignResult) -> AssignOut:
+    ASSIGNMENTS.labels("true" if result.new else "false").inc()
     return AssignOut(
         experiment_id=result.experiment_id,
         unit_id=result.unit_id,
@@ -84,6 +87,7 @@ def _assign_out(result: service.AssignResult) -> AssignOut:
 
 
 def _conversion_out(result: service.ConversionResult) -> ConversionOut:
+    CONVERSIONS.labels("true" if result.counted else "false").inc()
     return ConversionOut(
         experiment_id=result.experiment_id,
         unit_id=result.unit_id,
@@ -116,9 +120,19 @@ async def assign(
 
 @router.post("/assign/batch", response_model=BatchAssignOut)
 async def assign_batch(
-    body: BatchAssignIn, session: LazySessionDep, cache: CacheDep, memo: MemoDep
+    body: BatchAssignIn,
+    session: LazySessionDep,
+    cache: CacheDep,
+    memo: MemoDep,
+    principal: PrincipalDep,
 ) -> BatchAssignOut:
     """Assign up to 1,000 (experiment, unit) pairs in one transaction."""
+    if principal.project_id is not None:
+        await access.check_experiments(
+            await session(),
+            principal=principal,
+            experiment_ids={item.experiment_id for item in body.assignments},
+        )
     allocations: dict[str, CachedAllocation] = {}
     for experiment_id in sorted({item.experiment_id for item in body.assignments}):
         allocations[experiment_id] = await cache.get(experiment_id)
@@ -154,8 +168,15 @@ async def convert(
 
 
 @router.post("/conversions/batch", response_model=BatchConversionOut)
-async def convert_batch(body: BatchConversionIn, session: SessionDep) -> BatchConversionOut:
+async def convert_batch(
+    body: BatchConversionIn, session: SessionDep, principal: PrincipalDep
+) -> BatchConversionOut:
     """Up to 1,000 conversions in one transaction: all of them or none."""
+    await access.check_experiments(
+        session,
+        principal=principal,
+        experiment_ids={item.experiment_id for item in body.conversions},
+    )
     results = [
         await service.convert(
             session,

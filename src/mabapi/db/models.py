@@ -1,7 +1,8 @@
 """Imports every table module so `Base.metadata` is complete (Alembic, tests)."""
 
+from mabapi.access import models as access_models
 from mabapi.assignments import models as assignments_models
 from mabapi.db.base import Base
 from mabapi.experiments import models as experiments_models
 
-__all__ = ["Base", "assignments_models", "experiments_models"]
+__all__ = ["Base", "access_models", "assignments_models", "experiments_models"]

@@ -94,12 +94,15 @@ async def existing_variant_keys(
     return {(row[0], row[1]) for row in rows} & wanted
 
 
-async def insert_experiments_if_missing(session: AsyncSession, ids: Iterable[str]) -> None:
+async def insert_experiments_if_missing(
+    session: AsyncSession, ids: Iterable[str], project_id: str
+) -> None:
     """Register experiments first seen in metrics; concurrent callers are safe."""
     now = utcnow()
     rows = [
         {
             "id": experiment_id,
+            "project_id": project_id,
             "name": experiment_id,
             "description": "",
             "status": ExperimentStatus.RUNNING,
@@ -412,8 +415,14 @@ async def list_daily_metrics(
 
 
 def _experiment_filter(
-    statement: Select[Any], *, status: ExperimentStatus | None, include_archived: bool
+    statement: Select[Any],
+    *,
+    project_id: str | None,
+    status: ExperimentStatus | None,
+    include_archived: bool,
 ) -> Select[Any]:
+    if project_id is not None:
+        statement = statement.where(Experiment.project_id == project_id)
     if status is not None:
         statement = statement.where(Experiment.status == status)
     if not include_archived:
@@ -426,10 +435,16 @@ async def list_experiments(
     *,
     limit: int,
     offset: int,
+    project_id: str | None,
     status: ExperimentStatus | None,
     include_archived: bool,
 ) -> tuple[Sequence[Experiment], int]:
-    page = _experiment_filter(select(Experiment), status=status, include_archived=include_archived)
+    page = _experiment_filter(
+        select(Experiment),
+        project_id=project_id,
+        status=status,
+        include_archived=include_archived,
+    )
     page = (
         page.options(selectinload(Experiment.variants))
         .order_by(Experiment.created_at.desc(), Experiment.id)
@@ -438,6 +453,7 @@ async def list_experiments(
     )
     count = _experiment_filter(
         select(func.count()).select_from(Experiment),
+        project_id=project_id,
         status=status,
         include_archived=include_archived,
     )

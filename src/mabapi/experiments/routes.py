@@ -8,7 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from mabapi.deps import AnswersDep, LazySessionDep, SessionDep, SettingsDep
+from mabapi.access.service import Principal
+from mabapi.deps import AnswersDep, LazySessionDep, PrincipalDep, SessionDep, SettingsDep
 from mabapi.errors import Responses, documented_error
 from mabapi.experiments import service
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
@@ -35,7 +36,9 @@ from mabapi.experiments.schemas import (
     VariantPatch,
     VariantSummary,
 )
+from mabapi.observability import ROWS_INGESTED, observe_allocation
 from mabapi.schemas import ID_PATTERN, IsoDate
+from mabapi.settings import Settings
 
 ExperimentId = Annotated[
     str,
@@ -70,20 +73,40 @@ experiments_router = APIRouter(
 
 
 @metrics_router.post("/metrics/", response_model=StatusOut, responses={**NOT_FOUND, **CONFLICT})
-async def post_metric(metric: MetricIn, session: SessionDep, settings: SettingsDep) -> StatusOut:
+async def post_metric(
+    metric: MetricIn, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+) -> StatusOut:
     """Set one variant's totals for one day. Re-posting the same day replaces it."""
-    await service.record_metrics(session, rows=[metric], auto_create=settings.auto_create)
+    await _record(session, settings, principal, [metric])
     return StatusOut()
+
+
+async def _record(
+    session: SessionDep, settings: Settings, principal: Principal, rows: list[MetricIn]
+) -> None:
+    await service.ingest(session, rows=rows, auto_create=settings.auto_create, principal=principal)
+    ROWS_INGESTED.inc(len(rows))
+
+
+# The original README posted to /metrics/; a client that drops the slash is served too
+# (GET /metrics, without it, is the Prometheus scrape path).
+metrics_router.add_api_route(
+    "/metrics",
+    post_metric,
+    methods=["POST"],
+    response_model=StatusOut,
+    include_in_schema=False,
+)
 
 
 @metrics_router.post(
     "/metrics/batch", response_model=BatchResultOut, responses={**NOT_FOUND, **CONFLICT}
 )
 async def post_metrics_batch(
-    batch: MetricsBatchIn, session: SessionDep, settings: SettingsDep
+    batch: MetricsBatchIn, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> BatchResultOut:
     """Set up to 10,000 daily rows in one transaction: all of them or none."""
-    await service.record_metrics(session, rows=batch.metrics, auto_create=settings.auto_create)
+    await _record(session, settings, principal, batch.metrics)
     return BatchResultOut(rows=len(batch.metrics))
 
 
@@ -96,6 +119,7 @@ async def get_allocation(
     experiment_id: ExperimentId,
     session: LazySessionDep,
     answers: AnswersDep,
+    settings: SettingsDep,
     for_date: Annotated[
         IsoDate | None,
         Query(description="Day being planned (YYYY-MM-DD, default today UTC); data before it."),
@@ -108,9 +132,16 @@ async def get_allocation(
     day = for_date or datetime.now(UTC).date()
 
     async def compute() -> service.Allocation:
-        return await service.compute_allocation(
+        computed = await service.compute_allocation(
             await session(), experiment_id=experiment_id, for_date=day
         )
+        observe_allocation(
+            experiment_id,
+            computed.variant_ids,
+            computed.shares,
+            cap=settings.metrics_max_experiments,
+        )
+        return computed
 
     result = await answers.get(("allocation", experiment_id, day), compute)
     return AllocationOut(
@@ -146,14 +177,20 @@ def _experiment_out(experiment: Experiment) -> ExperimentOut:
 @experiments_router.post(
     "", status_code=201, response_model=ExperimentOut, responses={**CONFLICT, **TOO_LARGE}
 )
-async def create_experiment(payload: ExperimentIn, session: SessionDep) -> ExperimentOut:
-    """Create an experiment with its variants (the first is the control unless one says so)."""
-    return _experiment_out(await service.create_experiment(session, payload=payload))
+async def create_experiment(
+    payload: ExperimentIn, session: SessionDep, principal: PrincipalDep
+) -> ExperimentOut:
+    """Create an experiment with its variants (the first is the control unless one says so),
+    in the key's project."""
+    return _experiment_out(
+        await service.create_experiment(session, payload=payload, project_id=principal.home_project)
+    )
 
 
 @experiments_router.get("", response_model=ExperimentPage)
 async def list_experiments(
     session: SessionDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     status: ExperimentStatus | None = None,
@@ -161,7 +198,12 @@ async def list_experiments(
 ) -> ExperimentPage:
     """Experiments, newest first, `limit` at a time."""
     items, total = await service.list_experiments(
-        session, limit=limit, offset=offset, status=status, include_archived=include_archived
+        session,
+        limit=limit,
+        offset=offset,
+        status=status,
+        include_archived=include_archived,
+        project_id=principal.project_id,
     )
     return ExperimentPage(
         items=[_experiment_out(item) for item in items], total=total, limit=limit, offset=offset

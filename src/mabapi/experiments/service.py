@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mabapi.access import service as access
+from mabapi.access.service import Principal
 from mabapi.db.base import utcnow
 from mabapi.errors import ConflictError, InvalidInputError, NotFoundError
 from mabapi.experiments import repository
@@ -171,14 +173,31 @@ async def require_experiment(session: AsyncSession, experiment_id: str) -> Exper
     return experiment
 
 
+async def ingest(
+    session: AsyncSession, *, rows: Sequence[MetricIn], auto_create: bool, principal: Principal
+) -> None:
+    """Daily totals sent by `principal`: experiments of other projects are a 404, new
+    ones are registered in the caller's project."""
+    await access.check_experiments(
+        session, principal=principal, experiment_ids={row.experiment_id for row in rows}
+    )
+    await record_metrics(
+        session, rows=rows, auto_create=auto_create, project_id=principal.home_project
+    )
+
+
 async def record_metrics(
-    session: AsyncSession, *, rows: Sequence[MetricIn], auto_create: bool
+    session: AsyncSession,
+    *,
+    rows: Sequence[MetricIn],
+    auto_create: bool,
+    project_id: str = "default",
 ) -> None:
     """Set daily totals (an idempotent upsert), registering unknown names if allowed."""
     experiment_ids = {row.experiment_id for row in rows}
     variant_keys = {(row.experiment_id, row.variant_id) for row in rows}
     if auto_create:
-        await repository.insert_experiments_if_missing(session, experiment_ids)
+        await repository.insert_experiments_if_missing(session, experiment_ids, project_id)
         await repository.insert_variants_if_missing(session, variant_keys)
     else:
         missing_experiments = experiment_ids - await repository.existing_experiment_ids(
@@ -537,11 +556,15 @@ def _variant_rows(variants: Sequence[VariantIn]) -> list[Variant]:
     ]
 
 
-async def create_experiment(session: AsyncSession, *, payload: ExperimentIn) -> Experiment:
+async def create_experiment(
+    session: AsyncSession, *, payload: ExperimentIn, project_id: str = "default"
+) -> Experiment:
+    # Ids are unique across projects; the message is the same whoever holds the id.
     if await repository.get_experiment(session, payload.id, with_variants=False) is not None:
-        raise ConflictError(f"experiment {payload.id!r} already exists; pick another id")
+        raise ConflictError(f"experiment id {payload.id!r} is already taken; pick another id")
     experiment = Experiment(
         id=payload.id,
+        project_id=project_id,
         name=payload.name or payload.id,
         description=payload.description,
         status=payload.status,
@@ -562,9 +585,15 @@ async def list_experiments(
     offset: int,
     status: ExperimentStatus | None,
     include_archived: bool,
+    project_id: str | None = None,
 ) -> tuple[Sequence[Experiment], int]:
     return await repository.list_experiments(
-        session, limit=limit, offset=offset, status=status, include_archived=include_archived
+        session,
+        limit=limit,
+        offset=offset,
+        project_id=project_id,
+        status=status,
+        include_archived=include_archived,
     )
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from mabapi import __version__
 from mabapi.db.engine import ping
+from mabapi.observability import exposition
 
 router = APIRouter(tags=["health"])
 
@@ -34,3 +35,16 @@ async def ready(request: Request) -> JSONResponse:
             headers={"Retry-After": "2"},
         )
     return JSONResponse({"status": "ready", "database": "ok"})
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+    tags=["observability"],
+)
+async def prometheus_metrics(request: Request) -> Response:
+    """Prometheus scrape endpoint (admin key when keys are on). `POST /metrics/` is the
+    ingestion call; this GET is for monitoring."""
+    body, content_type = exposition(request.app.state.settings.prometheus_multiproc_dir)
+    return Response(body, media_type=content_type)

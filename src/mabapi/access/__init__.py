@@ -1,0 +1,1 @@
+"""Projects, API keys and scopes, and the audit log."""

@@ -1,0 +1,68 @@
+"""SQL of access control: projects, keys, audit entries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mabapi.access.models import ApiKey, AuditEntry, Project
+from mabapi.db.dialect import insert_for
+from mabapi.experiments.models import Experiment
+
+
+async def ensure_project(session: AsyncSession, project_id: str, now: datetime) -> None:
+    statement = insert_for(session, Project).values(id=project_id, created_at=now)
+    await session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
+
+
+async def get_key(session: AsyncSession, key_id: str) -> ApiKey | None:
+    return await session.get(ApiKey, key_id)
+
+
+async def count_live_keys(session: AsyncSession) -> int:
+    statement = select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
+    return int(await session.scalar(statement) or 0)
+
+
+async def list_keys(session: AsyncSession, project_id: str | None) -> Sequence[ApiKey]:
+    statement = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+    if project_id is not None:
+        statement = statement.where(ApiKey.project_id == project_id)
+    return (await session.scalars(statement)).all()
+
+
+async def touch_key(session: AsyncSession, key_id: str, now: datetime) -> None:
+    await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+
+
+async def project_of(session: AsyncSession, experiment_id: str) -> str | None:
+    statement = select(Experiment.project_id).where(Experiment.id == experiment_id)
+    project: str | None = await session.scalar(statement)
+    return project
+
+
+async def projects_of(session: AsyncSession, experiment_ids: set[str]) -> dict[str, str]:
+    rows = await session.execute(
+        select(Experiment.id, Experiment.project_id).where(Experiment.id.in_(experiment_ids))
+    )
+    return {experiment_id: project_id for experiment_id, project_id in rows.tuples()}
+
+
+async def add_audit(session: AsyncSession, values: dict[str, Any]) -> None:
+    session.add(AuditEntry(**values))
+    await session.flush()
+
+
+async def list_audit(
+    session: AsyncSession, *, project_id: str | None, limit: int, before_id: int | None
+) -> Sequence[AuditEntry]:
+    statement = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if project_id is not None:
+        statement = statement.where(AuditEntry.project_id == project_id)
+    if before_id is not None:
+        statement = statement.where(AuditEntry.id < before_id)
+    return (await session.scalars(statement)).all()

@@ -1,0 +1,273 @@
+"""API keys, scopes and projects; the audit log. Never commits.
+
+A key is `mab_<id>_<secret>`: the id finds the row, the SHA-256 of the whole key is
+compared in constant time (`hmac.compare_digest`), and the secret is shown once, at
+creation. Scopes nest: `admin` > `write` > {`read`, `client`}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mabapi.access import repository
+from mabapi.access.models import DEFAULT_PROJECT, ApiKey, AuditEntry, Scope
+from mabapi.db.base import utcnow
+from mabapi.errors import ForbiddenError, NotFoundError
+
+KEY_PATTERN = re.compile(r"^mab_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+BOOTSTRAP_KEY_ID = "bootstrap"
+
+# What each scope may do (issue 5): write = read + client + ingestion; admin = all.
+GRANTS: dict[Scope, frozenset[Scope]] = {
+    Scope.CLIENT: frozenset({Scope.CLIENT}),
+    Scope.READ: frozenset({Scope.READ}),
+    Scope.WRITE: frozenset({Scope.CLIENT, Scope.READ, Scope.WRITE}),
+    Scope.ADMIN: frozenset(Scope),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling. `project_id` None means every project (an open local instance)."""
+
+    key_id: str | None
+    project_id: str | None
+    scope: Scope
+
+    def may(self, needed: Scope) -> bool:
+        return needed in GRANTS[self.scope]
+
+    def sees(self, project_id: str | None) -> bool:
+        return self.project_id is None or project_id is None or project_id == self.project_id
+
+    @property
+    def home_project(self) -> str:
+        return self.project_id or DEFAULT_PROJECT
+
+
+OPEN = Principal(key_id=None, project_id=None, scope=Scope.ADMIN)
+
+
+def hash_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def key_id_of(token: str) -> str:
+    """The row a presented key names: its id, or the bootstrap key for any other shape."""
+    match = KEY_PATTERN.match(token)
+    return match.group(1) if match else BOOTSTRAP_KEY_ID
+
+
+def new_key() -> tuple[str, str]:
+    key_id = secrets.token_hex(8)
+    return key_id, f"mab_{key_id}_{secrets.token_urlsafe(32)}"
+
+
+async def create_key(
+    session: AsyncSession, *, project_id: str, scope: Scope, name: str
+) -> tuple[ApiKey, str]:
+    """A new key for `project_id` (created if new); the secret is returned only here."""
+    now = utcnow()
+    await repository.ensure_project(session, project_id, now)
+    key_id, token = new_key()
+    key = ApiKey(
+        id=key_id,
+        project_id=project_id,
+        scope=scope.value,
+        name=name,
+        secret_hash=hash_key(token),
+        created_at=now,
+    )
+    session.add(key)
+    await session.flush()
+    return key, token
+
+
+async def ensure_bootstrap_key(session: AsyncSession, *, token: str) -> None:
+    """The admin key of MABAPI_BOOTSTRAP_ADMIN_KEY, for the `default` project. A changed
+    value replaces the old one; a revoked key stays revoked while the value is the same."""
+    now = utcnow()
+    await repository.ensure_project(session, DEFAULT_PROJECT, now)
+    digest = hash_key(token)
+    key = await repository.get_key(session, BOOTSTRAP_KEY_ID)
+    if key is None:
+        session.add(
+            ApiKey(
+                id=BOOTSTRAP_KEY_ID,
+                project_id=DEFAULT_PROJECT,
+                scope=Scope.ADMIN.value,
+                name="bootstrap admin key (MABAPI_BOOTSTRAP_ADMIN_KEY)",
+                secret_hash=digest,
+                created_at=now,
+            )
+        )
+    elif not hmac.compare_digest(key.secret_hash, digest):
+        key.secret_hash = digest
+        key.revoked_at = None
+    await session.flush()
+
+
+async def revoke_key(session: AsyncSession, *, key_id: str, principal: Principal) -> ApiKey:
+    key = await repository.get_key(session, key_id)
+    if key is None or not principal.sees(key.project_id):
+        raise NotFoundError(f"key {key_id!r} does not exist")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        await session.flush()
+    return key
+
+
+async def list_keys(session: AsyncSession, *, principal: Principal) -> Sequence[ApiKey]:
+    return await repository.list_keys(session, principal.project_id)
+
+
+def check_key_project(principal: Principal, project_id: str) -> None:
+    if not principal.sees(project_id):
+        raise ForbiddenError(
+            f"this key manages project {principal.project_id!r} only; create keys for "
+            f"{project_id!r} with `mabapi keys create --project {project_id}`"
+        )
+
+
+async def check_experiments(
+    session: AsyncSession, *, principal: Principal, experiment_ids: Iterable[str]
+) -> None:
+    """404 for any named experiment of another project, worded exactly as for one that
+    does not exist, so a key learns nothing about other projects."""
+    if principal.project_id is None:
+        return
+    owners = await repository.projects_of(session, set(experiment_ids))
+    for experiment_id in sorted(owners):
+        if owners[experiment_id] != principal.project_id:
+            raise NotFoundError(f"experiment {experiment_id!r} does not exist")
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    method: str,
+    route: str,
+    path: str,
+    status_code: int,
+    request_id: str,
+) -> None:
+    await repository.add_audit(
+        session,
+        {
+            "at": utcnow(),
+            "key_id": principal.key_id,
+            "project_id": principal.project_id,
+            "method": method,
+            "route": route,
+            "path": path[:1000],
+            "status_code": status_code,
+            "request_id": request_id,
+        },
+    )
+
+
+async def audit_entries(
+    session: AsyncSession, *, principal: Principal, limit: int, before_id: int | None
+) -> Sequence[AuditEntry]:
+    return await repository.list_audit(
+        session, project_id=principal.project_id, limit=limit, before_id=before_id
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownKey:
+    expires: float
+    secret_hash: str | None  # None: no such key
+    principal: Principal | None  # None: revoked
+
+
+class KeyRing:
+    """Per-process cache of keys and experiment owners, so checking a key costs no round
+    trip on most requests. A key revoked through another process stops working within
+    `ttl` seconds; through this one, at once (`forget`)."""
+
+    TOUCH_EVERY_S = 60.0
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], ttl: float) -> None:
+        self._sessionmaker = sessionmaker
+        self._ttl = ttl
+        self._keys: dict[str, _KnownKey] = {}
+        self._any_keys: tuple[float, bool] | None = None
+        self._owners: dict[str, str] = {}
+        self._touched: dict[str, float] = {}
+
+    def forget(self) -> None:
+        self._keys.clear()
+        self._any_keys = None
+
+    async def any_keys(self) -> bool:
+        now = time.monotonic()
+        if self._any_keys is not None and self._any_keys[0] > now:
+            return self._any_keys[1]
+        async with self._sessionmaker() as session:
+            found = await repository.count_live_keys(session) > 0
+        self._any_keys = (now + self._ttl, found)
+        return found
+
+    async def _known(self, key_id: str) -> _KnownKey:
+        now = time.monotonic()
+        known = self._keys.get(key_id)
+        if known is not None and known.expires > now:
+            return known
+        async with self._sessionmaker() as session:
+            key = await repository.get_key(session, key_id)
+        if key is None:
+            known = _KnownKey(now + self._ttl, None, None)
+        else:
+            principal = (
+                None if key.revoked_at else Principal(key.id, key.project_id, Scope(key.scope))
+            )
+            known = _KnownKey(now + self._ttl, key.secret_hash, principal)
+        if len(self._keys) > 10_000:
+            self._keys.clear()
+        self._keys[key_id] = known
+        return known
+
+    async def authenticate(self, token: str) -> Principal | None:
+        """The key's principal, or None for an unknown, wrong or revoked key. The hash is
+        compared even when the id is unknown, so timing does not tell which it was."""
+        known = await self._known(key_id_of(token))
+        presented = hash_key(token)
+        matches = hmac.compare_digest(presented, known.secret_hash or "0" * 64)
+        if not matches or known.principal is None:
+            return None
+        await self._touch(known.principal)
+        return known.principal
+
+    async def _touch(self, principal: Principal) -> None:
+        assert principal.key_id is not None
+        now = time.monotonic()
+        last = self._touched.get(principal.key_id)
+        if last is not None and now - last < self.TOUCH_EVERY_S:
+            return
+        self._touched[principal.key_id] = now
+        async with self._sessionmaker() as session, session.begin():
+            await repository.touch_key(session, principal.key_id, utcnow())
+
+    async def project_of(self, experiment_id: str) -> str | None:
+        """The experiment's project (an experiment never changes project, so a found
+        owner is kept), or None if there is no such experiment."""
+        owner = self._owners.get(experiment_id)
+        if owner is not None:
+            return owner
+        async with self._sessionmaker() as session:
+            owner = await repository.project_of(session, experiment_id)
+        if owner is not None:
+            if len(self._owners) > 100_000:
+                self._owners.clear()
+            self._owners[experiment_id] = owner
+        return owner
