@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -79,3 +80,28 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+AppAndClient = tuple[FastAPI, httpx.AsyncClient]
+
+
+@pytest.fixture
+def make_app(
+    database_url: URL,
+) -> Callable[..., AbstractAsyncContextManager[AppAndClient]]:
+    """Build an app with particular settings inside a test: `async with make_app(x=1)`."""
+
+    @asynccontextmanager
+    async def build(**overrides: Any) -> AsyncIterator[AppAndClient]:
+        application = create_app(make_settings(database_url, **overrides))
+        async with application.router.lifespan_context(application):
+            try:
+                transport = httpx.ASGITransport(app=application)
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://testserver"
+                ) as http:
+                    yield application, http
+            finally:
+                await clear_tables(application.state.engine)
+
+    return build

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from mabapi.access import service as access
+from mabapi.access.models import Scope
 from mabapi.db import migrate
-from mabapi.db.engine import engine_from_settings
+from mabapi.db.engine import engine_from_settings, make_sessionmaker
+from mabapi.errors import NotFoundError
+from mabapi.schemas import ID_PATTERN
 from mabapi.settings import Settings
 
 app = typer.Typer(help="mabapi: a multi-armed bandit service for A/B tests.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
 
 
 def _settings() -> Settings:
@@ -95,14 +107,23 @@ def serve(
         console.print(f"database {_describe(settings)} migrated to {revision}")
         # Migrated once here; the worker processes need not race to do it again.
         os.environ["MABAPI_MIGRATE_ON_START"] = "false"
+    processes = None if reload else (workers or settings.workers)
+    if (processes or 1) > 1 and not settings.prometheus_multiproc_dir:
+        # prometheus-client multi-process mode: every worker writes its metrics here and
+        # GET /metrics adds them up. Fresh per start, so a restart starts from zero.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mabapi-metrics-")
     uvicorn.run(
         "mabapi.app:app_factory",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
-        workers=None if reload else (workers or settings.workers),
+        workers=processes,
         reload=reload,
         log_level=settings.log_level,
+        log_config=None,  # the app configures logging (JSON by default)
+        access_log=False,  # one log line per request comes from the app, with its id
+        timeout_keep_alive=settings.keep_alive_seconds,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_seconds),
     )
 
 
@@ -215,3 +236,93 @@ def simulate(
     charts = report.write_charts(results, out)
     note = f", {len(charts)} charts" if charts else " (install mabapi[plots] for charts)"
     console.print(f"results written to {out}/ (results.json, results.csv{note})")
+
+
+async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    engine = engine_from_settings(settings)
+    try:
+        await migrate.upgrade(engine)
+        async with make_sessionmaker(engine)() as session, session.begin():
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+def _cli_audit(route: str, path: str) -> Callable[[AsyncSession], Awaitable[None]]:
+    async def record(session: AsyncSession) -> None:
+        await access.record(
+            session,
+            principal=access.OPEN,
+            method="CLI",
+            route=route,
+            path=path,
+            status_code=0,
+            request_id="",
+        )
+
+    return record
+
+
+@keys_app.command("create")
+def keys_create(
+    project: Annotated[str, typer.Option(help="The key's project (created if new).")] = "default",
+    scope: Annotated[Scope, typer.Option(help="client, read, write or admin.")] = Scope.READ,
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "",
+) -> None:
+    """Create a key and print its secret (shown this once; only a hash is stored)."""
+    if not ID_PATTERN.fullmatch(project):
+        raise typer.BadParameter("project: letters, digits, '_', '.', ':' or '-' (1-128)")
+    settings = _settings()
+
+    async def create(session: AsyncSession) -> tuple[str, str]:
+        key, token = await access.create_key(
+            session, project_id=project, scope=scope, name=name[:200]
+        )
+        await _cli_audit("mabapi keys create", f"/keys/{key.id}")(session)
+        return key.id, token
+
+    key_id, token = asyncio.run(_with_session(settings, create))
+    console.print(f"created key {key_id} (scope {scope.value}, project {project}); secret:")
+    typer.echo(token)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
+    """Revoke a key (other server processes notice within MABAPI_KEY_CACHE_SECONDS)."""
+    settings = _settings()
+
+    async def revoke(session: AsyncSession) -> None:
+        await access.revoke_key(session, key_id=key_id, principal=access.OPEN)
+        await _cli_audit("mabapi keys revoke", f"/keys/{key_id}")(session)
+
+    try:
+        asyncio.run(_with_session(settings, revoke))
+    except NotFoundError as error:
+        console.print(f"[red]{error.message}[/red]")
+        raise typer.Exit(1) from error
+    console.print(f"revoked key {key_id}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key, with its project, scope and last use (never a secret)."""
+    settings = _settings()
+
+    async def fetch(session: AsyncSession) -> list[tuple[str, ...]]:
+        keys = await access.list_keys(session, principal=access.OPEN)
+        return [
+            (
+                key.id,
+                key.project_id,
+                key.scope,
+                key.name,
+                str(key.last_used_at or "-"),
+                "revoked" if key.revoked_at else "active",
+            )
+            for key in keys
+        ]
+
+    table = Table("id", "project", "scope", "name", "last used", "state")
+    for row in asyncio.run(_with_session(settings, fetch)):
+        table.add_row(*row)
+    Console().print(table)

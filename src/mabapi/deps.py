@@ -12,15 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mabapi.access import service as access
 from mabapi.access.limits import RateLimiter
-from mabapi.access.models import Scope
+from mabapi.access.models import DEFAULT_PROJECT, Scope
 from mabapi.access.service import OPEN, KeyRing, Principal
 from mabapi.cache import AnswerCache
 from mabapi.errors import (
+    AppError,
     ForbiddenError,
-    InvalidInputError,
-    NotFoundError,
     RateLimitedError,
     UnauthorizedError,
+    no_such_experiment,
 )
 from mabapi.observability import AUTH_FAILURES, RATE_LIMITED, request_id_var
 from mabapi.settings import Settings
@@ -173,13 +173,16 @@ async def authorize(request: Request) -> Principal:
     if QUERY_KEY_NAMES & set(request.query_params):
         raise _refuse(
             400,
-            InvalidInputError(
+            AppError(
                 "API keys in the query string are refused (they end up in logs): send "
                 "'Authorization: Bearer <key>'"
             ),
         )
     settings: Settings = request.app.state.settings
     principal = await _principal(request, settings)
+    if template == "/metrics" and not principal.sees(DEFAULT_PROJECT):
+        # Gauges name every project's experiments: the operator's project only.
+        raise _refuse(403, ForbiddenError("GET /metrics needs an admin key of the default project"))
     if not principal.may(needed):
         raise _refuse(
             403,
@@ -202,7 +205,7 @@ async def authorize(request: Request) -> Principal:
         keyring: KeyRing = request.app.state.keyring
         owner = await keyring.project_of(str(experiment_id))
         if owner is not None and owner != principal.project_id:
-            raise NotFoundError(f"experiment {experiment_id!r} does not exist")
+            raise no_such_experiment(experiment_id)
     if request.method not in ("GET", "HEAD") and needed in (Scope.WRITE, Scope.ADMIN):
         status = route.status_code if isinstance(route, APIRoute) and route.status_code else 200
         request.state.audit = {

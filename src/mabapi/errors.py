@@ -41,6 +41,15 @@ class NotFoundError(AppError):
     code = "not_found"
 
 
+def no_such_experiment(experiment_id: str) -> NotFoundError:
+    """The one 404 for an experiment: the same words whether it does not exist or belongs
+    to another project, so a key learns nothing about other projects."""
+    return NotFoundError(
+        f"experiment {experiment_id!r} does not exist; create it with POST /experiments "
+        "or post metrics for it"
+    )
+
+
 class ConflictError(AppError):
     status_code = 409
     code = "conflict"

@@ -49,7 +49,7 @@ async def projects_of(session: AsyncSession, experiment_ids: set[str]) -> dict[s
     rows = await session.execute(
         select(Experiment.id, Experiment.project_id).where(Experiment.id.in_(experiment_ids))
     )
-    return {experiment_id: project_id for experiment_id, project_id in rows.tuples()}
+    return {str(row[0]): str(row[1]) for row in rows}
 
 
 async def add_audit(session: AsyncSession, values: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mabapi.access import repository
 from mabapi.access.models import DEFAULT_PROJECT, ApiKey, AuditEntry, Scope
 from mabapi.db.base import utcnow
-from mabapi.errors import ForbiddenError, NotFoundError
+from mabapi.errors import ForbiddenError, NotFoundError, no_such_experiment
 
 KEY_PATTERN = re.compile(r"^mab_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 BOOTSTRAP_KEY_ID = "bootstrap"
@@ -147,7 +147,7 @@ async def check_experiments(
     owners = await repository.projects_of(session, set(experiment_ids))
     for experiment_id in sorted(owners):
         if owners[experiment_id] != principal.project_id:
-            raise NotFoundError(f"experiment {experiment_id!r} does not exist")
+            raise no_such_experiment(experiment_id)
 
 
 async def record(

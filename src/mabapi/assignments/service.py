@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mabapi.assignments import repository
 from mabapi.assignments.cache import AssignmentMemo, CachedAllocation
 from mabapi.db.base import utcnow
-from mabapi.errors import ConflictError, InvalidInputError, NotFoundError
+from mabapi.errors import ConflictError, InvalidInputError, no_such_experiment
 from mabapi.experiments import repository as experiments_repository
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
 from mabapi.stats.policies import draw
@@ -45,7 +45,7 @@ async def _experiment(session: AsyncSession, experiment_id: str) -> Experiment:
         session, experiment_id, with_variants=False
     )
     if experiment is None:
-        raise NotFoundError(f"experiment {experiment_id!r} does not exist")
+        raise no_such_experiment(experiment_id)
     return experiment
 
 
@@ -97,7 +97,7 @@ async def _assign_in_database(
 ) -> AssignResult:
     context = await repository.assignment_context(session, experiment_id, unit_id)
     if context is None:
-        raise NotFoundError(f"experiment {experiment_id!r} does not exist")
+        raise no_such_experiment(experiment_id)
     if context.winner_variant_id is not None:
         return AssignResult(
             experiment_id, unit_id, context.winner_variant_id, 1.0, new=False, concluded=True

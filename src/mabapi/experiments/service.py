@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mabapi.access import service as access
 from mabapi.access.service import Principal
 from mabapi.db.base import utcnow
-from mabapi.errors import ConflictError, InvalidInputError, NotFoundError
+from mabapi.errors import ConflictError, InvalidInputError, NotFoundError, no_such_experiment
 from mabapi.experiments import repository
 from mabapi.experiments.models import (
     Experiment,
@@ -166,10 +166,7 @@ def _controls(settings: ExperimentSettings, variants: Sequence[Variant]) -> Cont
 async def require_experiment(session: AsyncSession, experiment_id: str) -> Experiment:
     experiment = await repository.get_experiment(session, experiment_id)
     if experiment is None:
-        raise NotFoundError(
-            f"experiment {experiment_id!r} does not exist; create it with POST /experiments "
-            "or post metrics for it"
-        )
+        raise no_such_experiment(experiment_id)
     return experiment
 
 
