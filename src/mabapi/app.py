@@ -88,6 +88,12 @@ def _is_unavailable(error: BaseException) -> bool:
             return True
         if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
             return True
+        # PostgreSQL's own words for "not now": 08xxx connection exceptions, 57P01-57P03
+        # (shutting down, crashed, starting up: seen after a crash), 53xxx (too many
+        # connections, out of memory or disk).
+        sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
+        if sqlstate.startswith(("08", "57P", "53")):
+            return True
     return isinstance(error, OSError)
 
 

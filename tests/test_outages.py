@@ -1,0 +1,262 @@
+"""Outages and shutdown against real server processes on a throwaway PostgreSQL cluster
+(issue 5): the database going away and coming back, a PostgreSQL crash in the middle of
+a load, SIGTERM with requests in flight, and metrics added up over workers."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
+from sqlalchemy.engine import URL
+
+from mabapi.assignments.models import Assignment, LiveMetric
+from mabapi.db.engine import make_engine
+from mabapi.experiments.models import ExperimentMetric
+from tests.fixtures.cluster import Cluster, throwaway_cluster
+from tests.fixtures.databases import url_text
+from tests.fixtures.servers import free_port, started
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with throwaway_cluster() as running_cluster:
+        yield running_cluster
+
+
+_counter = 0
+
+
+@pytest.fixture
+def database(cluster: Cluster) -> URL:
+    global _counter
+    _counter += 1
+    if not _is_up(cluster):
+        cluster.start()
+    return cluster.create_database(f"mabapi_outage_{_counter}")
+
+
+def _is_up(cluster: Cluster) -> bool:
+    try:
+        cluster._run("pg_isready", "-h", "127.0.0.1", "-p", str(cluster.port))
+    except subprocess.CalledProcessError:
+        return False
+    return True
+
+
+def serve(port: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "mabapi", "serve", "--port", str(port), *extra]
+
+
+def env_for(url: URL, **extra: str) -> dict[str, str]:
+    return {"MABAPI_DATABASE_URL": url_text(url), "MABAPI_LOG_LEVEL": "warning", **extra}
+
+
+async def counts(url: URL) -> dict[str, Any]:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as connection:
+            assignments = (
+                await connection.execute(select(Assignment.unit_id, Assignment.converted_at))
+            ).all()
+            impressions = await connection.scalar(select(func.sum(LiveMetric.impressions)))
+            successes = await connection.scalar(select(func.sum(LiveMetric.successes)))
+            metric_rows = (
+                await connection.execute(
+                    select(ExperimentMetric.variant_id, ExperimentMetric.impressions)
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    return {
+        "units": {row[0] for row in assignments},
+        "converted": {row[0] for row in assignments if row[1] is not None},
+        "impressions": int(impressions or 0),
+        "successes": int(successes or 0),
+        "metrics": {str(row[0]): int(row[1]) for row in metric_rows},
+    }
+
+
+async def count_metric_rows(url: URL) -> int:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return int(
+                await connection.scalar(select(func.count()).select_from(ExperimentMetric)) or 0
+            )
+    finally:
+        await engine.dispose()
+
+
+class TestDatabaseDown:
+    def test_503_then_recovers_within_two_seconds(self, cluster: Cluster, database: URL) -> None:
+        port = free_port()
+        with started(serve(port), env=env_for(database), port=port) as (base, _):
+            assert httpx.post(f"{base}/experiments", json={"id": "e"}).status_code == 201
+            cluster.stop("fast")
+            try:
+                for method, path, body in (
+                    ("POST", "/metrics/", _metric("v1")),
+                    ("GET", "/experiments", None),
+                    ("GET", "/experiments/e/summary", None),
+                ):
+                    response = httpx.request(method, base + path, json=body, timeout=10)
+                    assert response.status_code == 503, response.text
+                    assert response.headers["retry-after"] == "2"
+                    message = response.json()["error"]["message"]
+                    assert "postgres" not in message.lower()
+                    assert "127.0.0.1" not in message
+                assert httpx.get(f"{base}/ready", timeout=10).status_code == 503
+                assert httpx.get(f"{base}/health", timeout=10).status_code == 200
+            finally:
+                cluster.start()
+            back = time.monotonic()
+            while True:
+                response = httpx.post(f"{base}/metrics/", json=_metric("v1"), timeout=10)
+                if response.status_code == 200:
+                    break
+                assert time.monotonic() - back < 2.0, "not recovered within 2 s"
+                time.sleep(0.05)
+            assert time.monotonic() - back < 2.0
+            assert httpx.get(f"{base}/ready").status_code == 200
+
+
+def _metric(variant: str, impressions: int = 100) -> dict[str, Any]:
+    return {"experiment_id": "e", "variant_id": variant, "date": "2024-01-01",
+            "impressions": impressions, "successes": 1}  # fmt: skip
+
+
+class TestPostgresCrash:
+    def test_acknowledged_writes_survive_and_retries_count_once(
+        self, cluster: Cluster, database: URL
+    ) -> None:
+        """`pg_ctl stop -m immediate` (a crash: no checkpoint, no goodbye) in the middle of
+        a load; clients retry until acknowledged, as the idempotent API allows."""
+        port = free_port()
+        units = [f"u{i}" for i in range(400)]
+        acked: set[str] = set()
+        converted: set[str] = set()
+        with started(serve(port), env=env_for(database), port=port) as (base, _):
+            httpx.post(f"{base}/experiments", json={
+                "id": "e", "variants": [{"id": "a"}, {"id": "b"}]})  # fmt: skip
+
+            async def load() -> None:
+                async def until_acked(http: httpx.AsyncClient, path: str, body: Any) -> Any:
+                    deadline = time.monotonic() + 60
+                    while time.monotonic() < deadline:
+                        try:
+                            response = await http.post(base + path, json=body)
+                            if response.status_code == 200:
+                                return response.json()
+                            assert response.status_code == 503, response.text
+                        except httpx.TransportError:
+                            pass
+                        await asyncio.sleep(0.05)
+                    raise AssertionError(f"{path} never acknowledged")
+
+                async def one(http: httpx.AsyncClient, unit: str) -> None:
+                    await until_acked(http, "/experiments/e/assign", {"unit_id": unit})
+                    acked.add(unit)
+                    if int(unit[1:]) % 2 == 0:
+                        body = {"unit_id": unit}
+                        # Sent twice: a client that did not see the first answer.
+                        await until_acked(http, "/experiments/e/conversions", body)
+                        await until_acked(http, "/experiments/e/conversions", body)
+                        converted.add(unit)
+                    await until_acked(http, "/metrics/", _metric(unit, int(unit[1:]) + 1))
+
+                async def crash() -> None:
+                    while len(acked) < 100:  # noqa: ASYNC110 - polling a plain set is simplest
+                        await asyncio.sleep(0.01)
+                    await asyncio.to_thread(cluster.stop, "immediate")
+                    await asyncio.sleep(0.5)
+                    await asyncio.to_thread(cluster.start)
+
+                semaphore = asyncio.Semaphore(16)
+                async with httpx.AsyncClient(timeout=10) as http:
+
+                    async def bounded(unit: str) -> None:
+                        async with semaphore:
+                            await one(http, unit)
+
+                    await asyncio.gather(crash(), *(bounded(unit) for unit in units))
+
+            asyncio.run(load())
+        found = asyncio.run(counts(database))
+        assert acked == set(units)
+        assert found["units"] == acked
+        assert found["impressions"] == len(units)  # one per unit, however often retried
+        assert found["converted"] == converted
+        assert found["successes"] == len(converted)
+        # Each unit's own metrics row: present with the value it was posted with.
+        assert {u: found["metrics"].get(u) for u in units} == {u: int(u[1:]) + 1 for u in units}
+
+
+class TestSigterm:
+    def test_in_flight_requests_finish_then_exit_within_5_s(self, database: URL) -> None:
+        port = free_port()
+        first = date(2020, 1, 1)
+        rows = [{"experiment_id": "big", "variant_id": f"v{i % 50}",
+                 "date": (first + timedelta(days=i // 50)).isoformat(),
+                 "impressions": 10, "successes": 1} for i in range(10_000)]  # fmt: skip
+        with started(serve(port), env=env_for(database), port=port) as (base, process):
+            answer: dict[str, Any] = {}
+
+            def post() -> None:
+                try:
+                    answer["response"] = httpx.post(
+                        f"{base}/metrics/batch", json={"metrics": rows}, timeout=30
+                    )
+                    answer["done"] = time.monotonic()
+                except httpx.HTTPError as error:
+                    answer["error"] = error
+
+            thread = threading.Thread(target=post)
+            thread.start()
+            time.sleep(0.3)  # the request is being read or processed
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            thread.join(timeout=30)
+            process.wait(timeout=10)
+            exited_after = time.monotonic() - signalled
+        assert "error" not in answer, answer
+        assert answer["response"].status_code == 200
+        assert answer["response"].json()["rows"] == 10_000
+        assert answer["done"] > signalled  # it was in flight when the signal came
+        assert exited_after < 5.0
+        assert asyncio.run(count_metric_rows(database)) == 10_000
+
+
+class TestMultiProcessMetrics:
+    def test_every_scrape_adds_up_both_workers(self, database: URL) -> None:
+        port = free_port()
+        with started(serve(port, "--workers", "2"), env=env_for(database), port=port) as (
+            base,
+            _,
+        ):
+            for _ in range(40):  # a new connection each: the kernel spreads them
+                assert httpx.get(f"{base}/experiments").status_code == 200
+            totals = set()
+            for _ in range(6):
+                text = httpx.get(f"{base}/metrics").text
+                for family in text_string_to_metric_families(text):
+                    for sample in family.samples:
+                        if sample.name == "mabapi_http_requests_total" and sample.labels == {
+                            "method": "GET",
+                            "route": "/experiments",
+                            "status": "200",
+                        }:
+                            totals.add(sample.value)
+        assert totals == {40.0}
