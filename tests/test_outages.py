@@ -5,6 +5,7 @@ a load, SIGTERM with requests in flight, and metrics added up over workers."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -204,20 +205,36 @@ class TestPostgresCrash:
         assert {u: found["metrics"].get(u) for u in units} == {u: int(u[1:]) + 1 for u in units}
 
 
+def slowly(body: bytes, parts: int = 10, pause_s: float = 0.1) -> Iterator[bytes]:
+    """The body in `parts` chunks, `pause_s` apart: a request that is surely in flight."""
+    size = -(-len(body) // parts)
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+        time.sleep(pause_s)
+
+
+# Small enough to be processed well inside MABAPI_SHUTDOWN_TIMEOUT_SECONDS (4 s): a
+# request still running when that runs out is cancelled, by design (exit within 5 s).
+ROWS = 2_000
+
+
 class TestSigterm:
     def test_in_flight_requests_finish_then_exit_within_5_s(self, database: URL) -> None:
         port = free_port()
         first = date(2020, 1, 1)
         rows = [{"experiment_id": "big", "variant_id": f"v{i % 50}",
                  "date": (first + timedelta(days=i // 50)).isoformat(),
-                 "impressions": 10, "successes": 1} for i in range(10_000)]  # fmt: skip
+                 "impressions": 10, "successes": 1} for i in range(ROWS)]  # fmt: skip
         with started(serve(port), env=env_for(database), port=port) as (base, process):
             answer: dict[str, Any] = {}
 
             def post() -> None:
                 try:
                     answer["response"] = httpx.post(
-                        f"{base}/metrics/batch", json={"metrics": rows}, timeout=30
+                        f"{base}/metrics/batch",
+                        content=slowly(json.dumps({"metrics": rows}).encode()),
+                        headers={"Content-Type": "application/json"},
+                        timeout=30,
                     )
                     answer["done"] = time.monotonic()
                 except httpx.HTTPError as error:
@@ -225,7 +242,7 @@ class TestSigterm:
 
             thread = threading.Thread(target=post)
             thread.start()
-            time.sleep(0.3)  # the request is being read or processed
+            time.sleep(0.3)  # the body is still being sent (over about a second)
             signalled = time.monotonic()
             process.send_signal(signal.SIGTERM)
             thread.join(timeout=30)
@@ -233,10 +250,10 @@ class TestSigterm:
             exited_after = time.monotonic() - signalled
         assert "error" not in answer, answer
         assert answer["response"].status_code == 200
-        assert answer["response"].json()["rows"] == 10_000
+        assert answer["response"].json()["rows"] == ROWS
         assert answer["done"] > signalled  # it was in flight when the signal came
         assert exited_after < 5.0
-        assert asyncio.run(count_metric_rows(database)) == 10_000
+        assert asyncio.run(count_metric_rows(database)) == ROWS
 
 
 class TestMultiProcessMetrics:
