@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -97,6 +98,24 @@ def _is_unavailable(error: BaseException) -> bool:
     return isinstance(error, OSError)
 
 
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every documented method of the route templates that match `path`."""
+    patterns: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+        app.state, "method_patterns", None
+    )
+    if patterns is None:
+        patterns = []
+        for template, operations in app.openapi()["paths"].items():
+            regex = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template))
+            patterns.append((re.compile(f"^{regex}$"), {m.upper() for m in operations}))
+        app.state.method_patterns = patterns
+    methods: set[str] = set()
+    for pattern, operations in patterns:
+        if pattern.match(path):
+            methods |= operations
+    return sorted(methods)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_request: Request, error: AppError) -> JSONResponse:
@@ -118,15 +137,21 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _validation_response(error)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
         message = str(error.detail)
+        headers = getattr(error, "headers", None)
         if error.status_code == 404 and message == "Not Found":
             message = "no such route; see /docs for the API"
+        if error.status_code == 405:
+            # Starlette names only the first route that matched the path; list them all.
+            allowed = _allowed_methods(request.app, request.url.path)
+            headers = {"Allow": ", ".join(allowed)}
+            message = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
         return JSONResponse(
             error_body(codes.get(error.status_code, "http_error"), message),
             status_code=error.status_code,
-            headers=getattr(error, "headers", None),
+            headers=headers,
         )
 
     @app.exception_handler(sa_exc.IntegrityError)

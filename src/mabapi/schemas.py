@@ -6,13 +6,37 @@ import re
 from datetime import date
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictInt,
+    WithJsonSchema,
+)
 from pydantic_core import PydanticCustomError
 
 MAX_COUNT = 2**53  # beyond this, JSON numbers stop being exact integers in most clients
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# The same rule for the OpenAPI document, so generated clients and fuzzers know it.
+PRINTABLE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+IDENTIFIER_SCHEMA: dict[str, JsonValue] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 128,
+    "pattern": "^[A-Za-z0-9_.:-]{1,128}$",
+}
+
+
+class StrictModel(BaseModel):
+    """Request bodies: unknown fields are a mistake worth reporting, not something to drop
+    silently. Numbers and flags use the strict types below (no `true` or `"7"`)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def _check_identifier(value: Any) -> Any:
@@ -45,18 +69,22 @@ def _parse_iso_date(value: Any) -> Any:
 def reject_control_characters(value: str) -> str:
     if _CONTROL_CHARS.search(value):
         raise PydanticCustomError(
-            "control_characters", "must not contain NUL or other control characters"
+            "control_characters",
+            "must not contain NUL, other control characters or unpaired surrogates",
         )
     return value
 
 
-Identifier = Annotated[str, BeforeValidator(_check_identifier)]
+Identifier = Annotated[str, BeforeValidator(_check_identifier), WithJsonSchema(IDENTIFIER_SCHEMA)]
 IsoDate = Annotated[date, BeforeValidator(_parse_iso_date)]
 Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
+Printable = Field(json_schema_extra={"pattern": PRINTABLE_PATTERN})
 Name = Annotated[
-    str, Field(min_length=1, max_length=200), AfterValidator(reject_control_characters)
+    str, Field(min_length=1, max_length=200), Printable, AfterValidator(reject_control_characters)
 ]
-Description = Annotated[str, Field(max_length=10_000), AfterValidator(reject_control_characters)]
+Description = Annotated[
+    str, Field(max_length=10_000), Printable, AfterValidator(reject_control_characters)
+]
 
 
 def require_changes(model: BaseModel, fields: str) -> None:

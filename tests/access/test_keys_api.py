@@ -229,3 +229,13 @@ async def _clear(url: URL) -> None:
         await clear_tables(engine)
     finally:
         await engine.dispose()
+
+
+class TestSelfRevoke:
+    async def test_a_key_cannot_revoke_itself(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        admin = await make_key(app, scope="admin")
+        response = await client.delete(f"/keys/{admin.split('_')[1]}", headers=bearer(admin))
+        assert response.status_code == 409
+        assert (await client.get("/keys", headers=bearer(admin))).status_code == 200

@@ -22,6 +22,7 @@ from mabapi.errors import Responses, documented_error
 
 RESPONSES: Responses = {
     404: documented_error("No such key (or it belongs to another project)."),
+    409: documented_error("A key cannot revoke itself."),
     422: documented_error("The request does not have the documented shape or values."),
 }
 

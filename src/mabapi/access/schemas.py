@@ -5,17 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from mabapi.access.models import DEFAULT_PROJECT, Scope
-from mabapi.schemas import Identifier, reject_control_characters
+from mabapi.schemas import Identifier, Printable, StrictModel, reject_control_characters
 
-KeyName = Annotated[str, Field(max_length=200), AfterValidator(reject_control_characters)]
+KeyName = Annotated[
+    str, Field(max_length=200), Printable, AfterValidator(reject_control_characters)
+]
 
 
-class KeyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class KeyIn(StrictModel):
     scope: Scope = Field(description="client, read, write or admin.")
     project: Identifier = Field(default=DEFAULT_PROJECT, description="The key's project.")
     name: KeyName = Field(default="", description="What the key is for.")

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mabapi.access import repository
 from mabapi.access.models import DEFAULT_PROJECT, ApiKey, AuditEntry, Scope
 from mabapi.db.base import utcnow
-from mabapi.errors import ForbiddenError, NotFoundError, no_such_experiment
+from mabapi.errors import ConflictError, ForbiddenError, NotFoundError, no_such_experiment
 
 KEY_PATTERN = re.compile(r"^mab_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 BOOTSTRAP_KEY_ID = "bootstrap"
@@ -119,6 +119,9 @@ async def revoke_key(session: AsyncSession, *, key_id: str, principal: Principal
     key = await repository.get_key(session, key_id)
     if key is None or not principal.sees(key.project_id):
         raise NotFoundError(f"key {key_id!r} does not exist")
+    if key.id == principal.key_id:
+        # Locking yourself out is never what was meant (the bootstrap key especially).
+        raise ConflictError("a key cannot revoke itself: revoke it with another admin key")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         await session.flush()

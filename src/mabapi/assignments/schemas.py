@@ -4,22 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, Field, Strict
 
 from mabapi.assignments.models import UNIT_ID_LENGTH
-from mabapi.schemas import Identifier, reject_control_characters
+from mabapi.schemas import Identifier, Printable, StrictModel, reject_control_characters
 
 MAX_BATCH = 1_000
 
 UnitId = Annotated[
     str,
     Field(min_length=1, max_length=UNIT_ID_LENGTH, description="A user, session or device id."),
+    Printable,
     AfterValidator(reject_control_characters),
 ]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class AssignIn(StrictModel):
@@ -52,7 +49,7 @@ class BatchAssignOut(BaseModel):
 
 class ConversionIn(StrictModel):
     unit_id: UnitId
-    value: Annotated[float, Field(ge=-1e12, le=1e12, allow_inf_nan=False)] | None = Field(
+    value: Annotated[float, Strict(), Field(ge=-1e12, le=1e12, allow_inf_nan=False)] | None = Field(
         default=None, description="Value metrics: this event's value (e.g. 19.99)."
     )
     event_id: Identifier | None = Field(

@@ -95,7 +95,9 @@ metrics_router.add_api_route(
     post_metric,
     methods=["POST"],
     response_model=StatusOut,
-    include_in_schema=False,
+    responses={**NOT_FOUND, **CONFLICT},
+    deprecated=True,
+    summary="Post Metric (alias of POST /metrics/)",
 )
 
 

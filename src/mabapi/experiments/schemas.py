@@ -5,58 +5,66 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from mabapi.experiments.models import ExperimentStatus, MetricKind
-from mabapi.schemas import Count, Description, Identifier, IsoDate, Name, require_changes
+from mabapi.schemas import (
+    IDENTIFIER_SCHEMA,
+    Count,
+    Description,
+    Identifier,
+    IsoDate,
+    Name,
+    StrictModel,
+    require_changes,
+)
 from mabapi.stats.policies import PolicyName
 
 MAX_BATCH_ROWS = 10_000
 MAX_VARIANTS = 100
 
 
-class StrictModel(BaseModel):
-    """Unknown fields are a mistake worth reporting, not something to drop silently."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-Share = Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)]
-Positive = Annotated[float, Field(gt=0.0, le=1e12, allow_inf_nan=False)]
-Finite = Annotated[float, Field(ge=-1e15, le=1e15, allow_inf_nan=False)]
+Share = Annotated[float, Strict(), Field(gt=0.0, lt=1.0, allow_inf_nan=False)]
+Positive = Annotated[float, Strict(), Field(gt=0.0, le=1e12, allow_inf_nan=False)]
+Finite = Annotated[float, Strict(), Field(ge=-1e15, le=1e15, allow_inf_nan=False)]
+Omitted = SkipJsonSchema[None]
+SumOfSquares = Annotated[float, Strict(), Field(ge=0.0, le=1e30, allow_inf_nan=False)]
 
 
 class BurnInSettings(StrictModel):
     """Even split until every variant has this many units and successes, and the
     experiment this many days of data."""
 
-    units: Annotated[int, Field(ge=0, le=10**9)] = 0
-    successes: Annotated[int, Field(ge=0, le=10**9)] = 0
-    days: Annotated[int, Field(ge=0, le=3650)] = 0
+    units: Annotated[int, Strict(), Field(ge=0, le=10**9)] = 0
+    successes: Annotated[int, Strict(), Field(ge=0, le=10**9)] = 0
+    days: Annotated[int, Strict(), Field(ge=0, le=3650)] = 0
 
 
 class PolicySettings(StrictModel):
     """How traffic is split. Every field has a default; send only what you change."""
 
     algorithm: PolicyName = PolicyName.THOMPSON
-    floor: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = Field(
+    floor: Annotated[float, Strict(), Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = Field(
         default=0.01, description="Additive floor: p_i = f + (1 - K f) w_i (K f >= 1: even)."
     )
     reserved: dict[Identifier, Share] = Field(
-        default_factory=dict, description="Fixed shares for chosen variants, e.g. control 0.2."
+        default_factory=dict,
+        description="Fixed shares for chosen variants, e.g. control 0.2.",
+        json_schema_extra={"propertyNames": IDENTIFIER_SCHEMA},
     )
     burn_in: BurnInSettings = Field(default_factory=BurnInSettings)
-    max_change: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+    max_change: Annotated[float, Strict(), Field(gt=0.0, le=1.0)] | None = Field(
         default=None, description="Largest change of any variant's share per update."
     )
-    window_days: Annotated[int, Field(ge=1, le=3650)] | None = Field(
+    window_days: Annotated[int, Strict(), Field(ge=1, le=3650)] | None = Field(
         default=None, description="Use only the last N days of data."
     )
-    half_life_days: Annotated[float, Field(gt=0.0, le=3650.0)] | None = Field(
+    half_life_days: Annotated[float, Strict(), Field(gt=0.0, le=3650.0)] | None = Field(
         default=None, description="Exponential decay of old data (discounted Thompson)."
     )
-    epsilon: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    epsilon: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = 0.1
     top_two_beta: Share = 0.5
 
     @model_validator(mode="after")
@@ -79,9 +87,9 @@ class PriorSettings(StrictModel):
 
 
 class StopRuleSettings(StrictModel):
-    probability_threshold: Annotated[float, Field(ge=0.5, lt=1.0)] = 0.95
-    value_remaining_threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.01
-    min_days: Annotated[int, Field(ge=0, le=3650)] = 7
+    probability_threshold: Annotated[float, Strict(), Field(ge=0.5, lt=1.0)] = 0.95
+    value_remaining_threshold: Annotated[float, Strict(), Field(gt=0.0, lt=1.0)] = 0.01
+    min_days: Annotated[int, Strict(), Field(ge=0, le=3650)] = 7
 
 
 class ExperimentSettings(StrictModel):
@@ -101,9 +109,9 @@ class MetricIn(StrictModel):
     value_sum: Finite | None = Field(
         default=None, description="Value metrics: sum of the per-unit values of the day."
     )
-    value_sum_squares: Annotated[float, Field(ge=0.0, le=1e30, allow_inf_nan=False)] | None = Field(
-        default=None, description="Value metrics: sum of the squared per-unit values."
-    )
+    value_sum_squares: (
+        Annotated[float, Strict(), Field(ge=0.0, le=1e30, allow_inf_nan=False)] | None
+    ) = Field(default=None, description="Value metrics: sum of the squared per-unit values.")
 
     @model_validator(mode="after")
     def _consistent(self) -> MetricIn:
@@ -195,19 +203,23 @@ class AllocationOut(BaseModel):
         description="Totals per variant dated strictly before `date` (fractional when old "
         "days are down-weighted by a half-life)."
     )
-    burned_in: bool = Field(description="False while the burn-in keeps an even split.")
+    burned_in: StrictBool = Field(description="False while the burn-in keeps an even split.")
 
 
 class VariantIn(StrictModel):
     id: Identifier
     name: Name | None = None
-    is_control: bool = False
+    is_control: StrictBool = False
 
 
+# PATCH fields may be left out but not sent as null: `| Omitted` keeps null out of the
+# OpenAPI document (the validators below refuse it with a clear message).
 class VariantPatch(StrictModel):
-    name: Name | None = None
-    active: bool | None = Field(default=None, description="false pauses the variant.")
-    is_control: bool | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    name: Name | Omitted = None
+    active: StrictBool | Omitted = Field(default=None, description="false pauses the variant.")
+    is_control: StrictBool | Omitted = None
 
     @model_validator(mode="after")
     def _something_to_change(self) -> VariantPatch:
@@ -229,9 +241,9 @@ class ExperimentIn(StrictModel):
     name: Name | None = None
     description: Description = ""
     status: ExperimentStatus = ExperimentStatus.RUNNING
-    variants: Annotated[list[VariantIn], Field(max_length=MAX_VARIANTS)] = []
+    variants: list[VariantIn] = Field(default_factory=list, max_length=MAX_VARIANTS)
     metric_kind: MetricKind = MetricKind.CONVERSION
-    higher_is_better: bool = True
+    higher_is_better: StrictBool = True
     settings: ExperimentSettings = Field(default_factory=ExperimentSettings)
 
     @model_validator(mode="after")
@@ -258,12 +270,14 @@ class ExperimentIn(StrictModel):
 
 
 class ExperimentPatch(StrictModel):
-    name: Name | None = None
-    description: Description | None = None
-    status: ExperimentStatus | None = None
-    higher_is_better: bool | None = None
-    metric_kind: MetricKind | None = None
-    settings: ExperimentSettings | None = Field(
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    name: Name | Omitted = None
+    description: Description | Omitted = None
+    status: ExperimentStatus | Omitted = None
+    higher_is_better: StrictBool | Omitted = None
+    metric_kind: MetricKind | Omitted = None
+    settings: ExperimentSettings | Omitted = Field(
         default=None, description="Replaces the whole settings object (omitted parts reset)."
     )
 
@@ -377,7 +391,7 @@ class SampleRatioOut(BaseModel):
     expected: dict[str, float]
     chi_square: float | None
     p_value: float
-    mismatch: bool = Field(description="True when p < 0.001: check your traffic splitting.")
+    mismatch: StrictBool = Field(description="True when p < 0.001: check your traffic splitting.")
 
 
 class SummaryOut(BaseModel):
