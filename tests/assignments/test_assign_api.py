@@ -88,7 +88,8 @@ class TestSticky:
             assert body["variant_id"] == "b"
             assert body["concluded"] is True
         bad = await client.post("/experiments/checkout/conclude", json={"winner": "zz"})
-        assert bad.status_code == 404
+        assert bad.status_code == 422
+        assert "its variants: control, b" in bad.json()["error"]["message"]
 
     async def test_reset_starts_over(self, client: httpx.AsyncClient) -> None:
         await create_experiment(client)

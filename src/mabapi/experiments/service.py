@@ -698,7 +698,11 @@ async def conclude(session: AsyncSession, *, experiment_id: str, winner: str) ->
     """End the test: status stopped, and every unit gets `winner` from now on."""
     experiment = await require_experiment(session, experiment_id)
     if not any(variant.id == winner for variant in experiment.variants):
-        raise NotFoundError(f"experiment {experiment_id!r} has no variant {winner!r}")
+        # 422, not 404: the experiment exists; the body names something it does not have.
+        names = ", ".join(variant.id for variant in experiment.variants) or "none"
+        raise InvalidInputError(
+            f"winner {winner!r} is not a variant of {experiment_id!r} (its variants: {names})"
+        )
     experiment.winner_variant_id = winner
     experiment.status = ExperimentStatus.STOPPED
     experiment.updated_at = utcnow()
