@@ -291,3 +291,13 @@ class TestSummary:
         assert summary["recommendation"]["action"] == "stop_winner"
         assert summary["recommendation"]["winner"] == "b"
         assert "b wins" in summary["recommendation"]["reason"]
+
+
+class TestPriorBounds:
+    @pytest.mark.parametrize("prior", [{"alpha": 1e-4}, {"beta": 5e-324}, {"kappa": 2e9}])
+    async def test_out_of_range_priors_are_422(
+        self, client: httpx.AsyncClient, prior: dict[str, float]
+    ) -> None:
+        response = await client.post("/experiments", json={"id": "p", "settings": {"prior": prior}})
+        assert response.status_code == 422
+        assert "prior" in response.json()["error"]["message"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from mabapi.stats.allocation import largest_remainder_percentages, probability_best
+from mabapi.stats.allocation import best_arm, largest_remainder_percentages, probability_best
 from mabapi.stats.posterior import BetaPosterior, BinomialCounts
 
 
@@ -174,3 +174,21 @@ class TestLargestRemainder:
 
     def test_empty(self) -> None:
         assert largest_remainder_percentages([]) == []
+
+
+class TestExtremePosteriors:
+    """Found by schemathesis: 5 successes in 10^15 trials, lower is better, squeezed the
+    mirrored posterior within ulps of 1 and the quadrature returned nothing (a 500)."""
+
+    def test_falls_back_to_seeded_draws_that_agree_with_an_independent_sample(self) -> None:
+        arms = [BetaPosterior(alpha=5.5, beta=1e15), BetaPosterior(alpha=9.0, beta=1e15)]
+        result = best_arm(arms, higher_is_better=False)
+        assert result.probabilities.sum() == pytest.approx(1.0)
+        rng = np.random.default_rng(7)  # a different stream from the fallback's
+        draws = np.stack([rng.beta(a.alpha, a.beta, 200_000) for a in arms])
+        expected = np.bincount(draws.argmin(axis=0), minlength=2) / 200_000
+        assert result.probabilities == pytest.approx(expected, abs=0.01)
+        assert result.expected_best == pytest.approx(draws.min(axis=0).mean(), rel=0.01)
+        # Deterministic: the fallback's seed is fixed.
+        assert np.array_equal(best_arm(arms, higher_is_better=False).probabilities,
+                              result.probabilities)  # fmt: skip

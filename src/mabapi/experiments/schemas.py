@@ -30,6 +30,7 @@ Share = Annotated[float, Strict(), Field(gt=0.0, lt=1.0, allow_inf_nan=False)]
 Positive = Annotated[float, Strict(), Field(gt=0.0, le=1e12, allow_inf_nan=False)]
 Finite = Annotated[float, Strict(), Field(ge=-1e15, le=1e15, allow_inf_nan=False)]
 Omitted = SkipJsonSchema[None]
+PriorWeight = Annotated[float, Strict(), Field(ge=1e-3, le=1e9, allow_inf_nan=False)]
 SumOfSquares = Annotated[float, Strict(), Field(ge=0.0, le=1e30, allow_inf_nan=False)]
 
 
@@ -80,10 +81,13 @@ class PriorSettings(StrictModel):
     """Beta(alpha, beta) for conversions; for values also mu and kappa of the
     Normal-Inverse-Gamma prior (alpha and beta then shape its variance)."""
 
-    alpha: Positive = 1.0
-    beta: Positive = 1.0
+    # Bounded so the posterior stays something quadrature can integrate: below 1e-3 a
+    # Beta prior piles its mass onto 0 and 1 (found by schemathesis: alpha = beta = 5e-324
+    # made the integration fail); above 1e9 it would outweigh any data.
+    alpha: PriorWeight = 1.0
+    beta: PriorWeight = 1.0
     mu: Finite = 0.0
-    kappa: Positive = 1.0
+    kappa: PriorWeight = 1.0
 
 
 class StopRuleSettings(StrictModel):

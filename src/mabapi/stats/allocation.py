@@ -196,9 +196,34 @@ def best_arm(posteriors: Sequence[Posterior], *, higher_is_better: bool = True) 
     raw: FloatArray = integrand @ w
     total = float(raw.sum())
     if not np.isfinite(total) or total <= 0.0:
-        raise ArithmeticError("probability-of-best integration failed")
+        # Posteriors squeezed within a few ulps of 0 or 1 (e.g. 5 successes in 10^15
+        # trials, lower is better) leave quadrature nothing to resolve in float64.
+        return _monte_carlo_best(posteriors, higher_is_better=higher_is_better)
     expected_best = float((integrand @ (w * x)).sum()) / total
     return BestArm(raw / total, _unorient(expected_best, sign, arms))
+
+
+FALLBACK_DRAWS = 200_000
+FALLBACK_SEED = 20_261_128
+
+
+def _monte_carlo_best(posteriors: Sequence[Posterior], *, higher_is_better: bool) -> BestArm:
+    """The fallback when quadrature cannot resolve the posteriors: seeded draws (fixed
+    seed, so the answer is still reproducible), sampled in the metric's own units, where
+    numpy's Beta and Student-t samplers keep full precision near 0 and 1."""
+    rng = np.random.default_rng(FALLBACK_SEED)
+    if all(isinstance(p, BetaPosterior) for p in posteriors):
+        beta = [p for p in posteriors if isinstance(p, BetaPosterior)]
+        draws = np.stack([rng.beta(p.alpha, p.beta, FALLBACK_DRAWS) for p in beta])
+    else:
+        nig = [p for p in posteriors if isinstance(p, NormalInverseGammaPosterior)]
+        draws = np.stack(
+            [p.mu + p.scale * rng.standard_t(p.degrees_of_freedom, FALLBACK_DRAWS) for p in nig]
+        )
+    best = draws.argmax(axis=0) if higher_is_better else draws.argmin(axis=0)
+    counts = np.bincount(best, minlength=len(posteriors)).astype(np.float64)
+    chosen = draws.max(axis=0) if higher_is_better else draws.min(axis=0)
+    return BestArm(counts / counts.sum(), float(chosen.mean()))
 
 
 def _oriented_means(posteriors: Sequence[Posterior], higher_is_better: bool) -> FloatArray:
