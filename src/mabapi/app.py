@@ -40,6 +40,7 @@ COMMON_RESPONSES: Responses = {
     400: documented_error("A key was sent in the query string, or the request is malformed."),
     401: documented_error("No key, a malformed key, or an unknown or revoked key."),
     403: documented_error("The key's scope does not allow this route."),
+    413: documented_error("The request body is larger than the configured limit."),
     429: documented_error("The key's rate limit is reached; retry after Retry-After seconds."),
     500: documented_error("A bug: the error is logged with the request id; never a trace."),
     503: documented_error("The database is unreachable; retry after Retry-After seconds."),

@@ -288,3 +288,14 @@ class TestBadInput:
         response = await client.get("/metrics/")
         assert response.status_code == 405
         assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+class TestVariantCap:
+    async def test_auto_registration_stops_at_100_variants(self, client: httpx.AsyncClient) -> None:
+        rows = [metric(experiment_id="wide", variant_id=f"v{i}") for i in range(101)]
+        response = await client.post("/metrics/batch", json={"metrics": rows})
+        assert response.status_code == 409
+        assert "more than 100 variants" in response.json()["error"]["message"]
+        assert (await client.get("/experiments/wide")).status_code == 404  # rolled back
+        ok = await client.post("/metrics/batch", json={"metrics": rows[:100]})
+        assert ok.status_code == 200

@@ -94,6 +94,15 @@ async def existing_variant_keys(
     return {(row[0], row[1]) for row in rows} & wanted
 
 
+async def variant_counts(session: AsyncSession, experiment_ids: Iterable[str]) -> dict[str, int]:
+    rows = await session.execute(
+        select(Variant.experiment_id, func.count())
+        .where(Variant.experiment_id.in_(set(experiment_ids)))
+        .group_by(Variant.experiment_id)
+    )
+    return {str(row[0]): int(row[1]) for row in rows}
+
+
 async def insert_experiments_if_missing(
     session: AsyncSession, ids: Iterable[str], project_id: str
 ) -> None:

@@ -196,6 +196,13 @@ async def record_metrics(
     if auto_create:
         await repository.insert_experiments_if_missing(session, experiment_ids, project_id)
         await repository.insert_variants_if_missing(session, variant_keys)
+        counts = await repository.variant_counts(session, experiment_ids)
+        crowded = sorted(e for e, count in counts.items() if count > MAX_VARIANTS)
+        if crowded:  # the whole request rolls back, registrations included
+            raise ConflictError(
+                f"experiment(s) {', '.join(crowded)} would have more than {MAX_VARIANTS} "
+                "variants; post metrics for fewer distinct variant ids"
+            )
     else:
         missing_experiments = experiment_ids - await repository.existing_experiment_ids(
             session, experiment_ids
