@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mabapi import cli_client
 from mabapi.access import service as access
 from mabapi.access.models import Scope
 from mabapi.db import migrate
@@ -28,6 +29,9 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(cli_client.experiments_app, name="experiments")
+app.add_typer(cli_client.metrics_app, name="metrics")
+app.command("allocations")(cli_client.allocations)
 console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 

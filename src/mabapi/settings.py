@@ -144,6 +144,13 @@ class Settings(BaseSettings):
         le=60.0,
         description="On SIGTERM, in-flight requests get this long to finish.",
     )
+    api_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Where the `mabapi experiments|metrics|allocations` commands send requests.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="The key those commands send (Authorization: Bearer)."
+    )
     keep_alive_seconds: int = Field(
         default=75,
         ge=1,
@@ -157,7 +164,9 @@ class Settings(BaseSettings):
         to_async_url(value.get_secret_value())  # raises a clear ValueError if unusable
         return value
 
-    @field_validator("bootstrap_admin_key", "redis_url", "prometheus_multiproc_dir", mode="before")
+    @field_validator(
+        "bootstrap_admin_key", "redis_url", "prometheus_multiproc_dir", "api_key", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -1,0 +1,304 @@
+"""CLI commands that talk to a running server through `mabapi.client`:
+`mabapi experiments list|show|create`, `mabapi metrics push|export`, `mabapi allocations`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from mabapi.client import ApiError, Client
+from mabapi.experiments.schemas import MetricIn
+from mabapi.settings import Settings
+
+experiments_app = typer.Typer(help="Experiments on a running server.", no_args_is_help=True)
+metrics_app = typer.Typer(help="Daily metrics: push a CSV, export one.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+Url = Annotated[str | None, typer.Option("--url", help="Server (default MABAPI_API_URL).")]
+Key = Annotated[str | None, typer.Option("--key", help="API key (default MABAPI_API_KEY).")]
+CSV_FIELDS = (
+    "experiment_id",
+    "variant_id",
+    "date",
+    "impressions",
+    "successes",
+    "value_sum",
+    "value_sum_squares",
+)
+
+
+def _client(url: str | None, key: str | None) -> Client:
+    try:
+        settings = Settings()
+    except ValueError as error:
+        err.print(f"[red]invalid settings:[/red] {error}")
+        raise typer.Exit(2) from error
+    secret = key or (settings.api_key.get_secret_value() if settings.api_key else None)
+    return Client(url or settings.api_url, api_key=secret)
+
+
+def _fail(error: Exception) -> typer.Exit:
+    if isinstance(error, ApiError):
+        err.print(f"[red]{error.status_code} {error.code}:[/red] {error.message}")
+    else:
+        err.print(f"[red]cannot reach the server:[/red] {error}")
+    return typer.Exit(1)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+@experiments_app.command("list")
+def experiments_list(
+    url: Url = None,
+    key: Key = None,
+    status: Annotated[str | None, typer.Option(help="draft, running, paused, stopped")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 50,
+) -> None:
+    """Experiments, newest first."""
+    try:
+        with _client(url, key) as client:
+            page = client.list_experiments(limit=limit, status=status)
+    except Exception as error:
+        raise _fail(error) from error
+    table = Table("id", "name", "status", "metric", "variants", "created")
+    for experiment in page.items:
+        table.add_row(
+            experiment.id,
+            experiment.name,
+            experiment.status.value,
+            experiment.metric_kind.value,
+            ", ".join(v.id for v in experiment.variants),
+            experiment.created_at.date().isoformat(),
+        )
+    out.print(table)
+    out.print(f"{len(page.items)} of {page.total}")
+
+
+@experiments_app.command("show")
+def experiments_show(
+    experiment_id: Annotated[str, typer.Argument(help="The experiment.")],
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """The summary: totals, rate, probability to be best, expected loss, recommendation."""
+    try:
+        with _client(url, key) as client:
+            summary = client.summary(experiment_id)
+    except Exception as error:
+        raise _fail(error) from error
+    table = Table(
+        "variant",
+        "impressions",
+        "successes",
+        "rate",
+        "P(best)",
+        "expected loss",
+        title=f"{experiment_id} ({summary.metric_kind.value}, {summary.days_of_data} days)",
+    )
+    for variant in summary.variants:
+        name = variant.variant_id + (" (control)" if variant.is_control else "")
+        table.add_row(
+            name,
+            f"{variant.impressions:,}",
+            f"{variant.successes:,}",
+            _percent(variant.conversion_rate),
+            f"{variant.probability_best:.4f}",
+            "-" if variant.expected_loss is None else f"{variant.expected_loss:.5f}",
+        )
+    out.print(table)
+    gain = summary.gain_vs_even_split
+    out.print(
+        f"gain over an even split: {gain.mean:+.1f} {gain.unit} "
+        f"({100 * gain.mass:.0f}% interval {gain.lower:+.1f} to {gain.upper:+.1f})"
+    )
+    recommendation = summary.recommendation
+    out.print(f"[bold]{recommendation.action}[/bold]: {recommendation.reason}")
+
+
+@experiments_app.command("create")
+def experiments_create(
+    experiment_id: Annotated[str, typer.Argument(help="Its id (letters, digits, _.:-).")],
+    variant: Annotated[
+        list[str], typer.Option("--variant", "-v", help="A variant id (repeat; first: control).")
+    ],
+    name: Annotated[str | None, typer.Option(help="A readable name.")] = None,
+    metric_kind: Annotated[str, typer.Option(help="conversion or value")] = "conversion",
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """Create an experiment with its variants."""
+    fields: dict[str, Any] = {"metric_kind": metric_kind}
+    if name:
+        fields["name"] = name
+    try:
+        with _client(url, key) as client:
+            created = client.create_experiment(experiment_id, variant, **fields)
+    except Exception as error:
+        raise _fail(error) from error
+    out.print(f"created {created.id} with variants {', '.join(v.id for v in created.variants)}")
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"experiment_id", "variant_id", "date", "impressions", "successes"} - set(
+            reader.fieldnames or ()
+        )
+        if missing:
+            raise ValueError(f"{path}: missing column(s): {', '.join(sorted(missing))}")
+        yield from enumerate(reader, start=2)
+
+
+def _metric(row: dict[str, str]) -> dict[str, Any]:
+    """A CSV row as a POST /metrics/ body; numbers parsed, validated as the server would."""
+    body: dict[str, Any] = {name: (row.get(name) or "").strip() for name in CSV_FIELDS[:3]}
+    for name in ("impressions", "successes"):
+        text = (row.get(name) or "").strip()
+        body[name] = int(text) if text.lstrip("-").isdigit() else text
+    for name in ("value_sum", "value_sum_squares"):
+        text = (row.get(name) or "").strip()
+        if text:
+            try:
+                body[name] = float(text)
+            except ValueError:
+                body[name] = text
+    MetricIn.model_validate(body)
+    return body
+
+
+@metrics_app.command("push")
+def metrics_push(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV: experiment_id, variant_id, date, "
+            "impressions, successes[, value_sum, "
+            "value_sum_squares]",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    url: Url = None,
+    key: Key = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 1000,
+) -> None:
+    """Import daily metrics from a CSV file: rows are checked first, good rows are sent in
+    batches (each batch all or nothing), and every rejected row is reported by line."""
+    rejected: list[tuple[int, str]] = []
+    good: list[tuple[int, dict[str, Any]]] = []
+    try:
+        for line, row in _rows(file):
+            try:
+                good.append((line, _metric(row)))
+            except ValidationError as error:
+                problem = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}"
+                    for e in error.errors()
+                )
+                rejected.append((line, problem))
+    except (OSError, ValueError, csv.Error) as error:
+        err.print(f"[red]cannot read {file}:[/red] {error}")
+        raise typer.Exit(2) from error
+    stored = 0
+    with (
+        _client(url, key) as client,
+        Progress(TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), console=err) as progress,
+    ):
+        task = progress.add_task("rows", total=len(good))
+        for start in range(0, len(good), batch_size):
+            batch = good[start : start + batch_size]
+            try:
+                stored += client.post_metrics(body for _, body in batch)
+            except ApiError as error:
+                first, last = batch[0][0], batch[-1][0]
+                rejected.append(
+                    (
+                        first,
+                        f"lines {first}-{last} refused by the server "
+                        f"({error.status_code}): {error.message}",
+                    )
+                )
+            except Exception as error:
+                raise _fail(error) from error
+            progress.advance(task, len(batch))
+    out.print(f"stored {stored} row(s) from {file}")
+    if rejected:
+        table = Table("line", "problem", title=f"{len(rejected)} rejected")
+        for line, problem in sorted(rejected):
+            table.add_row(str(line), problem)
+        err.print(table)
+        raise typer.Exit(1)
+
+
+@metrics_app.command("export")
+def metrics_export(
+    experiment_id: Annotated[str, typer.Argument(help="The experiment.")],
+    output: Annotated[Path | None, typer.Option("--out", help="File (default stdout).")] = None,
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """Every daily row of an experiment as CSV (the format `metrics push` reads)."""
+    try:
+        with _client(url, key) as client:
+            rows = client.daily_metrics(experiment_id).metrics
+    except Exception as error:
+        raise _fail(error) from error
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_FIELDS[:5])
+    for row in rows:
+        writer.writerow(
+            [experiment_id, row.variant_id, row.date.isoformat(), row.impressions, row.successes]
+        )
+    if output is None:
+        sys.stdout.write(buffer.getvalue())
+    else:
+        output.write_text(buffer.getvalue())
+        err.print(f"wrote {len(rows)} row(s) to {output}")
+
+
+def allocations(
+    experiment_id: Annotated[str, typer.Argument(help="The experiment.")],
+    date: Annotated[str | None, typer.Option("--date", help="Day planned (YYYY-MM-DD).")] = None,
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """Today's (or --date's) traffic split as a table."""
+    try:
+        with _client(url, key) as client:
+            answer = client.allocations(experiment_id, for_date=date)
+    except Exception as error:
+        raise _fail(error) from error
+    table = Table(
+        "variant",
+        "traffic",
+        "P(best)",
+        "impressions",
+        "successes",
+        title=f"{experiment_id} on {answer.date} ({answer.algorithm_version})",
+    )
+    for variant, percent in answer.allocations.items():
+        inputs = answer.inputs.get(variant, {})
+        table.add_row(
+            variant,
+            f"{percent:.1f}%",
+            f"{answer.probability_best[variant]:.4f}",
+            f"{int(inputs.get('impressions', 0)):,}",
+            f"{int(inputs.get('successes', 0)):,}",
+        )
+    out.print(table)
+    if not answer.burned_in:
+        out.print("burn-in: an even split until every variant has enough data")

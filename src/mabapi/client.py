@@ -1,0 +1,417 @@
+"""A typed Python client for the mabapi HTTP API (httpx), sync and async.
+
+    from mabapi.client import Client
+    client = Client("http://127.0.0.1:8000", api_key="mab_...")
+    print(client.allocations("homepage_test").allocations)   # {"control": 3.4, ...}
+
+Calls that fail with 503 (database briefly unreachable), 429 (rate limited) or a
+connection error are retried with exponential backoff, honouring Retry-After. That is
+safe because the API's writes are idempotent: a re-posted day replaces itself,
+assignment is sticky, a conversion counts once per unit or event_id. (Creating an
+experiment is the exception: a retry after a lost answer may get 409 "already taken".)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Generic, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from mabapi import __version__
+from mabapi.access.schemas import AuditListOut, KeyCreatedOut, KeyListOut, KeyOut
+from mabapi.assignments.schemas import (
+    AssignOut,
+    BatchAssignOut,
+    BatchConversionOut,
+    ConversionOut,
+)
+from mabapi.experiments.schemas import (
+    AllocationOut,
+    BatchResultOut,
+    ExperimentOut,
+    ExperimentPage,
+    MetricRowsOut,
+    StatusOut,
+    SummaryOut,
+)
+
+__all__ = ["ApiError", "AsyncClient", "Client"]
+
+Model = TypeVar("Model", bound=BaseModel)
+RETRIED_STATUSES = frozenset({429, 503})
+BATCH_ROWS = 10_000
+
+
+class ApiError(Exception):
+    """An answer other than 2xx, with the API's error code and message."""
+
+    def __init__(self, status_code: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(f"{status_code} {code}: {message}")
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.details = details or []
+
+
+@dataclass(frozen=True)
+class _Call(Generic[Model]):
+    """One API call: what to send and how to read the answer."""
+
+    method: str
+    path: str
+    model: type[Model]
+    json: Any = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _day(value: date | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _error(response: httpx.Response) -> ApiError:
+    try:
+        error = response.json()["error"]
+        return ApiError(response.status_code, error["code"], error["message"], error["details"])
+    except (ValueError, KeyError, TypeError):
+        return ApiError(response.status_code, "http_error", response.text[:500])
+
+
+def _retry_delay(attempt: int, backoff: float, response: httpx.Response | None) -> float:
+    delay: float = backoff * 2.0**attempt
+    retry_after = "" if response is None else str(response.headers.get("retry-after", ""))
+    if retry_after.isdigit():
+        delay = max(delay, float(retry_after))
+    return min(delay, 10.0)
+
+
+class _Calls:
+    """Every endpoint, described once; Client and AsyncClient send them."""
+
+    @staticmethod
+    def create_experiment(
+        experiment_id: str, variants: Sequence[str] = (), **fields: Any
+    ) -> _Call[ExperimentOut]:
+        body = {"id": experiment_id, "variants": [{"id": v} for v in variants], **fields}
+        return _Call("POST", "/experiments", ExperimentOut, json=body)
+
+    @staticmethod
+    def list_experiments(
+        limit: int = 50, offset: int = 0, status: str | None = None, include_archived: bool = False
+    ) -> _Call[ExperimentPage]:
+        params = _drop_none({"limit": limit, "offset": offset, "status": status})
+        params["include_archived"] = str(include_archived).lower()
+        return _Call("GET", "/experiments", ExperimentPage, params=params)
+
+    @staticmethod
+    def metric_body(
+        experiment_id: str,
+        variant_id: str,
+        day: date | str,
+        impressions: int,
+        successes: int,
+        value_sum: float | None = None,
+        value_sum_squares: float | None = None,
+    ) -> dict[str, Any]:
+        return _drop_none(
+            {
+                "experiment_id": experiment_id,
+                "variant_id": variant_id,
+                "date": _day(day),
+                "impressions": impressions,
+                "successes": successes,
+                "value_sum": value_sum,
+                "value_sum_squares": value_sum_squares,
+            }
+        )
+
+    @staticmethod
+    def allocations(experiment_id: str, for_date: date | str | None) -> _Call[AllocationOut]:
+        params = _drop_none({"for_date": _day(for_date)})
+        return _Call("GET", f"/allocations/{experiment_id}", AllocationOut, params=params)
+
+    @staticmethod
+    def daily_metrics(
+        experiment_id: str, start: date | str | None, end: date | str | None
+    ) -> _Call[MetricRowsOut]:
+        params = _drop_none({"from": _day(start), "to": _day(end)})
+        return _Call("GET", f"/experiments/{experiment_id}/metrics", MetricRowsOut, params=params)
+
+    @staticmethod
+    def convert(
+        experiment_id: str, unit_id: str, value: float | None, event_id: str | None
+    ) -> _Call[ConversionOut]:
+        body = _drop_none({"unit_id": unit_id, "value": value, "event_id": event_id})
+        return _Call("POST", f"/experiments/{experiment_id}/conversions", ConversionOut, json=body)
+
+
+class _Base:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self._headers = {"User-Agent": f"mabapi-client/{__version__}"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._timeout = timeout
+
+
+class Client(_Base):
+    """Blocking client. Use as a context manager, or call close()."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, timeout=timeout, retries=retries, backoff=backoff)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=self._headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _run(self, call: _Call[Model]) -> Model:
+        response: httpx.Response | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._http.request(
+                    call.method, call.path, json=call.json, params=dict(call.params)
+                )
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+                time.sleep(_retry_delay(attempt, self.backoff, None))
+                continue
+            if response.status_code in RETRIED_STATUSES and attempt < self.retries:
+                time.sleep(_retry_delay(attempt, self.backoff, response))
+                continue
+            break
+        assert response is not None
+        if response.status_code >= 400:
+            raise _error(response)
+        return call.model.model_validate(response.json())
+
+    # -- experiments --
+    def create_experiment(
+        self, experiment_id: str, variants: Sequence[str] = (), **fields: Any
+    ) -> ExperimentOut:
+        return self._run(_Calls.create_experiment(experiment_id, variants, **fields))
+
+    def experiment(self, experiment_id: str) -> ExperimentOut:
+        return self._run(_Call("GET", f"/experiments/{experiment_id}", ExperimentOut))
+
+    def list_experiments(self, **filters: Any) -> ExperimentPage:
+        return self._run(_Calls.list_experiments(**filters))
+
+    def update_experiment(self, experiment_id: str, **changes: Any) -> ExperimentOut:
+        path = f"/experiments/{experiment_id}"
+        return self._run(_Call("PATCH", path, ExperimentOut, json=changes))
+
+    def summary(self, experiment_id: str) -> SummaryOut:
+        return self._run(_Call("GET", f"/experiments/{experiment_id}/summary", SummaryOut))
+
+    def conclude(self, experiment_id: str, winner: str) -> ExperimentOut:
+        path = f"/experiments/{experiment_id}/conclude"
+        return self._run(_Call("POST", path, ExperimentOut, json={"winner": winner}))
+
+    # -- metrics and allocations --
+    def post_metric(
+        self,
+        experiment_id: str,
+        variant_id: str,
+        day: date | str,
+        impressions: int,
+        successes: int,
+        **values: float,
+    ) -> StatusOut:
+        body = _Calls.metric_body(experiment_id, variant_id, day, impressions, successes, **values)
+        return self._run(_Call("POST", "/metrics/", StatusOut, json=body))
+
+    def post_metrics(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Post rows (dicts shaped like POST /metrics/ bodies) in batches of 10,000;
+        each batch is one transaction. Returns the number of rows stored."""
+        stored, batch = 0, []
+        for row in rows:
+            batch.append(dict(row))
+            if len(batch) == BATCH_ROWS:
+                stored += self._run(
+                    _Call("POST", "/metrics/batch", BatchResultOut, json={"metrics": batch})
+                ).rows
+                batch = []
+        if batch:
+            stored += self._run(
+                _Call("POST", "/metrics/batch", BatchResultOut, json={"metrics": batch})
+            ).rows
+        return stored
+
+    def daily_metrics(
+        self, experiment_id: str, start: date | str | None = None, end: date | str | None = None
+    ) -> MetricRowsOut:
+        return self._run(_Calls.daily_metrics(experiment_id, start, end))
+
+    def allocations(self, experiment_id: str, for_date: date | str | None = None) -> AllocationOut:
+        return self._run(_Calls.allocations(experiment_id, for_date))
+
+    # -- real time --
+    def assign(self, experiment_id: str, unit_id: str) -> AssignOut:
+        path = f"/experiments/{experiment_id}/assign"
+        return self._run(_Call("POST", path, AssignOut, json={"unit_id": unit_id}))
+
+    def assign_batch(self, pairs: Iterable[tuple[str, str]]) -> BatchAssignOut:
+        body = {"assignments": [{"experiment_id": e, "unit_id": u} for e, u in pairs]}
+        return self._run(_Call("POST", "/assign/batch", BatchAssignOut, json=body))
+
+    def convert(
+        self,
+        experiment_id: str,
+        unit_id: str,
+        value: float | None = None,
+        event_id: str | None = None,
+    ) -> ConversionOut:
+        return self._run(_Calls.convert(experiment_id, unit_id, value, event_id))
+
+    def convert_batch(self, conversions: Iterable[Mapping[str, Any]]) -> BatchConversionOut:
+        body = {"conversions": [dict(c) for c in conversions]}
+        return self._run(_Call("POST", "/conversions/batch", BatchConversionOut, json=body))
+
+    # -- keys --
+    def create_key(self, scope: str, project: str = "default", name: str = "") -> KeyCreatedOut:
+        body = {"scope": scope, "project": project, "name": name}
+        return self._run(_Call("POST", "/keys", KeyCreatedOut, json=body))
+
+    def keys(self) -> KeyListOut:
+        return self._run(_Call("GET", "/keys", KeyListOut))
+
+    def revoke_key(self, key_id: str) -> KeyOut:
+        return self._run(_Call("DELETE", f"/keys/{key_id}", KeyOut))
+
+    def audit(self, limit: int = 100) -> AuditListOut:
+        return self._run(_Call("GET", "/audit", AuditListOut, params={"limit": limit}))
+
+
+class AsyncClient(_Base):
+    """The same calls, awaitable. Use `async with AsyncClient(...) as client`."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, timeout=timeout, retries=retries, backoff=backoff)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=self._headers, timeout=timeout, transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _run(self, call: _Call[Model]) -> Model:
+        response: httpx.Response | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                response = await self._http.request(
+                    call.method, call.path, json=call.json, params=dict(call.params)
+                )
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+                await asyncio.sleep(_retry_delay(attempt, self.backoff, None))
+                continue
+            if response.status_code in RETRIED_STATUSES and attempt < self.retries:
+                await asyncio.sleep(_retry_delay(attempt, self.backoff, response))
+                continue
+            break
+        assert response is not None
+        if response.status_code >= 400:
+            raise _error(response)
+        return call.model.model_validate(response.json())
+
+    async def create_experiment(
+        self, experiment_id: str, variants: Sequence[str] = (), **fields: Any
+    ) -> ExperimentOut:
+        return await self._run(_Calls.create_experiment(experiment_id, variants, **fields))
+
+    async def experiment(self, experiment_id: str) -> ExperimentOut:
+        return await self._run(_Call("GET", f"/experiments/{experiment_id}", ExperimentOut))
+
+    async def list_experiments(self, **filters: Any) -> ExperimentPage:
+        return await self._run(_Calls.list_experiments(**filters))
+
+    async def summary(self, experiment_id: str) -> SummaryOut:
+        return await self._run(_Call("GET", f"/experiments/{experiment_id}/summary", SummaryOut))
+
+    async def post_metric(
+        self,
+        experiment_id: str,
+        variant_id: str,
+        day: date | str,
+        impressions: int,
+        successes: int,
+        **values: float,
+    ) -> StatusOut:
+        body = _Calls.metric_body(experiment_id, variant_id, day, impressions, successes, **values)
+        return await self._run(_Call("POST", "/metrics/", StatusOut, json=body))
+
+    async def allocations(
+        self, experiment_id: str, for_date: date | str | None = None
+    ) -> AllocationOut:
+        return await self._run(_Calls.allocations(experiment_id, for_date))
+
+    async def assign(self, experiment_id: str, unit_id: str) -> AssignOut:
+        path = f"/experiments/{experiment_id}/assign"
+        return await self._run(_Call("POST", path, AssignOut, json={"unit_id": unit_id}))
+
+    async def convert(
+        self,
+        experiment_id: str,
+        unit_id: str,
+        value: float | None = None,
+        event_id: str | None = None,
+    ) -> ConversionOut:
+        return await self._run(_Calls.convert(experiment_id, unit_id, value, event_id))
+
+    async def daily_metrics(
+        self, experiment_id: str, start: date | str | None = None, end: date | str | None = None
+    ) -> MetricRowsOut:
+        return await self._run(_Calls.daily_metrics(experiment_id, start, end))

@@ -1,0 +1,227 @@
+"""mabapi.client against a live server the test starts, its retries against a scripted
+transport, and the CLI commands built on it."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from mabapi import cli
+from mabapi.client import ApiError, AsyncClient, Client
+from tests.fixtures.servers import free_port, running
+
+ADMIN_KEY = "client-test-admin-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    database = tmp_path_factory.mktemp("client") / "mabapi.db"
+    port = free_port()
+    env = {
+        "MABAPI_DATABASE_URL": f"sqlite:///{database}",
+        "MABAPI_REQUIRE_AUTH": "true",
+        "MABAPI_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+        "MABAPI_LOG_LEVEL": "warning",
+    }
+    command = [sys.executable, "-m", "mabapi", "serve", "--port", str(port)]
+    with running(command, env=env, port=port) as base:
+        yield base
+
+
+class TestClient:
+    def test_three_lines_from_import_to_an_allocation(self, server: str) -> None:
+        with Client(server, api_key=ADMIN_KEY) as admin:
+            admin.post_metric("readme", "control", "2023-07-15", 1000, 120)
+            admin.post_metric("readme", "variant1", "2023-07-15", 1000, 150)
+        # The README's three lines:
+        from mabapi.client import Client as ReadmeClient
+
+        client = ReadmeClient(server, api_key=ADMIN_KEY)
+        allocation = client.allocations("readme", for_date="2023-07-16")
+        assert allocation.allocations == {"control": 3.4, "variant1": 96.6}
+        assert allocation.probability_best["variant1"] == pytest.approx(0.975067837, abs=1e-9)
+        client.close()
+
+    def test_every_call_round_trips(self, server: str) -> None:
+        with Client(server, api_key=ADMIN_KEY) as client:
+            created = client.create_experiment("rt", ["a", "b"], name="Round trip")
+            assert [v.id for v in created.variants] == ["a", "b"]
+            assert client.experiment("rt").name == "Round trip"
+            assert "rt" in [e.id for e in client.list_experiments().items]
+            assert client.update_experiment("rt", description="x").description == "x"
+            assert (
+                client.post_metrics(
+                    {
+                        "experiment_id": "rt",
+                        "variant_id": v,
+                        "date": f"2024-01-0{d}",
+                        "impressions": 100,
+                        "successes": 10 + d,
+                    }
+                    for v in "ab"
+                    for d in (1, 2)
+                )
+                == 4
+            )
+            rows = client.daily_metrics("rt").metrics
+            assert [(r.variant_id, r.date.isoformat()) for r in rows][:2] == [
+                ("a", "2024-01-01"),
+                ("b", "2024-01-01"),
+            ]
+            first = client.assign("rt", "user-1")
+            assert client.assign("rt", "user-1").variant_id == first.variant_id
+            assert client.convert("rt", "user-1").counted is True
+            assert client.convert("rt", "user-1").counted is False
+            batch = client.assign_batch([("rt", "user-2"), ("rt", "user-3")])
+            assert len(batch.assignments) == 2
+            conversions = client.convert_batch([{"experiment_id": "rt", "unit_id": "user-2"}])
+            assert conversions.conversions[0].counted is True
+            summary = client.summary("rt")
+            assert sum(v.impressions for v in summary.variants) == 400 + 3
+            assert client.conclude("rt", "b").status.value == "stopped"
+            key = client.create_key("read", name="reporting")
+            assert key.key.startswith("mab_")
+            assert key.id in [k.id for k in client.keys().keys]
+            assert client.revoke_key(key.id).revoked_at is not None
+            assert client.audit().entries
+
+    def test_errors_carry_the_api_message(self, server: str) -> None:
+        with Client(server, api_key=ADMIN_KEY) as client:
+            with pytest.raises(ApiError) as raised:
+                client.allocations("no-such-experiment")
+            assert raised.value.status_code == 404
+            assert "does not exist" in raised.value.message
+        with Client(server) as anonymous, pytest.raises(ApiError) as raised:
+            anonymous.list_experiments()
+        assert raised.value.status_code == 401
+
+    def test_async_client(self, server: str) -> None:
+        async def scenario() -> tuple[str, bool]:
+            async with AsyncClient(server, api_key=ADMIN_KEY) as client:
+                await client.create_experiment("async-exp", ["a", "b"])
+                await client.post_metric("async-exp", "a", "2024-01-01", 10, 1)
+                first = await client.assign("async-exp", "u")
+                again = await client.assign("async-exp", "u")
+                allocation = await client.allocations("async-exp")
+                assert sum(allocation.allocations.values()) == pytest.approx(100.0)
+                return first.variant_id, again.variant_id == first.variant_id
+
+        _, sticky = asyncio.run(scenario())
+        assert sticky
+
+
+class TestRetries:
+    def scripted(self, answers: list[int | Exception]) -> tuple[httpx.MockTransport, list[int]]:
+        seen: list[int] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            seen.append(1)
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            if answer == 200:
+                return httpx.Response(200, json={"status": "success"})
+            return httpx.Response(
+                answer,
+                headers={"Retry-After": "0"},
+                json={"error": {"code": "x", "message": "down", "details": []}},
+            )
+
+        return httpx.MockTransport(handler), seen
+
+    def test_503_and_connection_errors_are_retried(self) -> None:
+        transport, seen = self.scripted([503, httpx.ConnectError("refused"), 429, 200])
+        with Client("http://x", transport=transport, backoff=0.001) as client:
+            assert client.post_metric("e", "v", "2024-01-01", 1, 0).status == "success"
+        assert len(seen) == 4
+
+    def test_gives_up_after_the_retries(self) -> None:
+        transport, seen = self.scripted([503, 503, 503])
+        client = Client("http://x", transport=transport, retries=2, backoff=0.001)
+        with client, pytest.raises(ApiError) as raised:
+            client.post_metric("e", "v", "2024-01-01", 1, 0)
+        assert raised.value.status_code == 503
+        assert len(seen) == 3
+
+    def test_client_errors_are_not_retried(self) -> None:
+        transport, seen = self.scripted([422])
+        with Client("http://x", transport=transport) as client, pytest.raises(ApiError):
+            client.post_metric("e", "v", "2024-01-01", 1, 0)
+        assert len(seen) == 1
+
+
+class TestCommands:
+    def invoke(self, server: str, *args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(cli.app, [*args, "--url", server, "--key", ADMIN_KEY])
+        return result.exit_code, result.stdout, result.stderr
+
+    def test_create_list_show_allocations(self, server: str) -> None:
+        code, stdout, _ = self.invoke(
+            server, "experiments", "create", "cli-exp", "-v", "a", "-v", "b"
+        )
+        assert code == 0, stdout
+        assert "created cli-exp" in stdout
+        code, stdout, _ = self.invoke(server, "experiments", "list")
+        assert code == 0
+        assert "cli-exp" in stdout
+        with Client(server, api_key=ADMIN_KEY) as client:
+            client.post_metric("cli-exp", "a", "2024-01-01", 1000, 120)
+            client.post_metric("cli-exp", "b", "2024-01-01", 1000, 150)
+            expected = client.allocations("cli-exp", for_date="2024-01-02")
+        code, stdout, _ = self.invoke(server, "allocations", "cli-exp", "--date", "2024-01-02")
+        assert code == 0
+        for variant, percent in expected.allocations.items():
+            assert f"{percent:.1f}%" in stdout
+            assert variant in stdout
+        code, stdout, _ = self.invoke(server, "experiments", "show", "cli-exp")
+        assert code == 0
+        assert "P(best)" in stdout
+        assert "12.00%" in stdout
+
+    def test_push_reports_rejected_rows_and_export_round_trips(
+        self, server: str, tmp_path: Path
+    ) -> None:
+        source = tmp_path / "in.csv"
+        source.write_text(
+            "experiment_id,variant_id,date,impressions,successes\n"
+            "csv-exp,a,2024-02-01,100,10\n"
+            "csv-exp,b,2024-02-01,100,12\n"
+            "csv-exp,a,2024-02-30,100,10\n"  # line 4: no such day
+            "csv-exp,b,2024-02-02,1e3,5\n"  # line 5: not an integer
+            "csv-exp,a,2024-02-02,100,9\n"
+        )
+        code, stdout, stderr = self.invoke(server, "metrics", "push", str(source))
+        assert code == 1  # some rows were rejected
+        assert "stored 3 row(s)" in stdout
+        assert "2 rejected" in stderr
+        assert "4" in stderr
+        assert "5" in stderr
+        target = tmp_path / "out.csv"
+        code, _, _ = self.invoke(server, "metrics", "export", "csv-exp", "--out", str(target))
+        assert code == 0
+        lines = target.read_text().splitlines()
+        assert lines[0] == "experiment_id,variant_id,date,impressions,successes"
+        assert sorted(lines[1:]) == sorted(
+            [
+                "csv-exp,a,2024-02-01,100,10",
+                "csv-exp,b,2024-02-01,100,12",
+                "csv-exp,a,2024-02-02,100,9",
+            ]
+        )
+        # What export writes, push reads back unchanged.
+        code, stdout, _ = self.invoke(server, "metrics", "push", str(target))
+        assert code == 0
+        assert "stored 3 row(s)" in stdout
+
+    def test_unreachable_server_is_a_clear_error(self) -> None:
+        result = CliRunner().invoke(
+            cli.app, ["experiments", "list", "--url", f"http://127.0.0.1:{free_port()}"]
+        )
+        assert result.exit_code == 1
+        assert "cannot reach the server" in result.stderr
