@@ -10,7 +10,8 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -22,6 +23,8 @@ from mabapi.access.service import KeyRing
 from mabapi.assignments.cache import AllocationCache, AssignmentMemo
 from mabapi.assignments.routes import router as assignments_router
 from mabapi.cache import AnswerCache
+from mabapi.dashboard.routes import STATIC_DIR as DASHBOARD_STATIC
+from mabapi.dashboard.routes import router as dashboard_router
 from mabapi.db.engine import engine_from_settings, make_sessionmaker
 from mabapi.db.migrate import upgrade
 from mabapi.deps import authorize
@@ -119,7 +122,9 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
-    async def _app_error(_request: Request, error: AppError) -> JSONResponse:
+    async def _app_error(request: Request, error: AppError) -> Response:
+        if error.status_code == 401 and request.url.path.startswith("/ui"):
+            return RedirectResponse("/ui/login", status_code=303)  # a browser: log in
         headers: dict[str, str] | None = None
         if error.status_code == 503:
             headers = {"Retry-After": RETRY_AFTER_S}
@@ -224,6 +229,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestContext, on_finish=lambda: _observe_pool(app))
     app.include_router(health_router)
     app.include_router(access_router)
+    app.include_router(dashboard_router)
+    app.mount("/ui/static", StaticFiles(directory=DASHBOARD_STATIC), name="dashboard-static")
     app.include_router(metrics_router)
     app.include_router(allocations_router)
     app.include_router(experiments_router)

@@ -117,7 +117,9 @@ CLIENT_ROUTES = frozenset(
     }
 )
 INGESTION_ROUTES = frozenset({"/metrics/", "/metrics", "/metrics/batch"})
-OPEN_ROUTES = frozenset({"/health", "/ready"})
+OPEN_ROUTES = frozenset({"/health", "/ready", "/ui/login", "/ui/logout"})
+# The dashboard's browser sessions carry their key in this HttpOnly cookie (path /ui).
+KEY_COOKIE = "mabapi_key"
 ADMIN_ONLY_PREFIXES = ("/keys", "/audit")
 QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "key", "token", "access_token"})
 
@@ -147,6 +149,9 @@ def _refuse(status: int, error: Exception) -> Exception:
 async def _principal(request: Request, settings: Settings) -> Principal:
     keyring: KeyRing = request.app.state.keyring
     header = request.headers.get("authorization")
+    cookie = request.cookies.get(KEY_COOKIE)
+    if header is None and cookie and request.url.path.startswith("/ui"):
+        header = f"Bearer {cookie}"
     if header is None:
         if not settings.require_auth and not await keyring.any_keys():
             return OPEN

@@ -45,6 +45,14 @@ class Principal:
     def may(self, needed: Scope) -> bool:
         return needed in GRANTS[self.scope]
 
+    @property
+    def may_read(self) -> bool:
+        return self.may(Scope.READ)
+
+    @property
+    def may_admin(self) -> bool:
+        return self.may(Scope.ADMIN)
+
     def sees(self, project_id: str | None) -> bool:
         return self.project_id is None or project_id is None or project_id == self.project_id
 

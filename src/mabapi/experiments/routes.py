@@ -308,7 +308,11 @@ async def get_summary(experiment_id: ExperimentId, session: SessionDep) -> Summa
     expected loss, uplift and probability to beat the control, period-stratified means;
     then value remaining, the recommendation, the gain over an even split and an SRM check.
     """
-    summary = await service.summarize(session, experiment_id=experiment_id)
+    return summary_out(await service.summarize(session, experiment_id=experiment_id))
+
+
+def summary_out(summary: service.Summary) -> SummaryOut:
+    """The summary as the API answers it (the dashboard shows exactly these numbers)."""
     experiment = summary.experiment
     settings = service.experiment_settings(experiment)
     kind = MetricKind(experiment.metric_kind)

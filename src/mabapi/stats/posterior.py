@@ -192,3 +192,47 @@ class NormalInverseGammaPosterior:
 
 
 Posterior = BetaPosterior | NormalInverseGammaPosterior
+
+
+def density_curves(
+    posteriors: list[Posterior], points: int = 160, mass: float = 0.9999
+) -> tuple[list[float], list[list[float]]]:
+    """The posterior densities on one shared grid, for plotting them on one chart.
+
+    The grid spans every posterior's central `mass` interval (so a narrow posterior next
+    to a wide one is still drawn), and each density is evaluated there: Beta by its
+    closed form (log space, scipy's betaln), the value posterior as its Student-t
+    marginal for the mean (Murphy 2007, "Conjugate Bayesian analysis of the Gaussian
+    distribution", eq. 110).
+    """
+    tail = (1.0 - mass) / 2.0
+    low = min(p.quantile(tail) for p in posteriors)
+    high = max(p.quantile(1.0 - tail) for p in posteriors)
+    if not high > low:
+        high = low + 1e-9
+    step = (high - low) / (points - 1)
+    grid = [low + i * step for i in range(points)]
+    curves = [[_density(p, x) for x in grid] for p in posteriors]
+    return grid, curves
+
+
+def _density(posterior: Posterior, x: float) -> float:
+    if isinstance(posterior, BetaPosterior):
+        if not 0.0 < x < 1.0:
+            return 0.0
+        log_pdf = (
+            (posterior.alpha - 1.0) * math.log(x)
+            + (posterior.beta - 1.0) * math.log1p(-x)
+            - float(special.betaln(posterior.alpha, posterior.beta))
+        )
+        return math.exp(log_pdf)
+    df, scale = posterior.degrees_of_freedom, posterior.scale
+    z = (x - posterior.mu) / scale
+    log_pdf = (
+        float(special.gammaln((df + 1.0) / 2.0))
+        - float(special.gammaln(df / 2.0))
+        - 0.5 * math.log(df * math.pi)
+        - math.log(scale)
+        - (df + 1.0) / 2.0 * math.log1p(z * z / df)
+    )
+    return math.exp(log_pdf)
