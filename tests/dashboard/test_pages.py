@@ -1,0 +1,132 @@
+"""Dashboard pages without a browser: keys, projects, CSV numbers, the action form's
+origin check."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import httpx
+from fastapi import FastAPI
+
+from tests.fixtures.factories import create_experiment
+from tests.fixtures.keys import bearer, make_key
+
+
+async def seed(client: httpx.AsyncClient, headers: dict[str, str] | None = None) -> None:
+    await create_experiment(client, experiment_id="home", headers=headers)
+    for day in (1, 2, 3):
+        for variant, successes in (("control", 100), ("b", 130)):
+            response = await client.post(
+                "/metrics/",
+                headers=headers,
+                json={
+                    "experiment_id": "home",
+                    "variant_id": variant,
+                    "date": f"2024-01-0{day}",
+                    "impressions": 1000,
+                    "successes": successes + day,
+                },
+            )
+            assert response.status_code == 200
+
+
+class TestAccess:
+    async def test_open_instance_shows_pages(self, client: httpx.AsyncClient) -> None:
+        await seed(client)
+        assert (await client.get("/ui")).status_code == 200
+        page = await client.get("/ui/experiments/home")
+        assert page.status_code == 200
+        assert 'data-chart="allocation"' in page.text
+
+    async def test_without_a_key_a_browser_is_sent_to_log_in(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        await make_key(app, scope="admin")
+        response = await client.get("/ui")
+        assert response.status_code == 303
+        assert response.headers["location"] == "/ui/login"
+
+    async def test_login_sets_an_httponly_cookie_and_refuses_client_keys(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        reader = await make_key(app, scope="read")
+        web = await make_key(app, scope="client")
+        refused = await client.post("/ui/login", data={"key": web})
+        assert refused.status_code == 401
+        accepted = await client.post("/ui/login", data={"key": reader})
+        assert accepted.status_code == 303
+        cookie = accepted.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie
+        assert (await client.get("/ui")).status_code == 200  # the cookie does it now
+
+    async def test_other_projects_experiments_are_404(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        shop = await make_key(app, scope="admin", project="shop")
+        blog = await make_key(app, scope="read", project="blog")
+        await seed(client, bearer(shop))
+        assert (await client.get("/ui/experiments/home", headers=bearer(shop))).status_code == 200
+        hidden = await client.get("/ui/experiments/home", headers=bearer(blog))
+        assert hidden.status_code == 404
+        listing = await client.get("/ui", headers=bearer(blog))
+        assert 'data-experiment="home"' not in listing.text
+
+
+class TestNumbers:
+    async def test_csv_equals_the_api(self, client: httpx.AsyncClient) -> None:
+        await seed(client)
+        served = []
+        for day in (2, 3, 4):
+            answer = (await client.get(f"/allocations/home?for_date=2024-01-0{day}")).json()
+            served.append(answer["allocations"])
+        response = await client.get("/ui/experiments/home/data/allocation.csv")
+        assert response.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(response.text)))
+        assert [r["date"] for r in rows] == ["2024-01-02", "2024-01-03", "2024-01-04"]
+        assert [{k: float(r[k]) for k in ("control", "b")} for r in rows] == served
+        daily = list(
+            csv.DictReader(
+                io.StringIO((await client.get("/ui/experiments/home/data/daily.csv")).text)
+            )
+        )
+        assert len(daily) == 6
+        assert {
+            (r["variant"], int(r["successes"])) for r in daily if r["date"] == "2024-01-01"
+        } == {("control", 101), ("b", 131)}
+        assert (await client.get("/ui/experiments/home/data/nope.csv")).status_code == 404
+
+    async def test_summary_numbers_are_the_apis(self, client: httpx.AsyncClient) -> None:
+        await seed(client)
+        summary = (await client.get("/experiments/home/summary")).json()
+        page = (await client.get("/ui/experiments/home")).text
+        for variant in summary["variants"]:
+            assert f"{variant['probability_best']:.4f}" in page
+
+
+class TestActions:
+    async def test_pause_needs_our_own_origin(self, client: httpx.AsyncClient) -> None:
+        await seed(client)
+        url = "/ui/experiments/home/actions"
+        forged = await client.post(
+            url, data={"action": "pause"}, headers={"Origin": "https://evil.example"}
+        )
+        assert forged.status_code == 403
+        assert (await client.get("/experiments/home")).json()["status"] == "running"
+        ours = await client.post(
+            url, data={"action": "pause"}, headers={"Origin": "http://testserver"}
+        )
+        assert ours.status_code == 303
+        assert (await client.get("/experiments/home")).json()["status"] == "paused"
+
+    async def test_read_keys_cannot_act(self, app: FastAPI, client: httpx.AsyncClient) -> None:
+        admin = await make_key(app, scope="admin")
+        reader = await make_key(app, scope="read")
+        await seed(client, bearer(admin))
+        response = await client.post(
+            "/ui/experiments/home/actions",
+            data={"action": "pause"},
+            headers={**bearer(reader), "Origin": "http://testserver"},
+        )
+        assert response.status_code == 403
