@@ -76,7 +76,11 @@ async def counts(url: URL) -> dict[str, Any]:
             successes = await connection.scalar(select(func.sum(LiveMetric.successes)))
             metric_rows = (
                 await connection.execute(
-                    select(ExperimentMetric.variant_id, ExperimentMetric.impressions)
+                    select(
+                        ExperimentMetric.variant_id,
+                        ExperimentMetric.date,
+                        ExperimentMetric.impressions,
+                    )
                 )
             ).all()
     finally:
@@ -86,7 +90,7 @@ async def counts(url: URL) -> dict[str, Any]:
         "converted": {row[0] for row in assignments if row[1] is not None},
         "impressions": int(impressions or 0),
         "successes": int(successes or 0),
-        "metrics": {str(row[0]): int(row[1]) for row in metric_rows},
+        "metric_rows": [(str(r[0]), r[1].isoformat(), int(r[2])) for r in metric_rows],
     }
 
 
@@ -134,9 +138,17 @@ class TestDatabaseDown:
             assert httpx.get(f"{base}/ready").status_code == 200
 
 
-def _metric(variant: str, impressions: int = 100) -> dict[str, Any]:
-    return {"experiment_id": "e", "variant_id": variant, "date": "2024-01-01",
+def _metric(variant: str, impressions: int = 100, day: str = "2024-01-01") -> dict[str, Any]:
+    return {"experiment_id": "e", "variant_id": variant, "date": day,
             "impressions": impressions, "successes": 1}  # fmt: skip
+
+
+def _unit_metric(unit: str) -> dict[str, Any]:
+    """Each unit's own daily row: 2 variants x 200 days (an experiment holds at most 100
+    variants), with a value that says which unit posted it."""
+    number = int(unit[1:])
+    day = (date(2024, 1, 1) + timedelta(days=number // 2)).isoformat()
+    return _metric(f"m{number % 2}", number + 1, day)
 
 
 class TestPostgresCrash:
@@ -176,7 +188,7 @@ class TestPostgresCrash:
                         await until_acked(http, "/experiments/e/conversions", body)
                         await until_acked(http, "/experiments/e/conversions", body)
                         converted.add(unit)
-                    await until_acked(http, "/metrics/", _metric(unit, int(unit[1:]) + 1))
+                    await until_acked(http, "/metrics/", _unit_metric(unit))
 
                 async def crash() -> None:
                     while len(acked) < 100:  # noqa: ASYNC110 - polling a plain set is simplest
@@ -202,7 +214,9 @@ class TestPostgresCrash:
         assert found["converted"] == converted
         assert found["successes"] == len(converted)
         # Each unit's own metrics row: present with the value it was posted with.
-        assert {u: found["metrics"].get(u) for u in units} == {u: int(u[1:]) + 1 for u in units}
+        assert sorted(found["metric_rows"]) == sorted(
+            (m["variant_id"], m["date"], m["impressions"]) for m in map(_unit_metric, units)
+        )
 
 
 def slowly(body: bytes, parts: int = 10, pause_s: float = 0.1) -> Iterator[bytes]:

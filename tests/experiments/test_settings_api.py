@@ -29,11 +29,16 @@ async def allocation(client: httpx.AsyncClient, day: str = "2024-02-01") -> dict
 
 async def seed_days(client: httpx.AsyncClient, days: int = 10) -> None:
     rows = [
-        {"experiment_id": "exp", "variant_id": v, "date": f"2024-01-{d:02d}",
-         "impressions": 1000, "successes": s}
+        {
+            "experiment_id": "exp",
+            "variant_id": v,
+            "date": f"2024-01-{d:02d}",
+            "impressions": 1000,
+            "successes": s,
+        }
         for d in range(1, days + 1)
         for v, s in (("control", 100), ("b", 120), ("c", 95))
-    ]  # fmt: skip
+    ]
     response = await client.post("/metrics/batch", json={"metrics": rows})
     assert response.status_code == 200, response.text
 
@@ -212,8 +217,14 @@ class TestValueMetrics:
         ],
     )
     async def test_bad_value_sums(self, client: httpx.AsyncClient, extra: dict[str, float]) -> None:
-        row = {"experiment_id": "exp", "variant_id": "b", "date": "2024-01-01",
-               "impressions": 10, "successes": 1, **extra}  # fmt: skip
+        row = {
+            "experiment_id": "exp",
+            "variant_id": "b",
+            "date": "2024-01-01",
+            "impressions": 10,
+            "successes": 1,
+            **extra,
+        }
         response = await client.post(
             "/metrics/",
             content=json.dumps(row, allow_nan=True),  # NaN is what a buggy client sends
@@ -281,11 +292,16 @@ class TestSummary:
     async def test_clear_winner_is_recommended(self, client: httpx.AsyncClient) -> None:
         await create(client)
         rows = [
-            {"experiment_id": "exp", "variant_id": v, "date": f"2024-01-{d:02d}",
-             "impressions": 20_000, "successes": s}
+            {
+                "experiment_id": "exp",
+                "variant_id": v,
+                "date": f"2024-01-{d:02d}",
+                "impressions": 20_000,
+                "successes": s,
+            }
             for d in range(1, 15)
             for v, s in (("control", 2000), ("b", 2600), ("c", 1900))
-        ]  # fmt: skip
+        ]
         assert (await client.post("/metrics/batch", json={"metrics": rows})).status_code == 200
         summary = (await client.get("/experiments/exp/summary")).json()
         assert summary["recommendation"]["action"] == "stop_winner"
@@ -301,3 +317,36 @@ class TestPriorBounds:
         response = await client.post("/experiments", json={"id": "p", "settings": {"prior": prior}})
         assert response.status_code == 422
         assert "prior" in response.json()["error"]["message"]
+
+
+class TestUpliftNearZeroControl:
+    """Found by schemathesis: a control whose draws can be exactly 0 (a 0.001 prior, no
+    successes) made the relative uplift infinite, answered as null among numbers."""
+
+    async def test_uplift_is_numbers_or_absent(self, client: httpx.AsyncClient) -> None:
+        created = await client.post(
+            "/experiments",
+            json={
+                "id": "z",
+                "variants": [{"id": "control"}, {"id": "b"}],
+                "settings": {"prior": {"alpha": 0.001, "beta": 0.001}},
+            },
+        )
+        assert created.status_code == 201, created.text
+        for variant, successes in (("control", 0), ("b", 10)):
+            response = await client.post(
+                "/metrics/",
+                json={
+                    "experiment_id": "z",
+                    "variant_id": variant,
+                    "date": "2024-01-01",
+                    "impressions": 1_000_000,
+                    "successes": successes,
+                },
+            )
+            assert response.status_code == 200, response.text
+        summary = (await client.get("/experiments/z/summary")).json()
+        b = next(v for v in summary["variants"] if v["variant_id"] == "b")
+        assert b["uplift"] is None or all(
+            isinstance(b["uplift"][k], float) for k in ("mean", "lower", "upper")
+        )

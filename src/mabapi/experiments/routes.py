@@ -379,8 +379,11 @@ def _variant_summary(item: service.VariantStatistics, kind: MetricKind) -> Varia
         expected_loss=_finite(item.expected_loss),
         probability_beats_control=item.probability_beats_control,
         uplift=(
+            # Undefined when the control's value can be 0 (a relative change of 0 is
+            # infinite): then there is no uplift to report, rather than NaN.
             None
             if item.uplift is None
+            or not all(map(math.isfinite, (item.uplift.mean, item.uplift.lower, item.uplift.upper)))
             else UpliftOut(
                 mean=item.uplift.mean, lower=item.uplift.lower, upper=item.uplift.upper, mass=mass
             )
