@@ -82,9 +82,14 @@ class TestClient:
             assert len(batch.assignments) == 2
             conversions = client.convert_batch([{"experiment_id": "rt", "unit_id": "user-2"}])
             assert conversions.conversions[0].counted is True
+            assert client.add_variant("rt", "c").variants[-1].id == "c"
+            assert client.update_variant("rt", "c", active=False).variants[-1].active is False
+            assert client.archive("rt").archived is True
+            assert client.archive("rt", archived=False).archived is False
             summary = client.summary("rt")
             assert sum(v.impressions for v in summary.variants) == 400 + 3
             assert client.conclude("rt", "b").status.value == "stopped"
+            assert client.reset("rt").status.value == "running"
             key = client.create_key("read", name="reporting")
             assert key.key.startswith("mab_")
             assert key.id in [k.id for k in client.keys().keys]
@@ -110,6 +115,38 @@ class TestClient:
                 again = await client.assign("async-exp", "u")
                 allocation = await client.allocations("async-exp")
                 assert sum(allocation.allocations.values()) == pytest.approx(100.0)
+                assert (await client.convert("async-exp", "u")).counted is True
+                rows = [
+                    {
+                        "experiment_id": "async-exp",
+                        "variant_id": "b",
+                        "date": "2024-01-02",
+                        "impressions": 5,
+                        "successes": 1,
+                    }
+                ]
+                assert await client.post_metrics(rows) == 1
+                assert len((await client.daily_metrics("async-exp")).metrics) == 2
+                assert (await client.summary("async-exp")).experiment_id == "async-exp"
+                batch = await client.assign_batch([("async-exp", "w")])
+                assert batch.assignments[0].unit_id == "w"
+                converted = await client.convert_batch(
+                    [{"experiment_id": "async-exp", "unit_id": "w"}]
+                )
+                assert converted.conversions[0].counted is True
+                await client.add_variant("async-exp", "c")
+                await client.update_variant("async-exp", "c", active=False)
+                await client.update_experiment("async-exp", description="async")
+                assert (await client.experiment("async-exp")).description == "async"
+                assert (await client.archive("async-exp")).archived is True
+                await client.archive("async-exp", archived=False)
+                assert (await client.conclude("async-exp", "a")).status.value == "stopped"
+                await client.reset("async-exp")
+                key = await client.create_key("read")
+                assert key.id in [k.id for k in (await client.keys()).keys]
+                assert (await client.revoke_key(key.id)).revoked_at is not None
+                assert (await client.audit(limit=5)).entries
+                assert (await client.list_experiments()).total >= 1
                 return first.variant_id, again.variant_id == first.variant_id
 
         _, sticky = asyncio.run(scenario())

@@ -244,6 +244,22 @@ class Client(_Base):
         path = f"/experiments/{experiment_id}/conclude"
         return self._run(_Call("POST", path, ExperimentOut, json={"winner": winner}))
 
+    def reset(self, experiment_id: str) -> ExperimentOut:
+        return self._run(_Call("POST", f"/experiments/{experiment_id}/reset", ExperimentOut))
+
+    def archive(self, experiment_id: str, archived: bool = True) -> ExperimentOut:
+        verb = "archive" if archived else "restore"
+        return self._run(_Call("POST", f"/experiments/{experiment_id}/{verb}", ExperimentOut))
+
+    def add_variant(self, experiment_id: str, variant_id: str, **fields: Any) -> ExperimentOut:
+        body = {"id": variant_id, **fields}
+        path = f"/experiments/{experiment_id}/variants"
+        return self._run(_Call("POST", path, ExperimentOut, json=body))
+
+    def update_variant(self, experiment_id: str, variant_id: str, **changes: Any) -> ExperimentOut:
+        path = f"/experiments/{experiment_id}/variants/{variant_id}"
+        return self._run(_Call("PATCH", path, ExperimentOut, json=changes))
+
     # -- metrics and allocations --
     def post_metric(
         self,
@@ -415,3 +431,69 @@ class AsyncClient(_Base):
         self, experiment_id: str, start: date | str | None = None, end: date | str | None = None
     ) -> MetricRowsOut:
         return await self._run(_Calls.daily_metrics(experiment_id, start, end))
+
+    async def update_experiment(self, experiment_id: str, **changes: Any) -> ExperimentOut:
+        path = f"/experiments/{experiment_id}"
+        return await self._run(_Call("PATCH", path, ExperimentOut, json=changes))
+
+    async def conclude(self, experiment_id: str, winner: str) -> ExperimentOut:
+        path = f"/experiments/{experiment_id}/conclude"
+        return await self._run(_Call("POST", path, ExperimentOut, json={"winner": winner}))
+
+    async def reset(self, experiment_id: str) -> ExperimentOut:
+        return await self._run(_Call("POST", f"/experiments/{experiment_id}/reset", ExperimentOut))
+
+    async def archive(self, experiment_id: str, archived: bool = True) -> ExperimentOut:
+        verb = "archive" if archived else "restore"
+        path = f"/experiments/{experiment_id}/{verb}"
+        return await self._run(_Call("POST", path, ExperimentOut))
+
+    async def add_variant(
+        self, experiment_id: str, variant_id: str, **fields: Any
+    ) -> ExperimentOut:
+        path = f"/experiments/{experiment_id}/variants"
+        return await self._run(
+            _Call("POST", path, ExperimentOut, json={"id": variant_id, **fields})
+        )
+
+    async def update_variant(
+        self, experiment_id: str, variant_id: str, **changes: Any
+    ) -> ExperimentOut:
+        path = f"/experiments/{experiment_id}/variants/{variant_id}"
+        return await self._run(_Call("PATCH", path, ExperimentOut, json=changes))
+
+    async def post_metrics(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """As Client.post_metrics: batches of 10,000, one transaction each."""
+        stored, batch = 0, []
+        for row in [*rows, None]:
+            if row is not None:
+                batch.append(dict(row))
+            if batch and (row is None or len(batch) == BATCH_ROWS):
+                answer = await self._run(
+                    _Call("POST", "/metrics/batch", BatchResultOut, json={"metrics": batch})
+                )
+                stored, batch = stored + answer.rows, []
+        return stored
+
+    async def assign_batch(self, pairs: Iterable[tuple[str, str]]) -> BatchAssignOut:
+        body = {"assignments": [{"experiment_id": e, "unit_id": u} for e, u in pairs]}
+        return await self._run(_Call("POST", "/assign/batch", BatchAssignOut, json=body))
+
+    async def convert_batch(self, conversions: Iterable[Mapping[str, Any]]) -> BatchConversionOut:
+        body = {"conversions": [dict(c) for c in conversions]}
+        return await self._run(_Call("POST", "/conversions/batch", BatchConversionOut, json=body))
+
+    async def create_key(
+        self, scope: str, project: str = "default", name: str = ""
+    ) -> KeyCreatedOut:
+        body = {"scope": scope, "project": project, "name": name}
+        return await self._run(_Call("POST", "/keys", KeyCreatedOut, json=body))
+
+    async def keys(self) -> KeyListOut:
+        return await self._run(_Call("GET", "/keys", KeyListOut))
+
+    async def revoke_key(self, key_id: str) -> KeyOut:
+        return await self._run(_Call("DELETE", f"/keys/{key_id}", KeyOut))
+
+    async def audit(self, limit: int = 100) -> AuditListOut:
+        return await self._run(_Call("GET", "/audit", AuditListOut, params={"limit": limit}))
