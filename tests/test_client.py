@@ -4,7 +4,6 @@ transport, and the CLI commands built on it."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,23 +13,14 @@ from typer.testing import CliRunner
 
 from mabapi import cli
 from mabapi.client import ApiError, AsyncClient, Client
-from tests.fixtures.servers import free_port, running
+from tests.fixtures.servers import free_port, keyed_server
 
 ADMIN_KEY = "client-test-admin-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    database = tmp_path_factory.mktemp("client") / "mabapi.db"
-    port = free_port()
-    env = {
-        "MABAPI_DATABASE_URL": f"sqlite:///{database}",
-        "MABAPI_REQUIRE_AUTH": "true",
-        "MABAPI_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-        "MABAPI_LOG_LEVEL": "warning",
-    }
-    command = [sys.executable, "-m", "mabapi", "serve", "--port", str(port)]
-    with running(command, env=env, port=port) as base:
+    with keyed_server(tmp_path_factory.mktemp("client") / "mabapi.db", ADMIN_KEY) as base:
         yield base
 
 

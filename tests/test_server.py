@@ -15,9 +15,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests.fixtures.databases import (
-    create_postgres_database,
-    drop_postgres_database,
-    selected_backends,
+    fresh_postgres,
 )
 from tests.fixtures.factories import metric
 from tests.fixtures.servers import BIN, free_port, plain, running
@@ -25,13 +23,8 @@ from tests.fixtures.servers import BIN, free_port, plain, running
 
 @pytest.fixture
 def postgres_database() -> Iterator[URL]:
-    if "postgresql" not in selected_backends():
-        pytest.skip("MABAPI_TEST_DATABASES excludes postgresql")
-    url = create_postgres_database("mabapi_server")
-    try:
+    with fresh_postgres("mabapi_server") as url:
         yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")

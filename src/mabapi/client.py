@@ -14,6 +14,7 @@ experiment is the exception: a retry after a lost answer may get 409 "already ta
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -172,6 +173,27 @@ class _Base:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._timeout = timeout
 
+    def _retry_after(
+        self, attempt: int, response: httpx.Response | None, error: Exception | None
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or None to stop here."""
+        if attempt >= self.retries:
+            return None
+        if error is not None:
+            return _retry_delay(attempt, self.backoff, None)
+        if response is not None and response.status_code in RETRIED_STATUSES:
+            return _retry_delay(attempt, self.backoff, response)
+        return None
+
+
+def _answer(call: _Call[Model], response: httpx.Response | None, error: Exception | None) -> Model:
+    if error is not None:
+        raise error
+    assert response is not None
+    if response.status_code >= 400:
+        raise _error(response)
+    return call.model.model_validate(response.json())
+
 
 class Client(_Base):
     """Blocking client. Use as a context manager, or call close()."""
@@ -201,25 +223,19 @@ class Client(_Base):
         self._http.close()
 
     def _run(self, call: _Call[Model]) -> Model:
-        response: httpx.Response | None = None
-        for attempt in range(self.retries + 1):
+        for attempt in itertools.count():
+            response, error = None, None
             try:
                 response = self._http.request(
                     call.method, call.path, json=call.json, params=dict(call.params)
                 )
-            except httpx.TransportError:
-                if attempt == self.retries:
-                    raise
-                time.sleep(_retry_delay(attempt, self.backoff, None))
-                continue
-            if response.status_code in RETRIED_STATUSES and attempt < self.retries:
-                time.sleep(_retry_delay(attempt, self.backoff, response))
-                continue
-            break
-        assert response is not None
-        if response.status_code >= 400:
-            raise _error(response)
-        return call.model.model_validate(response.json())
+            except httpx.TransportError as failure:
+                error = failure
+            delay = self._retry_after(attempt, response, error)
+            if delay is None:
+                return _answer(call, response, error)
+            time.sleep(delay)
+        raise AssertionError("unreachable")
 
     # -- experiments --
     def create_experiment(
@@ -363,25 +379,19 @@ class AsyncClient(_Base):
         await self._http.aclose()
 
     async def _run(self, call: _Call[Model]) -> Model:
-        response: httpx.Response | None = None
-        for attempt in range(self.retries + 1):
+        for attempt in itertools.count():
+            response, error = None, None
             try:
                 response = await self._http.request(
                     call.method, call.path, json=call.json, params=dict(call.params)
                 )
-            except httpx.TransportError:
-                if attempt == self.retries:
-                    raise
-                await asyncio.sleep(_retry_delay(attempt, self.backoff, None))
-                continue
-            if response.status_code in RETRIED_STATUSES and attempt < self.retries:
-                await asyncio.sleep(_retry_delay(attempt, self.backoff, response))
-                continue
-            break
-        assert response is not None
-        if response.status_code >= 400:
-            raise _error(response)
-        return call.model.model_validate(response.json())
+            except httpx.TransportError as failure:
+                error = failure
+            delay = self._retry_after(attempt, response, error)
+            if delay is None:
+                return _answer(call, response, error)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def create_experiment(
         self, experiment_id: str, variants: Sequence[str] = (), **fields: Any

@@ -12,9 +12,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests.fixtures.databases import (
-    create_postgres_database,
-    drop_postgres_database,
-    selected_backends,
+    fresh_postgres,
     url_text,
 )
 from tests.fixtures.servers import BIN, free_port, running
@@ -26,13 +24,8 @@ SEED = 20261128
 
 @pytest.fixture
 def postgres_database() -> Iterator[URL]:
-    if "postgresql" not in selected_backends():
-        pytest.skip("MABAPI_TEST_DATABASES excludes postgresql")
-    url = create_postgres_database("mabapi_schemathesis")
-    try:
+    with fresh_postgres("mabapi_schemathesis") as url:
         yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.mark.slow

@@ -18,9 +18,7 @@ from sqlalchemy.engine import URL
 from mabapi.assignments.models import Assignment, LiveMetric
 from mabapi.db.engine import make_engine
 from tests.fixtures.databases import (
-    create_postgres_database,
-    drop_postgres_database,
-    selected_backends,
+    fresh_postgres,
 )
 from tests.fixtures.servers import free_port, plain, running, started
 
@@ -30,13 +28,8 @@ CLIENTS = 64
 
 @pytest.fixture
 def postgres_database() -> Iterator[URL]:
-    if "postgresql" not in selected_backends():
-        pytest.skip("MABAPI_TEST_DATABASES excludes postgresql")
-    url = create_postgres_database("mabapi_live")
-    try:
+    with fresh_postgres("mabapi_live") as url:
         yield url
-    finally:
-        drop_postgres_database(url)
 
 
 def serve_command(port: int) -> list[str]:

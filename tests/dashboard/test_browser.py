@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 
 from mabapi.client import Client
-from tests.fixtures.servers import REPO, free_port, running
+from tests.fixtures.servers import REPO, keyed_server
 
 CHROMIUM = os.environ.get("MABAPI_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
@@ -39,16 +38,7 @@ def _browser_or_skip() -> Any:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    database = tmp_path_factory.mktemp("ui") / "mabapi.db"
-    port = free_port()
-    env = {
-        "MABAPI_DATABASE_URL": f"sqlite:///{database}",
-        "MABAPI_REQUIRE_AUTH": "true",
-        "MABAPI_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-        "MABAPI_LOG_LEVEL": "warning",
-    }
-    command = [sys.executable, "-m", "mabapi", "serve", "--port", str(port)]
-    with running(command, env=env, port=port) as base:
+    with keyed_server(tmp_path_factory.mktemp("ui") / "mabapi.db", ADMIN_KEY) as base:
         with Client(base, api_key=ADMIN_KEY) as client:
             client.create_experiment("landing", list(VARIANTS), name="Landing page")
             # Ten days of traffic split the way the service said each morning.

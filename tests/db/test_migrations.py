@@ -24,6 +24,7 @@ from mabapi.experiments.models import ExperimentMetric
 from tests.fixtures.databases import (
     create_postgres_database,
     drop_postgres_database,
+    fresh_postgres,
     selected_backends,
     sqlite_url,
     url_text,
@@ -47,13 +48,8 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[U
 
 @pytest.fixture
 def empty_postgres_database() -> Iterator[URL]:
-    if "postgresql" not in selected_backends():
-        pytest.skip("MABAPI_TEST_DATABASES excludes postgresql")
-    url = create_postgres_database("mabapi_concurrent")
-    try:
+    with fresh_postgres("mabapi_concurrent") as url:
         yield url
-    finally:
-        drop_postgres_database(url)
 
 
 def _diff(connection: Connection) -> list[object]:
