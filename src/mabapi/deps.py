@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -62,6 +62,12 @@ class LazySession:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
         self._session: AsyncSession | None = None
+        self._after_commit: list[Callable[[], None]] = []
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once the transaction has committed (never if it does not): how a
+        per-process cache learns only what is durable."""
+        self._after_commit.append(action)
 
     async def __call__(self) -> AsyncSession:
         if self._session is None:
@@ -81,6 +87,9 @@ class LazySession:
                 await session.rollback()
         finally:
             await session.close()
+        if commit:
+            for action in self._after_commit:
+                action()
 
 
 async def get_lazy_session(request: Request) -> AsyncIterator[LazySession]:

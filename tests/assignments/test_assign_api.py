@@ -226,3 +226,32 @@ class TestReturningUnitsSkipTheDatabase:
         assert opened == 0
         await assign(client, "user-2")  # a new unit needs the database
         assert opened == 1
+
+    async def test_lost_commit_is_not_remembered(
+        self, app: Any, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Found by the PostgreSQL crash test: the memo learnt a unit before its insert
+        committed, so the retry after a lost commit answered 200 from memory and the
+        assignment was never stored."""
+        from sqlalchemy import exc as sa_exc
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        await create_experiment(client)
+        real_commit = AsyncSession.commit
+        failures = iter([True])
+
+        async def crashing_commit(self: AsyncSession) -> None:
+            if next(failures, False):
+                raise sa_exc.OperationalError("COMMIT", {}, ConnectionError("server closed"))
+            await real_commit(self)
+
+        monkeypatch.setattr(AsyncSession, "commit", crashing_commit)
+        # As a real server answers: the error handler's response, not a raised exception.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as raw:
+            lost = await raw.post("/experiments/checkout/assign", json={"unit_id": "crash-1"})
+        assert lost.status_code == 503
+        retried = await assign(client, "crash-1")
+        assert retried["new"] is True  # stored now, and counted once
+        stats = await summary(client)
+        assert sum(v["impressions"] for v in stats.values()) == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +16,14 @@ from mabapi.errors import ConflictError, InvalidInputError, no_such_experiment
 from mabapi.experiments import repository as experiments_repository
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
 from mabapi.stats.policies import draw
+
+
+class SessionSource(Protocol):
+    """Opens the request's session on first use; runs actions after it commits."""
+
+    async def __call__(self) -> AsyncSession: ...
+
+    def after_commit(self, action: Callable[[], None]) -> None: ...
 
 
 class AllocationSource(Protocol):
@@ -50,7 +58,7 @@ async def _experiment(session: AsyncSession, experiment_id: str) -> Experiment:
 
 
 async def assign(
-    open_session: Callable[[], Awaitable[AsyncSession]],
+    open_session: SessionSource,
     *,
     experiment_id: str,
     unit_id: str,
@@ -83,7 +91,10 @@ async def assign(
         rng=rng,
     )
     if memo is not None and not result.concluded:
-        memo.put(experiment_id, generation, unit_id, (result.variant_id, result.probability))
+        # Remembered only once committed: a unit whose insert was lost with the
+        # transaction (database crash, rollback) must not be answered from memory later.
+        answer = (result.variant_id, result.probability)
+        open_session.after_commit(lambda: memo.put(experiment_id, generation, unit_id, answer))
     return result
 
 
