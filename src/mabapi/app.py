@@ -227,14 +227,15 @@ def create_app(settings: Settings) -> FastAPI:
         max_batch_bytes=settings.max_batch_body_bytes,
     )
     app.add_middleware(RequestContext, on_finish=lambda: _observe_pool(app))
+    # Routes are matched in this order, one by one: the per-request hot paths first.
+    app.include_router(assignments_router)
+    app.include_router(allocations_router)
+    app.include_router(metrics_router)
+    app.include_router(experiments_router)
     app.include_router(health_router)
     app.include_router(access_router)
     app.include_router(dashboard_router)
     app.mount("/ui/static", StaticFiles(directory=DASHBOARD_STATIC), name="dashboard-static")
-    app.include_router(metrics_router)
-    app.include_router(allocations_router)
-    app.include_router(experiments_router)
-    app.include_router(assignments_router)
     return app
 
 
