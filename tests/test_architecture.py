@@ -93,3 +93,14 @@ def _stdlib() -> frozenset[str]:
     import sys
 
     return frozenset(sys.stdlib_module_names) | {"__future__"}
+
+
+class TestDashboard:
+    @pytest.mark.parametrize(
+        "path", [p for p in modules() if relative(p).startswith("dashboard/")], ids=relative
+    )
+    def test_dashboard_reads_through_services_only(self, path: Path) -> None:
+        names = imported_roots(path)
+        assert not names & DATABASE, f"{relative(path)} imports {names & DATABASE}"
+        assert not any(n.endswith("repository") for n in names), relative(path)
+        assert "repository" not in path.read_text(), relative(path)

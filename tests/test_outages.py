@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import date, timedelta
 from typing import Any
 
@@ -139,8 +140,13 @@ class TestDatabaseDown:
 
 
 def _metric(variant: str, impressions: int = 100, day: str = "2024-01-01") -> dict[str, Any]:
-    return {"experiment_id": "e", "variant_id": variant, "date": day,
-            "impressions": impressions, "successes": 1}  # fmt: skip
+    return {
+        "experiment_id": "e",
+        "variant_id": variant,
+        "date": day,
+        "impressions": impressions,
+        "successes": 1,
+    }
 
 
 def _unit_metric(unit: str) -> dict[str, Any]:
@@ -151,72 +157,128 @@ def _unit_metric(unit: str) -> dict[str, Any]:
     return _metric(f"m{number % 2}", number + 1, day)
 
 
+UNITS = [f"u{i}" for i in range(400)]
+
+
+def retrying_load(
+    base: str, disrupt: Callable[[set[str]], Awaitable[None]]
+) -> tuple[set[str], set[str]]:
+    """400 units assigned, half of them converted (each conversion sent twice, as by a
+    client that did not see the first answer), each posting its own daily row; every
+    call retried until acknowledged, as the idempotent API allows. `disrupt` runs
+    alongside and is handed the set of acknowledged units. Returns (assigned, converted)."""
+    acked: set[str] = set()
+    converted: set[str] = set()
+
+    async def load() -> None:
+        async def until_acked(http: httpx.AsyncClient, path: str, body: Any) -> Any:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                try:
+                    response = await http.post(base + path, json=body)
+                    if response.status_code == 200:
+                        return response.json()
+                    assert response.status_code == 503, response.text
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"{path} never acknowledged")
+
+        async def one(http: httpx.AsyncClient, unit: str) -> None:
+            await until_acked(http, "/experiments/e/assign", {"unit_id": unit})
+            acked.add(unit)
+            if int(unit[1:]) % 2 == 0:
+                body = {"unit_id": unit}
+                await until_acked(http, "/experiments/e/conversions", body)
+                await until_acked(http, "/experiments/e/conversions", body)
+                converted.add(unit)
+            await until_acked(http, "/metrics/", _unit_metric(unit))
+
+        semaphore = asyncio.Semaphore(16)
+        async with httpx.AsyncClient(timeout=10) as http:
+
+            async def bounded(unit: str) -> None:
+                async with semaphore:
+                    await one(http, unit)
+
+            await asyncio.gather(disrupt(acked), *(bounded(unit) for unit in UNITS))
+
+    asyncio.run(load())
+    return acked, converted
+
+
+def assert_all_there_once(database: URL, acked: set[str], converted: set[str]) -> None:
+    found = asyncio.run(counts(database))
+    assert acked == set(UNITS)
+    assert found["units"] == acked
+    assert found["impressions"] == len(UNITS)  # one per unit, however often retried
+    assert found["converted"] == converted
+    assert found["successes"] == len(converted)
+    # Each unit's own metrics row: present with the value it was posted with.
+    assert sorted(found["metric_rows"]) == sorted(
+        (m["variant_id"], m["date"], m["impressions"]) for m in map(_unit_metric, UNITS)
+    )
+
+
+async def _after(acked: set[str], count: int) -> None:
+    while len(acked) < count:  # noqa: ASYNC110 - polling a plain set is simplest
+        await asyncio.sleep(0.01)
+
+
 class TestPostgresCrash:
     def test_acknowledged_writes_survive_and_retries_count_once(
         self, cluster: Cluster, database: URL
     ) -> None:
-        """`pg_ctl stop -m immediate` (a crash: no checkpoint, no goodbye) in the middle of
-        a load; clients retry until acknowledged, as the idempotent API allows."""
+        """`pg_ctl stop -m immediate` (a crash: no checkpoint, no goodbye) mid-load."""
         port = free_port()
-        units = [f"u{i}" for i in range(400)]
-        acked: set[str] = set()
-        converted: set[str] = set()
         with started(serve(port), env=env_for(database), port=port) as (base, _):
-            httpx.post(f"{base}/experiments", json={
-                "id": "e", "variants": [{"id": "a"}, {"id": "b"}]})  # fmt: skip
+            httpx.post(
+                f"{base}/experiments", json={"id": "e", "variants": [{"id": "a"}, {"id": "b"}]}
+            )
 
-            async def load() -> None:
-                async def until_acked(http: httpx.AsyncClient, path: str, body: Any) -> Any:
-                    deadline = time.monotonic() + 60
-                    while time.monotonic() < deadline:
-                        try:
-                            response = await http.post(base + path, json=body)
-                            if response.status_code == 200:
-                                return response.json()
-                            assert response.status_code == 503, response.text
-                        except httpx.TransportError:
-                            pass
-                        await asyncio.sleep(0.05)
-                    raise AssertionError(f"{path} never acknowledged")
+            async def crash(acked: set[str]) -> None:
+                await _after(acked, 100)
+                await asyncio.to_thread(cluster.stop, "immediate")
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(cluster.start)
 
-                async def one(http: httpx.AsyncClient, unit: str) -> None:
-                    await until_acked(http, "/experiments/e/assign", {"unit_id": unit})
-                    acked.add(unit)
-                    if int(unit[1:]) % 2 == 0:
-                        body = {"unit_id": unit}
-                        # Sent twice: a client that did not see the first answer.
-                        await until_acked(http, "/experiments/e/conversions", body)
-                        await until_acked(http, "/experiments/e/conversions", body)
-                        converted.add(unit)
-                    await until_acked(http, "/metrics/", _unit_metric(unit))
+            acked, converted = retrying_load(base, crash)
+        assert_all_there_once(database, acked, converted)
 
-                async def crash() -> None:
-                    while len(acked) < 100:  # noqa: ASYNC110 - polling a plain set is simplest
-                        await asyncio.sleep(0.01)
-                    await asyncio.to_thread(cluster.stop, "immediate")
-                    await asyncio.sleep(0.5)
-                    await asyncio.to_thread(cluster.start)
 
-                semaphore = asyncio.Semaphore(16)
-                async with httpx.AsyncClient(timeout=10) as http:
+class TestServerKilled:
+    def test_acknowledged_writes_survive_sigkill_and_restart(self, database: URL) -> None:
+        """The API process SIGKILLed mid-load, then started again on the same port."""
+        port = free_port()
+        env = env_for(database)
+        replacement: list[subprocess.Popen[bytes]] = []
+        with started(serve(port), env=env, port=port) as (base, first):
+            httpx.post(
+                f"{base}/experiments", json={"id": "e", "variants": [{"id": "a"}, {"id": "b"}]}
+            )
 
-                    async def bounded(unit: str) -> None:
-                        async with semaphore:
-                            await one(http, unit)
+            def restart() -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    serve(port),
+                    env={**os.environ, **env},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
 
-                    await asyncio.gather(crash(), *(bounded(unit) for unit in units))
+            async def kill(acked: set[str]) -> None:
+                await _after(acked, 100)
+                first.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(first.wait)
+                replacement.append(await asyncio.to_thread(restart))
 
-            asyncio.run(load())
-        found = asyncio.run(counts(database))
-        assert acked == set(units)
-        assert found["units"] == acked
-        assert found["impressions"] == len(units)  # one per unit, however often retried
-        assert found["converted"] == converted
-        assert found["successes"] == len(converted)
-        # Each unit's own metrics row: present with the value it was posted with.
-        assert sorted(found["metric_rows"]) == sorted(
-            (m["variant_id"], m["date"], m["impressions"]) for m in map(_unit_metric, units)
-        )
+            try:
+                acked, converted = retrying_load(base, kill)
+            finally:
+                for process in replacement:
+                    process.terminate()
+                    process.wait(timeout=15)
+        assert replacement, "the server was never killed"
+        assert_all_there_once(database, acked, converted)
 
 
 def slowly(body: bytes, parts: int = 10, pause_s: float = 0.1) -> Iterator[bytes]:
@@ -236,9 +298,16 @@ class TestSigterm:
     def test_in_flight_requests_finish_then_exit_within_5_s(self, database: URL) -> None:
         port = free_port()
         first = date(2020, 1, 1)
-        rows = [{"experiment_id": "big", "variant_id": f"v{i % 50}",
-                 "date": (first + timedelta(days=i // 50)).isoformat(),
-                 "impressions": 10, "successes": 1} for i in range(ROWS)]  # fmt: skip
+        rows = [
+            {
+                "experiment_id": "big",
+                "variant_id": f"v{i % 50}",
+                "date": (first + timedelta(days=i // 50)).isoformat(),
+                "impressions": 10,
+                "successes": 1,
+            }
+            for i in range(ROWS)
+        ]
         with started(serve(port), env=env_for(database), port=port) as (base, process):
             answer: dict[str, Any] = {}
 
