@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mabapi import __version__, observability
@@ -20,18 +21,21 @@ from mabapi.access import service as access
 from mabapi.access.limits import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from mabapi.access.routes import router as access_router
 from mabapi.access.service import KeyRing
+from mabapi.assignments import service as assignments
 from mabapi.assignments.cache import AllocationCache, AssignmentMemo
 from mabapi.assignments.routes import router as assignments_router
 from mabapi.cache import AnswerCache
 from mabapi.dashboard.routes import STATIC_DIR as DASHBOARD_STATIC
 from mabapi.dashboard.routes import router as dashboard_router
 from mabapi.db.engine import engine_from_settings, make_sessionmaker
+from mabapi.db.group_commit import GroupCommit
 from mabapi.db.migrate import upgrade
 from mabapi.deps import authorize
 from mabapi.errors import AppError, RateLimitedError, Responses, documented_error, error_body
+from mabapi.experiments import service as experiments
 from mabapi.experiments.routes import allocations_router, experiments_router, metrics_router
 from mabapi.health.routes import router as health_router
-from mabapi.middleware import BodySizeLimit, RequestContext
+from mabapi.middleware import BodySizeLimit, HotPaths, RequestContext
 from mabapi.settings import Settings
 
 logger = logging.getLogger("mabapi")
@@ -201,11 +205,18 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.assignment_memo = AssignmentMemo()
         app.state.answers = AnswerCache(settings.allocation_cache_seconds)
         app.state.keyring = KeyRing(app.state.sessionmaker, settings.key_cache_seconds)
+        _start_writers(app, settings)
         app.state.rate_limiter = _rate_limiter(settings)
         await _bootstrap_access(app, settings)
         try:
             yield
         finally:
+            for writer in (
+                app.state.assign_writer,
+                app.state.convert_writer,
+                app.state.ingest_writer,
+            ):
+                await writer.close()
             await app.state.allocation_cache.close()
             await app.state.rate_limiter.close()
             await engine.dispose()
@@ -221,6 +232,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     _install_error_handlers(app)
+    # Innermost first: the hot paths see a size-checked body and are logged and counted.
+    app.add_middleware(HotPaths)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
@@ -244,6 +257,28 @@ def app_factory() -> FastAPI:
     settings = Settings()
     observability.configure_logging(settings.log_format, settings.log_level)
     return create_app(settings)
+
+
+def _start_writers(app: FastAPI, settings: Settings) -> None:
+    """The group-commit writers of the per-request writes (mabapi/db/group_commit.py)."""
+    sessionmaker = app.state.sessionmaker
+    common: dict[str, Any] = {
+        "max_batch": settings.group_commit_max_batch,
+        "after_commit": app.state.answers.note_write,  # cached answers may be stale now
+    }
+
+    async def ingest(
+        session: AsyncSession, reports: Sequence[experiments.Report]
+    ) -> list[AppError | None]:
+        return await experiments.ingest_many(session, reports, auto_create=settings.auto_create)
+
+    app.state.assign_writer = GroupCommit(
+        sessionmaker, assignments.assign_many, name="assign", **common
+    )
+    app.state.convert_writer = GroupCommit(
+        sessionmaker, assignments.convert_many, name="conversions", **common
+    )
+    app.state.ingest_writer = GroupCommit(sessionmaker, ingest, name="metrics", **common)
 
 
 def _rate_limiter(settings: Settings) -> RateLimiter:

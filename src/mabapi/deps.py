@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -33,11 +34,12 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+@asynccontextmanager
+async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
     """The request owns the transaction: commit on success, roll back on any error.
 
-    Used with scope="function", so the commit happens before the response is sent: a
-    client never sees a 2xx for a write that failed to commit.
+    Left before the response is sent, so a client never sees a 2xx for a write that
+    failed to commit. Shared by the FastAPI dependency and the hot paths (fastpath.py).
     """
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session, session.begin():
@@ -47,6 +49,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         if audit is not None:
             await access.record(session, **audit)
     _committed(request)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """`transaction` as a dependency, used with scope="function" (exit before the
+    response is sent)."""
+    async with transaction(request) as session:
+        yield session
 
 
 def _committed(request: Request) -> None:
@@ -92,8 +101,9 @@ class LazySession:
                 action()
 
 
-async def get_lazy_session(request: Request) -> AsyncIterator[LazySession]:
-    """Same transaction rule as `get_session` (commit before the response, roll back on
+@asynccontextmanager
+async def lazy_transaction(request: Request) -> AsyncIterator[LazySession]:
+    """Same transaction rule as `transaction` (commit before the response, roll back on
     error), for a session that may never be opened."""
     lazy = LazySession(request.app.state.sessionmaker)
     try:
@@ -103,6 +113,11 @@ async def get_lazy_session(request: Request) -> AsyncIterator[LazySession]:
         raise
     await lazy.finish(commit=True)
     _committed(request)
+
+
+async def get_lazy_session(request: Request) -> AsyncIterator[LazySession]:
+    async with lazy_transaction(request) as lazy:
+        yield lazy
 
 
 async def get_answers(request: Request) -> AnswerCache[Any, Any]:
@@ -158,9 +173,10 @@ def _refuse(status: int, error: Exception) -> Exception:
 async def _principal(request: Request, settings: Settings) -> Principal:
     keyring: KeyRing = request.app.state.keyring
     header = request.headers.get("authorization")
-    cookie = request.cookies.get(KEY_COOKIE)
-    if header is None and cookie and request.url.path.startswith("/ui"):
-        header = f"Bearer {cookie}"
+    if header is None and request.scope["path"].startswith("/ui"):
+        cookie = request.cookies.get(KEY_COOKIE)
+        if cookie:
+            header = f"Bearer {cookie}"
     if header is None:
         if not settings.require_auth and not await keyring.any_keys():
             return OPEN
@@ -180,11 +196,12 @@ async def authorize(request: Request) -> Principal:
     scope does not cover the route, 429 over the key's rate, 404 for an experiment of
     another project (worded as for one that does not exist). Applied to every route."""
     route = request.scope.get("route")
-    template = route.path if isinstance(route, APIRoute) else request.url.path
+    path: str = request.scope["path"]
+    template = route.path if isinstance(route, APIRoute) else path
     needed = required_scope(request.method, template)
     if needed is None:
         return OPEN
-    if QUERY_KEY_NAMES & set(request.query_params):
+    if request.scope.get("query_string") and QUERY_KEY_NAMES & set(request.query_params):
         raise _refuse(
             400,
             AppError(
@@ -226,7 +243,7 @@ async def authorize(request: Request) -> Principal:
             "principal": principal,
             "method": request.method,
             "route": template,
-            "path": request.url.path,
+            "path": path,
             "status_code": status,
             "request_id": request_id_var.get(),
         }

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         le=3600.0,
         description="How long a process reuses an experiment's allocation for assignment.",
     )
+    group_commit_max_batch: int = Field(
+        default=500,
+        ge=1,
+        le=1000,
+        description="Most assignments, conversions or daily rows one group commit writes "
+        "(1: one transaction per request).",
+    )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
     require_auth: bool = Field(

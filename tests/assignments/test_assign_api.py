@@ -219,13 +219,24 @@ class TestReturningUnitsSkipTheDatabase:
             opened += 1
             return real()
 
+        writer = app.state.assign_writer
+        real_submit = writer.submit
+        submitted = 0
+
+        async def counting_submit(item: Any) -> Any:
+            nonlocal submitted
+            submitted += 1
+            return await real_submit(item)
+
         monkeypatch.setattr(app.state, "sessionmaker", counting)
+        monkeypatch.setattr(writer, "_sessionmaker", counting)
+        monkeypatch.setattr(writer, "submit", counting_submit)
         again = await assign(client, "user-1")
         assert again["variant_id"] == first["variant_id"]
         assert again["new"] is False
-        assert opened == 0
-        await assign(client, "user-2")  # a new unit needs the database
-        assert opened == 1
+        assert (opened, submitted) == (0, 0)
+        await assign(client, "user-2")  # a new unit needs the database (group commit)
+        assert (opened, submitted) == (1, 1)
 
     async def test_lost_commit_is_not_remembered(
         self, app: Any, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch

@@ -7,6 +7,7 @@ creation. Scopes nest: `admin` > `write` > {`read`, `client`}.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -213,6 +214,7 @@ class KeyRing:
         self._ttl = ttl
         self._keys: dict[str, _KnownKey] = {}
         self._any_keys: tuple[float, bool] | None = None
+        self._any_keys_lock = asyncio.Lock()
         self._owners: dict[str, str] = {}
         self._touched: dict[str, float] = {}
 
@@ -224,9 +226,14 @@ class KeyRing:
         now = time.monotonic()
         if self._any_keys is not None and self._any_keys[0] > now:
             return self._any_keys[1]
-        async with self._sessionmaker() as session:
-            found = await repository.count_live_keys(session) > 0
-        self._any_keys = (now + self._ttl, found)
+        # One query when the entry expires, however many requests arrive meanwhile (a
+        # stampede of identical queries showed up as latency spikes under load).
+        async with self._any_keys_lock:
+            if self._any_keys is not None and self._any_keys[0] > time.monotonic():
+                return self._any_keys[1]
+            async with self._sessionmaker() as session:
+                found = await repository.count_live_keys(session) > 0
+            self._any_keys = (time.monotonic() + self._ttl, found)
         return found
 
     async def _known(self, key_id: str) -> _KnownKey:

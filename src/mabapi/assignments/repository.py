@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -200,13 +200,7 @@ async def _increment(
 ) -> None:
     """INSERT the row, or on conflict with its unique key add to its counters in place
     (SET n = n + excluded.n): atomic, never read-modify-write in Python."""
-    statement = insert_for(session, model).values(**key, **amounts)
-    table = model.__table__
-    statement = statement.on_conflict_do_update(
-        index_elements=list(key),
-        set_={name: table.c[name] + statement.excluded[name] for name in amounts},
-    )
-    await session.execute(statement)
+    await _increment_many(session, model, list(key), [{**key, **amounts}], list(amounts))
 
 
 async def mark_converted(session: AsyncSession, assignment_id: int, now: datetime) -> bool:
@@ -289,3 +283,175 @@ async def count_assignments(session: AsyncSession, experiment_id: str) -> int:
         )
         or 0
     )
+
+
+# --- Many requests at once (group commit, POST /assign/batch, POST /conversions/batch) ---
+
+_ROWS_PER_STATEMENT = 1_000  # 6 parameters a row: far below asyncpg's 32,767
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentState:
+    status: str
+    winner_variant_id: str | None
+    archived: bool
+    metric_kind: str
+
+
+async def experiment_states(
+    session: AsyncSession, experiment_ids: Iterable[str]
+) -> dict[str, ExperimentState]:
+    """What assigning and converting need to know of each experiment, in one query."""
+    wanted = sorted(set(experiment_ids))
+    rows = await session.execute(
+        select(
+            Experiment.id,
+            Experiment.status,
+            Experiment.winner_variant_id,
+            Experiment.archived_at,
+            Experiment.metric_kind,
+        ).where(Experiment.id.in_(wanted))
+    )
+    return {
+        row[0]: ExperimentState(
+            status=_plain(row[1]),
+            winner_variant_id=row[2],
+            archived=row[3] is not None,
+            metric_kind=_plain(row[4]),
+        )
+        for row in rows
+    }
+
+
+def _plain(value: Any) -> str:
+    return str(value.value if hasattr(value, "value") else value)
+
+
+async def insert_assignments_if_new(
+    session: AsyncSession, rows: Sequence[dict[str, Any]]
+) -> set[tuple[str, str]]:
+    """Insert each (experiment, unit) that has no assignment yet; returns those created.
+
+    Multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING: the unique key decides races
+    with other processes exactly as for one row. Rows are sorted by key so two batches
+    take their index locks in the same order. One row per key (the caller's rule)."""
+    created: set[tuple[str, str]] = set()
+    ordered = sorted(rows, key=lambda row: (row["experiment_id"], row["unit_id"]))
+    if ordered:
+        result = await session.execute(_new_assignments(session), ordered)
+        created.update((row[0], row[1]) for row in result)
+    return created
+
+
+@dataclass(frozen=True, slots=True)
+class Converted:
+    variant_id: str
+    assigned_date: date
+
+
+async def mark_converted_many(
+    session: AsyncSession, experiment_id: str, unit_ids: Iterable[str], now: datetime
+) -> dict[str, Converted]:
+    """Set the first conversion time of every listed unit that has none yet (one UPDATE
+    ... RETURNING); returns the units this call converted, with their variant and day."""
+    converted: dict[str, Converted] = {}
+    units = sorted(set(unit_ids))
+    for start in range(0, len(units), _ROWS_PER_STATEMENT):
+        rows = await session.execute(
+            update(Assignment)
+            .where(
+                Assignment.experiment_id == experiment_id,
+                Assignment.unit_id.in_(units[start : start + _ROWS_PER_STATEMENT]),
+                Assignment.converted_at.is_(None),
+            )
+            .values(converted_at=now)
+            .returning(Assignment.unit_id, Assignment.variant_id, Assignment.assigned_date)
+        )
+        for unit_id, variant_id, assigned_date in rows:
+            converted[unit_id] = Converted(variant_id, assigned_date)
+    return converted
+
+
+async def add_live_many(
+    session: AsyncSession, counts: dict[tuple[str, str, date], tuple[int, int]]
+) -> None:
+    """Add (impressions, successes) per (experiment, variant, day) to the live counters
+    and the running totals: two multi-row upserts (SET n = n + excluded.n) on one random
+    shard, keys sorted so concurrent batches lock rows in the same order."""
+    if not counts:
+        return
+    shard = random.randrange(LIVE_SHARDS)  # noqa: S311 - load spreading, not security
+    totals: dict[tuple[str, str], list[int]] = {}
+    for (experiment_id, variant_id, _day), (impressions, successes) in counts.items():
+        total = totals.setdefault((experiment_id, variant_id), [0, 0])
+        total[0] += impressions
+        total[1] += successes
+    await _increment_many(
+        session,
+        VariantTotal,
+        ["experiment_id", "variant_id", "source", "shard"],
+        [
+            {"experiment_id": e, "variant_id": v, "source": LIVE_SOURCE, "shard": shard,
+             "impressions": n, "successes": s}
+            for (e, v), (n, s) in sorted(totals.items())
+        ],
+    )  # fmt: skip
+    await _increment_many(
+        session,
+        LiveMetric,
+        ["experiment_id", "variant_id", "date", "shard"],
+        [
+            {"experiment_id": e, "variant_id": v, "date": day, "shard": shard,
+             "impressions": n, "successes": s}
+            for (e, v, day), (n, s) in sorted(counts.items())
+        ],
+    )  # fmt: skip
+
+
+async def _increment_many(
+    session: AsyncSession,
+    model: Any,
+    key: list[str],
+    rows: list[dict[str, Any]],
+    counters: Sequence[str] = ("impressions", "successes"),
+) -> None:
+    """`_increment` for many rows (one per key): one cached statement, executed with a
+    list of parameter sets (SQLAlchemy's insertmanyvalues batching), so the SQL is compiled
+    once per process instead of once per batch."""
+    await session.execute(_adding_upsert(session, model, tuple(key), tuple(counters)), rows)
+
+
+_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _adding_upsert(
+    session: AsyncSession, model: Any, key: tuple[str, ...], counters: tuple[str, ...]
+) -> Any:
+    """INSERT ... ON CONFLICT (key) DO UPDATE SET n = n + excluded.n, built once."""
+    dialect = session.get_bind().dialect.name
+    cache_key = ("upsert", dialect, model.__tablename__, key, counters)
+    statement = _STATEMENTS.get(cache_key)
+    if statement is None:
+        table = model.__table__
+        insert = insert_for(session, table)
+        statement = insert.on_conflict_do_update(
+            index_elements=list(key),
+            set_={name: table.c[name] + insert.excluded[name] for name in counters},
+        )
+        _STATEMENTS[cache_key] = statement
+    return statement
+
+
+def _new_assignments(session: AsyncSession) -> Any:
+    """INSERT INTO assignments ... ON CONFLICT DO NOTHING RETURNING (experiment, unit)."""
+    cache_key = ("assign", session.get_bind().dialect.name)
+    statement = _STATEMENTS.get(cache_key)
+    if statement is None:
+        table = Assignment.__table__
+        statement = (
+            insert_for(session, table)
+            .on_conflict_do_nothing(index_elements=["experiment_id", "unit_id"])
+            .returning(table.c.experiment_id, table.c.unit_id)
+        )
+        _STATEMENTS[cache_key] = statement
+    return statement

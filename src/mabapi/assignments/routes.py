@@ -8,6 +8,7 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Request
+from starlette.datastructures import State
 
 from mabapi.access import service as access
 from mabapi.assignments import service
@@ -97,23 +98,24 @@ def _conversion_out(result: service.ConversionResult) -> ConversionOut:
 
 
 @router.post("/experiments/{experiment_id}/assign", response_model=AssignOut)
-async def assign(
-    experiment_id: ExperimentId,
-    body: AssignIn,
-    session: LazySessionDep,
-    cache: CacheDep,
-    memo: MemoDep,
-) -> AssignOut:
+async def assign(experiment_id: ExperimentId, body: AssignIn, request: Request) -> AssignOut:
     """The unit's variant: the same one on every call. The first call draws it by
     Thompson sampling from the current allocation and counts one impression."""
+    return await assign_unit(request.app.state, experiment_id, body)
+
+
+async def assign_unit(state: State, experiment_id: str, body: AssignIn) -> AssignOut:
+    """The assign route's answer; also called by the hot path (mabapi/middleware.py).
+    A new unit's row is written by the process's group-commit writer."""
+    cache: AllocationCache = state.allocation_cache
     allocation = await cache.get(experiment_id)
     result = await service.assign(
-        session,
+        state.assign_writer,
         experiment_id=experiment_id,
         unit_id=body.unit_id,
         allocation=allocation,
         rng=_rng(),
-        memo=memo,
+        memo=state.assignment_memo,
     )
     return _assign_out(result)
 
@@ -136,35 +138,34 @@ async def assign_batch(
     allocations: dict[str, CachedAllocation] = {}
     for experiment_id in sorted({item.experiment_id for item in body.assignments}):
         allocations[experiment_id] = await cache.get(experiment_id)
-    rng = _rng()
-    results = [
-        await service.assign(
-            session,
-            experiment_id=item.experiment_id,
-            unit_id=item.unit_id,
-            allocation=allocations[item.experiment_id],
-            rng=rng,
-            memo=memo,
-        )
-        for item in body.assignments
-    ]
+    results = await service.assign_batch(
+        session,
+        [(item.experiment_id, item.unit_id) for item in body.assignments],
+        allocations=allocations,
+        rng=_rng(),
+        memo=memo,
+    )
     return BatchAssignOut(assignments=[_assign_out(result) for result in results])
 
 
 @router.post("/experiments/{experiment_id}/conversions", response_model=ConversionOut)
 async def convert(
-    experiment_id: ExperimentId, body: ConversionIn, session: SessionDep
+    experiment_id: ExperimentId, body: ConversionIn, request: Request
 ) -> ConversionOut:
     """Credit a conversion to the unit's variant: once per unit (conversion metrics) or
     once per event_id (value metrics). A unit never assigned is a 409."""
-    result = await service.convert(
-        session,
-        experiment_id=experiment_id,
-        unit_id=body.unit_id,
-        value=body.value,
-        event_id=body.event_id,
-    )
+    return await convert_unit(request.app.state, experiment_id, body)
+
+
+async def convert_unit(state: State, experiment_id: str, body: ConversionIn) -> ConversionOut:
+    """The conversion route's answer; also called by the hot path (mabapi/middleware.py).
+    Written by the process's group-commit writer."""
+    result = await service.convert(state.convert_writer, _conversion(experiment_id, body))
     return _conversion_out(result)
+
+
+def _conversion(experiment_id: str, body: ConversionIn) -> service.Conversion:
+    return service.Conversion(experiment_id, body.unit_id, body.value, body.event_id)
 
 
 @router.post("/conversions/batch", response_model=BatchConversionOut)
@@ -177,16 +178,9 @@ async def convert_batch(
         principal=principal,
         experiment_ids={item.experiment_id for item in body.conversions},
     )
-    results = [
-        await service.convert(
-            session,
-            experiment_id=item.experiment_id,
-            unit_id=item.unit_id,
-            value=item.value,
-            event_id=item.event_id,
-        )
-        for item in body.conversions
-    ]
+    results = await service.convert_batch(
+        session, [_conversion(item.experiment_id, item) for item in body.conversions]
+    )
     return BatchConversionOut(conversions=[_conversion_out(result) for result in results])
 
 

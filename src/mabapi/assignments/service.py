@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import date
+from typing import Protocol, TypeVar
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,10 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mabapi.assignments import repository
 from mabapi.assignments.cache import AssignmentMemo, CachedAllocation
 from mabapi.db.base import utcnow
-from mabapi.errors import ConflictError, InvalidInputError, no_such_experiment
+from mabapi.errors import AppError, ConflictError, InvalidInputError, no_such_experiment
 from mabapi.experiments import repository as experiments_repository
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
 from mabapi.stats.policies import draw
+
+ItemT = TypeVar("ItemT", contravariant=True)
+ResultT = TypeVar("ResultT", covariant=True)
+Result = TypeVar("Result")
 
 
 class SessionSource(Protocol):
@@ -57,8 +62,68 @@ async def _experiment(session: AsyncSession, experiment_id: str) -> Experiment:
     return experiment
 
 
+@dataclass(frozen=True, slots=True)
+class NewAssignment:
+    """A unit to assign: the variant drawn for it (None: nothing can be drawn, so only a
+    stored assignment can answer) and that variant's share when drawn."""
+
+    experiment_id: str
+    unit_id: str
+    variant_id: str | None
+    probability: float
+
+
+class Submit(Protocol[ItemT, ResultT]):
+    """A group-commit writer (mabapi.db.group_commit): the result once committed."""
+
+    async def submit(self, item: ItemT) -> ResultT: ...
+
+
+def prepare_assignment(
+    *,
+    experiment_id: str,
+    unit_id: str,
+    allocation: CachedAllocation,
+    rng: np.random.Generator,
+    memo: AssignmentMemo | None,
+) -> AssignResult | NewAssignment:
+    """The answer without the database if there is one (a declared winner, or a unit this
+    process has seen in the same generation), else the draw to store.
+
+    A winner declared or a reset made in another process shows here within the
+    allocation cache's time to live."""
+    if allocation.winner_variant_id is not None:
+        return AssignResult(
+            experiment_id, unit_id, allocation.winner_variant_id, 1.0, new=False, concluded=True
+        )
+    if memo is not None and (known := memo.get(experiment_id, allocation.live_generation, unit_id)):
+        return AssignResult(experiment_id, unit_id, known[0], known[1], new=False)
+    shares = np.asarray(allocation.shares, dtype=np.float64)
+    total = float(shares.sum())
+    if total <= 0:
+        return NewAssignment(experiment_id, unit_id, None, 0.0)
+    index = draw(shares, rng)
+    return NewAssignment(
+        experiment_id, unit_id, allocation.variant_ids[index], float(shares[index]) / total
+    )
+
+
+def _remember(
+    memo: AssignmentMemo | None, allocation: CachedAllocation, result: AssignResult
+) -> None:
+    # Called only once committed: a unit whose insert was lost with its transaction
+    # (database crash, rollback) must not be answered from memory later.
+    if memo is not None and not result.concluded:
+        memo.put(
+            result.experiment_id,
+            allocation.live_generation,
+            result.unit_id,
+            (result.variant_id, result.probability),
+        )
+
+
 async def assign(
-    open_session: SessionSource,
+    writer: Submit[NewAssignment, AssignResult],
     *,
     experiment_id: str,
     unit_id: str,
@@ -69,91 +134,228 @@ async def assign(
     """The unit's variant: the stored one if it has one, else a fresh Thompson draw from
     the current allocation, stored with its probability and counted as one impression.
 
-    `allocation` is fetched by the caller before this transaction starts (on SQLite a
-    second transaction inside this one would wait on the write lock). `open_session` is
-    called only when the database is needed. With a `memo`, a unit this process has seen
-    in the same generation is answered without the database;
-    a winner declared or a reset made in another process shows here within the cache's
-    time to live.
-    """
-    if allocation.winner_variant_id is not None:
-        return AssignResult(
-            experiment_id, unit_id, allocation.winner_variant_id, 1.0, new=False, concluded=True
-        )
-    generation = allocation.live_generation
-    if memo is not None and (known := memo.get(experiment_id, generation, unit_id)):
-        return AssignResult(experiment_id, unit_id, known[0], known[1], new=False)
-    result = await _assign_in_database(
-        await open_session(),
-        experiment_id=experiment_id,
-        unit_id=unit_id,
-        allocation=allocation,
-        rng=rng,
+    The database part goes through `writer` (group commit: `assign_many` for many
+    requests in one transaction); the answer comes back once it has committed."""
+    prepared = prepare_assignment(
+        experiment_id=experiment_id, unit_id=unit_id, allocation=allocation, rng=rng, memo=memo
     )
-    if memo is not None and not result.concluded:
-        # Remembered only once committed: a unit whose insert was lost with the
-        # transaction (database crash, rollback) must not be answered from memory later.
-        answer = (result.variant_id, result.probability)
-        open_session.after_commit(lambda: memo.put(experiment_id, generation, unit_id, answer))
+    if isinstance(prepared, AssignResult):
+        return prepared
+    result = await writer.submit(prepared)
+    _remember(memo, allocation, result)
     return result
 
 
-async def _assign_in_database(
-    session: AsyncSession,
+async def assign_batch(
+    open_session: SessionSource,
+    items: Sequence[tuple[str, str]],
     *,
-    experiment_id: str,
-    unit_id: str,
-    allocation: CachedAllocation,
+    allocations: dict[str, CachedAllocation],
     rng: np.random.Generator,
-) -> AssignResult:
-    context = await repository.assignment_context(session, experiment_id, unit_id)
-    if context is None:
-        raise no_such_experiment(experiment_id)
-    if context.winner_variant_id is not None:
-        return AssignResult(
-            experiment_id, unit_id, context.winner_variant_id, 1.0, new=False, concluded=True
+    memo: AssignmentMemo | None = None,
+) -> list[AssignResult]:
+    """POST /assign/batch: every (experiment, unit) in the request's one transaction, all
+    of them or none (the first refusal is raised)."""
+    prepared = [
+        prepare_assignment(
+            experiment_id=experiment_id,
+            unit_id=unit_id,
+            allocation=allocations[experiment_id],
+            rng=rng,
+            memo=memo,
         )
-    if context.variant_id is not None:
-        return AssignResult(
-            experiment_id, unit_id, context.variant_id, float(context.probability or 0.0), False
-        )
-    if context.status != ExperimentStatus.RUNNING.value:
-        raise ConflictError(
-            f"experiment {experiment_id!r} is {context.status}: new units are "
+        for experiment_id, unit_id in items
+    ]
+    pending = [item for item in prepared if isinstance(item, NewAssignment)]
+    stored = iter(await assign_many(await open_session(), pending) if pending else [])
+    results: list[AssignResult] = []
+    for item in prepared:
+        answer = next(stored) if isinstance(item, NewAssignment) else item
+        if isinstance(answer, Exception):
+            raise answer
+        results.append(answer)
+
+    def remember_all() -> None:
+        for result in results:
+            _remember(memo, allocations[result.experiment_id], result)
+
+    open_session.after_commit(remember_all)
+    return results
+
+
+async def assign_many(
+    session: AsyncSession, items: Sequence[NewAssignment]
+) -> list[AssignResult | AppError]:
+    """Store many draws in one transaction (group commit and batch): one query for the
+    experiments' state, one multi-row INSERT ... ON CONFLICT DO NOTHING, one read of the
+    units that already had a variant, two counter upserts. Per item: its answer, or the
+    refusal for that item alone."""
+    now = utcnow()
+    states = await repository.experiment_states(session, {i.experiment_id for i in items})
+    results: list[AssignResult | AppError | None] = [None] * len(items)
+    drawn: dict[tuple[str, str], NewAssignment] = {}
+    for index, item in enumerate(items):
+        state = states.get(item.experiment_id)
+        if state is None:
+            results[index] = no_such_experiment(item.experiment_id)
+        elif state.winner_variant_id is not None:
+            results[index] = AssignResult(
+                item.experiment_id, item.unit_id, state.winner_variant_id, 1.0, False, True
+            )
+        elif _takes_new_units(state) and item.variant_id is not None:
+            drawn.setdefault((item.experiment_id, item.unit_id), item)
+    created = await repository.insert_assignments_if_new(
+        session,
+        [
+            {"experiment_id": e, "unit_id": u, "variant_id": item.variant_id,
+             "probability": item.probability, "assigned_at": now, "assigned_date": now.date()}
+            for (e, u), item in drawn.items()
+        ],
+    )  # fmt: skip
+    stored = await repository.find_assignments(
+        session,
+        {
+            (item.experiment_id, item.unit_id)
+            for index, item in enumerate(items)
+            if results[index] is None and (item.experiment_id, item.unit_id) not in created
+        },
+    )
+    impressions: dict[tuple[str, str, date], tuple[int, int]] = {}
+    answered: set[tuple[str, str]] = set()
+    for index, item in enumerate(items):
+        if results[index] is not None:
+            continue
+        key = (item.experiment_id, item.unit_id)
+        if key in created:
+            mine = drawn[key]
+            assert mine.variant_id is not None
+            new = key not in answered  # the same unit twice in a batch: created once
+            answered.add(key)
+            results[index] = AssignResult(*key, mine.variant_id, mine.probability, new)
+            if new:
+                count = (item.experiment_id, mine.variant_id, now.date())
+                impressions[count] = (impressions.get(count, (0, 0))[0] + 1, 0)
+        elif (row := stored.get(key)) is not None:
+            results[index] = AssignResult(*key, row.variant_id, float(row.probability), False)
+        else:
+            results[index] = _refusal(item, states[item.experiment_id])
+    await repository.add_live_many(session, impressions)
+    return _filled(results)
+
+
+def _filled(results: list[Result | None]) -> list[Result]:
+    done = [result for result in results if result is not None]
+    assert len(done) == len(results), "every item answered"
+    return done
+
+
+def _takes_new_units(state: repository.ExperimentState) -> bool:
+    return state.status == ExperimentStatus.RUNNING.value and not state.archived
+
+
+def _refusal(item: NewAssignment, state: repository.ExperimentState) -> AppError:
+    experiment_id = item.experiment_id
+    if state.status != ExperimentStatus.RUNNING.value:
+        return ConflictError(
+            f"experiment {experiment_id!r} is {state.status}: new units are "
             "assigned only while it is running (PATCH its status to running)"
         )
-    if context.archived:
-        raise ConflictError(f"experiment {experiment_id!r} is archived")
-    shares = np.asarray(allocation.shares, dtype=np.float64)
-    if shares.sum() <= 0:
-        raise ConflictError(f"experiment {experiment_id!r} has no active variants")
-    index = draw(shares, rng)
-    now = utcnow()
-    created = await repository.insert_assignment_if_new(
-        session,
-        experiment_id=experiment_id,
-        unit_id=unit_id,
-        variant_id=allocation.variant_ids[index],
-        probability=float(shares[index] / shares.sum()),
-        now=now,
-    )
-    if not created:  # another request won the race for this unit: theirs stands
-        winner = await repository.find_assignment(session, experiment_id, unit_id)
-        assert winner is not None
-        return AssignResult(experiment_id, unit_id, winner.variant_id, winner.probability, False)
-    await repository.add_live(
-        session,
-        experiment_id=experiment_id,
-        variant_id=allocation.variant_ids[index],
-        day=now.date(),
-        impressions=1,
-    )
-    return AssignResult(
-        experiment_id, unit_id, allocation.variant_ids[index], float(shares[index]), True
-    )
+    if state.archived:
+        return ConflictError(f"experiment {experiment_id!r} is archived")
+    return ConflictError(f"experiment {experiment_id!r} has no active variants")
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    experiment_id: str
+    unit_id: str
+    value: float | None = None
+    event_id: str | None = None
 
 
 async def convert(
+    writer: Submit[Conversion, ConversionResult], conversion: Conversion
+) -> ConversionResult:
+    """Credit a conversion to the unit's variant (see `convert_many`), through the
+    group-commit `writer`: the answer comes back once it has committed."""
+    return await writer.submit(conversion)
+
+
+async def convert_batch(
+    session: AsyncSession, items: Sequence[Conversion]
+) -> list[ConversionResult]:
+    """POST /conversions/batch: all in the request's transaction, or none (the first
+    refusal is raised)."""
+    results = await convert_many(session, items)
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return [result for result in results if isinstance(result, ConversionResult)]
+
+
+async def convert_many(
+    session: AsyncSession, items: Sequence[Conversion]
+) -> list[ConversionResult | AppError]:
+    """Credit many conversions in one transaction, each to its unit's variant on the day
+    the unit was exposed. Conversion metrics: once per unit, however often retried (one
+    UPDATE ... WHERE converted_at IS NULL RETURNING per experiment decides which calls
+    count). Value metrics: once per event_id, one at a time (`_convert_one`). A unit never
+    assigned is a 409 for that item alone."""
+    now = utcnow()
+    states = await repository.experiment_states(session, {i.experiment_id for i in items})
+    results: list[ConversionResult | AppError | None] = [None] * len(items)
+    binary: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        state = states.get(item.experiment_id)
+        if state is None:
+            results[index] = no_such_experiment(item.experiment_id)
+        elif state.metric_kind != MetricKind.VALUE.value:
+            binary.setdefault(item.experiment_id, []).append(index)
+    successes: dict[tuple[str, str, date], tuple[int, int]] = {}
+    for experiment_id, indexes in sorted(binary.items()):
+        units = {items[index].unit_id for index in indexes}
+        converted = await repository.mark_converted_many(session, experiment_id, units, now)
+        stored = await repository.find_assignments(
+            session, {(experiment_id, unit) for unit in units - converted.keys()}
+        )
+        counted: set[str] = set()
+        for index in indexes:
+            unit_id = items[index].unit_id
+            if (mine := converted.get(unit_id)) is not None:
+                first = unit_id not in counted  # the same unit twice in a batch: once
+                counted.add(unit_id)
+                results[index] = ConversionResult(experiment_id, unit_id, mine.variant_id, first)
+                if first:
+                    key = (experiment_id, mine.variant_id, mine.assigned_date)
+                    successes[key] = (0, successes.get(key, (0, 0))[1] + 1)
+            elif (row := stored.get((experiment_id, unit_id))) is not None:
+                results[index] = ConversionResult(experiment_id, unit_id, row.variant_id, False)
+            else:
+                results[index] = _never_assigned(experiment_id, unit_id)
+    await repository.add_live_many(session, successes)
+    for index, item in enumerate(items):
+        if results[index] is None:  # value metrics
+            try:
+                results[index] = await _convert_one(
+                    session,
+                    experiment_id=item.experiment_id,
+                    unit_id=item.unit_id,
+                    value=item.value,
+                    event_id=item.event_id,
+                )
+            except AppError as error:  # raised before this item wrote anything
+                results[index] = error
+    return _filled(results)
+
+
+def _never_assigned(experiment_id: str, unit_id: str) -> ConflictError:
+    return ConflictError(
+        f"unit {unit_id!r} was never assigned in {experiment_id!r}: call "
+        f"POST /experiments/{experiment_id}/assign first"
+    )
+
+
+async def _convert_one(
     session: AsyncSession,
     *,
     experiment_id: str,
@@ -170,10 +372,7 @@ async def convert(
     experiment = await _experiment(session, experiment_id)
     assignment = await repository.find_assignment(session, experiment_id, unit_id, for_update=True)
     if assignment is None:
-        raise ConflictError(
-            f"unit {unit_id!r} was never assigned in {experiment_id!r}: call "
-            f"POST /experiments/{experiment_id}/assign first"
-        )
+        raise _never_assigned(experiment_id, unit_id)
     now = utcnow()
     if experiment.metric_kind == MetricKind.VALUE:
         if value is None or event_id is None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
-from typing import Annotated
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
+from starlette.datastructures import State
 
 from mabapi.access.service import Principal
-from mabapi.deps import AnswersDep, LazySessionDep, PrincipalDep, SessionDep, SettingsDep
+from mabapi.cache import AnswerCache
+from mabapi.deps import LazySession, LazySessionDep, PrincipalDep, SessionDep, SettingsDep
 from mabapi.errors import Responses, documented_error
 from mabapi.experiments import service
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
@@ -73,11 +75,20 @@ experiments_router = APIRouter(
 
 
 @metrics_router.post("/metrics/", response_model=StatusOut, responses={**NOT_FOUND, **CONFLICT})
-async def post_metric(
-    metric: MetricIn, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
-) -> StatusOut:
+async def post_metric(metric: MetricIn, request: Request, principal: PrincipalDep) -> StatusOut:
     """Set one variant's totals for one day. Re-posting the same day replaces it."""
-    await _record(session, settings, principal, [metric])
+    return await record_metric(
+        request.app.state, principal, metric, getattr(request.state, "audit", None)
+    )
+
+
+async def record_metric(
+    state: State, principal: Principal, metric: MetricIn, audit: dict[str, Any] | None
+) -> StatusOut:
+    """POST /metrics/' answer; also called by the hot path (mabapi/middleware.py). Written
+    (with its audit entry) by the process's group-commit writer, answered once committed."""
+    await state.ingest_writer.submit(service.Report(metric, principal, audit))
+    ROWS_INGESTED.inc()
     return StatusOut()
 
 
@@ -119,9 +130,8 @@ async def post_metrics_batch(
 )
 async def get_allocation(
     experiment_id: ExperimentId,
+    request: Request,
     session: LazySessionDep,
-    answers: AnswersDep,
-    settings: SettingsDep,
     for_date: Annotated[
         IsoDate | None,
         Query(description="Day being planned (YYYY-MM-DD, default today UTC); data before it."),
@@ -131,7 +141,16 @@ async def get_allocation(
 
     An answer is reused for up to `MABAPI_ALLOCATION_CACHE_SECONDS` (a write through the
     same process drops it at once)."""
+    return await allocation_answer(request.app.state, session, experiment_id, for_date)
+
+
+async def allocation_answer(
+    state: State, session: LazySession, experiment_id: str, for_date: date | None
+) -> AllocationOut:
+    """GET /allocations' answer; also called by the hot path (mabapi/middleware.py)."""
     day = for_date or datetime.now(UTC).date()
+    answers: AnswerCache[Any, Any] = state.answers
+    settings: Settings = state.settings
 
     async def compute() -> service.Allocation:
         computed = await service.compute_allocation(

@@ -15,7 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mabapi.access import service as access
 from mabapi.access.service import Principal
 from mabapi.db.base import utcnow
-from mabapi.errors import ConflictError, InvalidInputError, NotFoundError, no_such_experiment
+from mabapi.errors import (
+    AppError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    no_such_experiment,
+)
 from mabapi.experiments import repository
 from mabapi.experiments.models import (
     Experiment,
@@ -182,6 +188,60 @@ async def ingest(
     await record_metrics(
         session, rows=rows, auto_create=auto_create, project_id=principal.home_project
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One POST /metrics/: the row, who sent it, and its audit entry (if audited)."""
+
+    row: MetricIn
+    principal: Principal
+    audit: dict[str, Any] | None = None
+
+
+async def ingest_many(
+    session: AsyncSession, reports: Sequence[Report], *, auto_create: bool
+) -> list[AppError | None]:
+    """Many single-row posts in one transaction (group commit): together in one savepoint
+    when none is refused (the usual case: a few statements for the whole batch), else one
+    savepoint each, so a refused row is refused alone. Per report: None or its refusal.
+
+    Two posts of the same (experiment, variant, day) in one batch were concurrent, so
+    either order is a valid one: the later in the queue wins, as if it came second."""
+    try:
+        async with session.begin_nested():
+            await _ingest_together(session, reports, auto_create=auto_create)
+        return [None] * len(reports)
+    except AppError:
+        if len(reports) == 1:
+            raise
+    results: list[AppError | None] = []
+    for report in reports:
+        try:
+            async with session.begin_nested():
+                await _ingest_together(session, [report], auto_create=auto_create)
+            results.append(None)
+        except AppError as error:
+            results.append(error)
+    return results
+
+
+async def _ingest_together(
+    session: AsyncSession, reports: Sequence[Report], *, auto_create: bool
+) -> None:
+    by_principal: dict[Principal, dict[tuple[str, str, date], MetricIn]] = {}
+    for report in reports:
+        rows = by_principal.setdefault(report.principal, {})
+        key = (report.row.experiment_id, report.row.variant_id, report.row.date)
+        rows.pop(key, None)
+        rows[key] = report.row
+    for principal, rows in by_principal.items():
+        await ingest(
+            session, rows=list(rows.values()), auto_create=auto_create, principal=principal
+        )
+    for report in reports:
+        if report.audit is not None:
+            await access.record(session, **report.audit)
 
 
 async def record_metrics(
