@@ -143,6 +143,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--warmup", type=int, default=2,
+        help="Seconds of unmeasured load before each measured run (0: none). Each worker "
+        "learns a returning unit or a day's allocation on its first request for it.",
+    )  # fmt: skip
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     name = f"mabapi_load_{uuid.uuid4().hex[:8]}"
@@ -157,6 +162,8 @@ def main() -> None:
                 "--no-access-log"]  # fmt: skip
         with server(bare, {}, bare_port):
             time.sleep(1)
+            if args.warmup:
+                wrk(f"http://127.0.0.1:{bare_port}", lua("GET", "/"), args.warmup, args.connections)
             results["bare FastAPI endpoint (ceiling)"] = wrk(
                 f"http://127.0.0.1:{bare_port}", lua("GET", "/"), args.seconds, args.connections
             )
@@ -207,12 +214,15 @@ def main() -> None:
                 ),
             }  # fmt: skip
             for label, script in runs.items():
+                if args.warmup:  # not measured: each worker's caches fill, as in service
+                    wrk(base, script, args.warmup, args.connections)
                 results[label] = wrk(base, script, args.seconds, args.connections)
             memory = worker_peak_memory_mib(process.pid)
     finally:
         asyncio.run(admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     ceiling = results["bare FastAPI endpoint (ceiling)"]["rps"]
-    print(f"{args.connections} connections, {args.workers} workers, {args.seconds} s each\n")
+    print(f"{args.connections} connections, {args.workers} workers, {args.seconds} s each "
+          f"after {args.warmup} s of warm-up\n")  # fmt: skip
     print("| endpoint | requests/s | ratio to bare | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|")
     for label, row in results.items():

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +48,7 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         limit = self.max_batch_bytes if scope["path"].endswith("/batch") else self.max_bytes
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared = _header(scope, b"content-length")
         if declared is not None:
             try:
                 length = int(declared)
@@ -89,6 +89,29 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of a header (names arrive lower-cased from the server)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+async def _send_json(send: Send, payload: bytes, status: int = 200) -> None:
+    """A JSON response, as Starlette's Response would send it, without building one."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-length", str(len(payload)).encode()),
+                (b"content-type", b"application/json"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 async def _too_large(send: Send, limit: int) -> None:
@@ -138,8 +161,9 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        supplied = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        supplied = (_header(scope, b"x-request-id") or b"").decode("latin-1")
+        # 32 hex digits, as uuid4().hex gave, from the same source at a third of the cost.
+        request_id = supplied if _REQUEST_ID.match(supplied) else os.urandom(16).hex()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -281,11 +305,8 @@ ROUTES = (
 def _json_content_type(scope: Scope) -> bool:
     """FastAPI parses a body as JSON when there is no content type or a JSON one; this
     layer takes only those (and leaves every other case to FastAPI)."""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            media: bytes = value.split(b";", 1)[0].strip().lower()
-            return media == b"application/json"
-    return True
+    value = _header(scope, b"content-type")
+    return value is None or value.split(b";", 1)[0].strip().lower() == b"application/json"
 
 
 class HotPaths:
@@ -337,7 +358,8 @@ class HotPaths:
                 raise  # as for a FastAPI route: ServerErrorMiddleware answers (500/503)
             response: Response = await handler(request, error)
         else:
-            response = Response(answer.model_dump_json(), media_type="application/json")
+            await _send_json(send, answer.model_dump_json().encode())
+            return
         await response(scope, receive, send)
 
     @staticmethod

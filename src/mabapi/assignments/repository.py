@@ -22,6 +22,9 @@ from mabapi.assignments.models import (
 from mabapi.db.dialect import insert_for
 from mabapi.experiments.models import Experiment
 
+# Units per IN list: far below the databases' parameter limits.
+_ROWS_PER_STATEMENT = 1_000
+
 
 async def find_assignment(
     session: AsyncSession, experiment_id: str, unit_id: str, *, for_update: bool = False
@@ -36,98 +39,31 @@ async def find_assignment(
 
 
 @dataclass(frozen=True, slots=True)
-class AssignmentContext:
-    """What assigning needs to know, read in one round trip."""
-
-    status: str
-    winner_variant_id: str | None
-    archived: bool
-    variant_id: str | None  # the unit's existing assignment, if any
-    probability: float | None
-
-
-async def assignment_context(
-    session: AsyncSession, experiment_id: str, unit_id: str
-) -> AssignmentContext | None:
-    """The experiment's state and the unit's assignment (one LEFT JOIN); None if the
-    experiment does not exist."""
-    statement = (
-        select(
-            Experiment.status,
-            Experiment.winner_variant_id,
-            Experiment.archived_at,
-            Assignment.variant_id,
-            Assignment.probability,
-        )
-        .select_from(Experiment)
-        .outerjoin(
-            Assignment,
-            (Assignment.experiment_id == Experiment.id) & (Assignment.unit_id == unit_id),
-        )
-        .where(Experiment.id == experiment_id)
-    )
-    row = (await session.execute(statement)).first()
-    if row is None:
-        return None
-    return AssignmentContext(
-        status=str(row[0].value if hasattr(row[0], "value") else row[0]),
-        winner_variant_id=row[1],
-        archived=row[2] is not None,
-        variant_id=row[3],
-        probability=row[4],
-    )
+class StoredAssignment:
+    variant_id: str
+    probability: float
 
 
 async def find_assignments(
     session: AsyncSession, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], Assignment]:
-    wanted = set(keys)
-    if not wanted:
-        return {}
-    found: dict[tuple[str, str], Assignment] = {}
+) -> dict[tuple[str, str], StoredAssignment]:
+    """The stored variant of each (experiment, unit) that has one: one query per
+    experiment, plain rows (no ORM objects: group commits read thousands)."""
     by_experiment: dict[str, list[str]] = {}
-    for experiment_id, unit_id in wanted:
+    for experiment_id, unit_id in set(keys):
         by_experiment.setdefault(experiment_id, []).append(unit_id)
-    for experiment_id, units in by_experiment.items():
-        rows = await session.scalars(
-            select(Assignment).where(
-                Assignment.experiment_id == experiment_id, Assignment.unit_id.in_(units)
+    found: dict[tuple[str, str], StoredAssignment] = {}
+    for experiment_id, units in sorted(by_experiment.items()):
+        for start in range(0, len(units), _ROWS_PER_STATEMENT):
+            rows = await session.execute(
+                select(Assignment.unit_id, Assignment.variant_id, Assignment.probability).where(
+                    Assignment.experiment_id == experiment_id,
+                    Assignment.unit_id.in_(units[start : start + _ROWS_PER_STATEMENT]),
+                )
             )
-        )
-        for row in rows:
-            found[(row.experiment_id, row.unit_id)] = row
+            for unit_id, variant_id, probability in rows:
+                found[(experiment_id, unit_id)] = StoredAssignment(variant_id, probability)
     return found
-
-
-async def insert_assignment_if_new(
-    session: AsyncSession,
-    *,
-    experiment_id: str,
-    unit_id: str,
-    variant_id: str,
-    probability: float,
-    now: datetime,
-) -> bool:
-    """Insert unless the unit already has a variant; True if this call created it.
-
-    ON CONFLICT DO NOTHING on the (experiment, unit) unique key: two processes racing
-    on a new unit both try, exactly one row results, and the loser reads the winner's.
-    """
-    statement = (
-        insert_for(session, Assignment)
-        .values(
-            experiment_id=experiment_id,
-            unit_id=unit_id,
-            variant_id=variant_id,
-            probability=probability,
-            assigned_at=now,
-            assigned_date=now.date(),
-        )
-        .on_conflict_do_nothing(index_elements=["experiment_id", "unit_id"])
-        .returning(Assignment.id)
-    )
-    created = await session.scalar(statement)
-    return created is not None
 
 
 async def add_live(
@@ -203,16 +139,6 @@ async def _increment(
     await _increment_many(session, model, list(key), [{**key, **amounts}], list(amounts))
 
 
-async def mark_converted(session: AsyncSession, assignment_id: int, now: datetime) -> bool:
-    """Set the unit's first conversion time; False if it had converted already."""
-    result = await session.execute(
-        update(Assignment)
-        .where(Assignment.id == assignment_id, Assignment.converted_at.is_(None))
-        .values(converted_at=now)
-    )
-    return bool(getattr(result, "rowcount", 0))
-
-
 async def insert_event_if_new(
     session: AsyncSession,
     *,
@@ -286,8 +212,6 @@ async def count_assignments(session: AsyncSession, experiment_id: str) -> int:
 
 
 # --- Many requests at once (group commit, POST /assign/batch, POST /conversions/batch) ---
-
-_ROWS_PER_STATEMENT = 1_000  # 6 parameters a row: far below asyncpg's 32,767
 
 
 @dataclass(frozen=True, slots=True)

@@ -363,53 +363,38 @@ async def _convert_one(
     value: float | None,
     event_id: str | None,
 ) -> ConversionResult:
-    """Credit a conversion to the unit's variant, on the day it was exposed.
-
-    Conversion metrics: once per unit, however often retried. Value metrics: once per
+    """Credit a value event to the unit's variant, on the day it was exposed: once per
     event_id; the unit's running total keeps the sum of squares per unit exact
-    (x_new^2 - x_old^2 is added), which the value posterior needs.
-    """
-    experiment = await _experiment(session, experiment_id)
+    (x_new^2 - x_old^2 is added), which the value posterior needs."""
     assignment = await repository.find_assignment(session, experiment_id, unit_id, for_update=True)
     if assignment is None:
         raise _never_assigned(experiment_id, unit_id)
+    if value is None or event_id is None:
+        raise InvalidInputError(
+            f"experiment {experiment_id!r} measures values: send value and event_id"
+        )
     now = utcnow()
-    if experiment.metric_kind == MetricKind.VALUE:
-        if value is None or event_id is None:
-            raise InvalidInputError(
-                f"experiment {experiment_id!r} measures values: send value and event_id"
-            )
-        if not await repository.insert_event_if_new(
-            session,
-            experiment_id=experiment_id,
-            event_id=event_id,
-            unit_id=unit_id,
-            value=value,
-            now=now,
-        ):
-            return ConversionResult(experiment_id, unit_id, assignment.variant_id, False)
-        total, first = await repository.add_unit_value(session, assignment.id, value, now)
-        previous = total - value
-        await repository.add_live(
-            session,
-            experiment_id=experiment_id,
-            variant_id=assignment.variant_id,
-            day=assignment.assigned_date,
-            successes=1 if first else 0,
-            value_sum=value,
-            value_sum_squares=total * total - previous * previous,
-        )
-        return ConversionResult(experiment_id, unit_id, assignment.variant_id, True)
-    counted = await repository.mark_converted(session, assignment.id, now)
-    if counted:
-        await repository.add_live(
-            session,
-            experiment_id=experiment_id,
-            variant_id=assignment.variant_id,
-            day=assignment.assigned_date,
-            successes=1,
-        )
-    return ConversionResult(experiment_id, unit_id, assignment.variant_id, counted)
+    if not await repository.insert_event_if_new(
+        session,
+        experiment_id=experiment_id,
+        event_id=event_id,
+        unit_id=unit_id,
+        value=value,
+        now=now,
+    ):
+        return ConversionResult(experiment_id, unit_id, assignment.variant_id, False)
+    total, first = await repository.add_unit_value(session, assignment.id, value, now)
+    previous = total - value
+    await repository.add_live(
+        session,
+        experiment_id=experiment_id,
+        variant_id=assignment.variant_id,
+        day=assignment.assigned_date,
+        successes=1 if first else 0,
+        value_sum=value,
+        value_sum_squares=total * total - previous * previous,
+    )
+    return ConversionResult(experiment_id, unit_id, assignment.variant_id, True)
 
 
 async def reset(session: AsyncSession, *, experiment_id: str) -> None:
