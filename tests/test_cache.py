@@ -37,7 +37,28 @@ class TestAnswerCache:
 
         assert await cache.get("k", compute) == 1
         await asyncio.sleep(0.06)
+        # Expired: served once more while one background task recomputes it...
+        assert await cache.get("k", compute) == 1
+        assert await cache.get("k", compute) == 1
+        await asyncio.sleep(0.01)
+        # ...and the new answer once it has landed.
         assert await cache.get("k", compute) == 2
+
+    async def test_failed_background_refresh_is_recomputed_by_the_next_request(self) -> None:
+        cache: AnswerCache[str, int] = AnswerCache(ttl=0.01)
+        outcomes: list[int | Exception] = [1, RuntimeError("database down"), 3]
+
+        async def compute() -> int:
+            outcome = outcomes.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        assert await cache.get("k", compute) == 1
+        await asyncio.sleep(0.02)
+        assert await cache.get("k", compute) == 1  # stale; the refresh fails
+        await asyncio.sleep(0.01)
+        assert await cache.get("k", compute) == 3  # computed on the request path
 
     async def test_concurrent_misses_compute_once(self) -> None:
         cache: AnswerCache[str, int] = AnswerCache(ttl=60)

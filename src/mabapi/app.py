@@ -264,7 +264,6 @@ def _start_writers(app: FastAPI, settings: Settings) -> None:
     sessionmaker = app.state.sessionmaker
     common: dict[str, Any] = {
         "max_batch": settings.group_commit_max_batch,
-        "after_commit": app.state.answers.note_write,  # cached answers may be stale now
     }
 
     async def ingest(
@@ -273,12 +272,31 @@ def _start_writers(app: FastAPI, settings: Settings) -> None:
         return await experiments.ingest_many(session, reports, auto_create=settings.auto_create)
 
     app.state.assign_writer = GroupCommit(
-        sessionmaker, assignments.assign_many, name="assign", **common
+        sessionmaker,
+        assignments.assign_many,
+        name="assign",
+        observe_batch=observability.GROUP_COMMIT_BATCH.labels("assign").observe,
+        **common,
     )
     app.state.convert_writer = GroupCommit(
-        sessionmaker, assignments.convert_many, name="conversions", **common
+        sessionmaker,
+        assignments.convert_many,
+        name="conversions",
+        observe_batch=observability.GROUP_COMMIT_BATCH.labels("conversions").observe,
+        **common,
     )
-    app.state.ingest_writer = GroupCommit(sessionmaker, ingest, name="metrics", **common)
+    # Posted daily totals show at once in this process's GET /allocations answers (a
+    # client that posts then reads sees its post). Live exposures and conversions show
+    # within MABAPI_ALLOCATION_CACHE_SECONDS: they arrive all the time, and dropping the
+    # answers at each group commit would recompute every allocation on every request.
+    app.state.ingest_writer = GroupCommit(
+        sessionmaker,
+        ingest,
+        name="metrics",
+        after_commit=app.state.answers.note_write,
+        observe_batch=observability.GROUP_COMMIT_BATCH.labels("metrics").observe,
+        **common,
+    )
 
 
 def _rate_limiter(settings: Settings) -> RateLimiter:

@@ -13,6 +13,9 @@ Value = TypeVar("Value")
 
 class AnswerCache(Generic[Key, Value]):
     """Answers reused for `ttl` seconds, dropped as soon as this process commits a write.
+    An answer older than `ttl` is still served while one background task recomputes it
+    (stale-while-revalidate): recomputing on the request path made every request that
+    arrived in that moment wait (p99 of 300 ms under load, 28 dates per experiment).
 
     Serves `GET /allocations`: most callers ask the same question many times a second.
     A write committed by this process (any POST/PATCH/DELETE) bumps `epoch`, and an
@@ -26,10 +29,37 @@ class AnswerCache(Generic[Key, Value]):
         self._capacity = capacity
         self._entries: dict[Key, tuple[float, int, Value]] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
+        self._refreshing: set[Key] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.epoch = 0
 
     def note_write(self) -> None:
         self.epoch += 1
+
+    def _refresh(self, key: Key, compute: Callable[[], Awaitable[Value]]) -> None:
+        """Recompute an expired answer off the request path (one task per key); until it
+        lands, the expired answer is served. `compute` must not use the request's own
+        resources (it outlives the request)."""
+        if key in self._refreshing:
+            return
+        self._refreshing.add(key)
+
+        async def refresh() -> None:
+            try:
+                lock = self._locks.setdefault(key, asyncio.Lock())
+                async with lock:
+                    epoch = self.epoch
+                    value = await compute()
+                    if epoch == self.epoch:
+                        self._entries[key] = (time.monotonic() + self._ttl, epoch, value)
+            except Exception:  # the next request computes it again (and sees the error)
+                self._entries.pop(key, None)
+            finally:
+                self._refreshing.discard(key)
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _fresh(self, key: Key) -> Value | None:
         entry = self._entries.get(key)
@@ -43,9 +73,11 @@ class AnswerCache(Generic[Key, Value]):
     async def get(self, key: Key, compute: Callable[[], Awaitable[Value]]) -> Value:
         if self._ttl <= 0:
             return await compute()
-        value = self._fresh(key)
-        if value is not None:
-            return value
+        entry = self._entries.get(key)
+        if entry is not None and entry[1] == self.epoch:
+            if time.monotonic() >= entry[0]:
+                self._refresh(key, compute)
+            return entry[2]
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             value = self._fresh(key)

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mabapi.assignments.routes import assign_unit, convert_unit
 from mabapi.assignments.schemas import AssignIn, ConversionIn
-from mabapi.deps import authorize, lazy_transaction
+from mabapi.deps import authorize
 from mabapi.errors import error_body
 from mabapi.experiments.routes import allocation_answer, record_metric
 from mabapi.experiments.schemas import MetricIn
@@ -266,8 +266,7 @@ async def _convert(request: Request, experiment_id: str, body: ConversionIn) -> 
 
 async def _allocation(request: Request, experiment_id: str, for_date: Any) -> BaseModel:
     await authorize(request)
-    async with lazy_transaction(request) as session:
-        return await allocation_answer(request.app.state, session, experiment_id, for_date)
+    return await allocation_answer(request.app.state, experiment_id, for_date)
 
 
 async def _metric(request: Request, _unused: str, body: MetricIn) -> BaseModel:

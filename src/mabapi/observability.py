@@ -51,6 +51,12 @@ ASSIGNMENTS = Counter(
 CONVERSIONS = Counter(
     "mabapi_conversions_total", "Conversions received, counted or already counted.", ["counted"]
 )
+GROUP_COMMIT_BATCH = Histogram(
+    "mabapi_group_commit_batch_size",
+    "Requests written per group-commit transaction, by writer (assign, conversions, metrics).",
+    ["writer"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
 ROWS_INGESTED = Counter("mabapi_metric_rows_ingested_total", "Daily metric rows stored.")
 ALLOCATION_SHARE = Gauge(
     "mabapi_allocation_share",

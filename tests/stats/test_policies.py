@@ -15,6 +15,7 @@ from mabapi.stats.policies import (
     allocate,
     apply_controls,
     draw,
+    draw_cumulative,
     limit_change,
     policy_weights,
     sample_choice,
@@ -203,6 +204,40 @@ class TestDraw:
         first = [draw(allocation, np.random.default_rng(5)) for _ in range(5)]
         second = [draw(allocation, np.random.default_rng(5)) for _ in range(5)]
         assert first == second
+
+
+class TestDrawCumulative:
+    """The service's draw (inverse CDF on running sums) against scipy's chi-square test
+    and against numpy's own `choice` (the simulator's `draw`)."""
+
+    def test_frequencies_pass_a_chi_square_test(self) -> None:
+        from scipy import stats
+
+        shares = [0.1, 0.0, 0.6, 0.3]
+        cumulative = list(np.cumsum(shares))
+        rng = np.random.default_rng(20261128)
+        n = 60_000
+        counts = np.bincount(
+            [draw_cumulative(cumulative, rng.random()) for _ in range(n)], minlength=4
+        )
+        assert counts[1] == 0  # a zero share is never drawn
+        observed = counts[[0, 2, 3]]
+        expected = np.array([0.1, 0.6, 0.3]) * n
+        assert stats.chisquare(observed, expected).pvalue > 0.001
+
+    def test_unnormalised_shares_and_the_edges_of_the_unit_interval(self) -> None:
+        cumulative = [0.0, 2.0, 2.0, 5.0]  # shares 0, 2, 0, 3 (sum 5)
+        assert draw_cumulative(cumulative, 0.0) == 1
+        assert draw_cumulative(cumulative, 0.3999) == 1
+        assert draw_cumulative(cumulative, 0.4) == 3
+        assert draw_cumulative(cumulative, np.nextafter(1.0, 0.0)) == 3
+
+    def test_same_uniforms_same_variants_as_the_inverse_cdf_of_numpy(self) -> None:
+        shares = np.array([0.25, 0.5, 0.25])
+        uniforms = np.random.default_rng(3).random(1_000)
+        expected = np.searchsorted(np.cumsum(shares), uniforms, side="right")
+        got = [draw_cumulative(list(np.cumsum(shares)), float(u)) for u in uniforms]
+        assert got == list(expected)
 
 
 class TestSampleChoice:

@@ -10,6 +10,7 @@ worker simply has its own cache, at most `ttl` seconds apart.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ class CachedAllocation:
     # The experiment's state when computed (at most `ttl` seconds old).
     winner_variant_id: str | None = None
     live_generation: int = 0
+
+    @property
+    def cumulative(self) -> tuple[float, ...]:
+        """Running sums of `shares` (for `stats.policies.draw_cumulative`)."""
+        return tuple(itertools.accumulate(self.shares))
 
 
 class AssignmentMemo:

@@ -16,7 +16,7 @@ from mabapi.db.base import utcnow
 from mabapi.errors import AppError, ConflictError, InvalidInputError, no_such_experiment
 from mabapi.experiments import repository as experiments_repository
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
-from mabapi.stats.policies import draw
+from mabapi.stats.policies import draw_cumulative
 
 ItemT = TypeVar("ItemT", contravariant=True)
 ResultT = TypeVar("ResultT", covariant=True)
@@ -98,13 +98,13 @@ def prepare_assignment(
         )
     if memo is not None and (known := memo.get(experiment_id, allocation.live_generation, unit_id)):
         return AssignResult(experiment_id, unit_id, known[0], known[1], new=False)
-    shares = np.asarray(allocation.shares, dtype=np.float64)
-    total = float(shares.sum())
+    cumulative = allocation.cumulative
+    total = cumulative[-1] if cumulative else 0.0
     if total <= 0:
         return NewAssignment(experiment_id, unit_id, None, 0.0)
-    index = draw(shares, rng)
+    index = draw_cumulative(cumulative, float(rng.random()))
     return NewAssignment(
-        experiment_id, unit_id, allocation.variant_ids[index], float(shares[index]) / total
+        experiment_id, unit_id, allocation.variant_ids[index], allocation.shares[index] / total
     )
 
 

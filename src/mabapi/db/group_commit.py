@@ -72,6 +72,7 @@ class GroupCommit(Generic[Item, Result]):
         max_batch: int = 500,
         parallel: int = 2,
         after_commit: Callable[[], None] | None = None,
+        observe_batch: Callable[[int], None] | None = None,
         name: str = "group-commit",
     ) -> None:
         self._sessionmaker = sessionmaker
@@ -79,6 +80,7 @@ class GroupCommit(Generic[Item, Result]):
         self._max_batch = max_batch
         self._parallel = parallel
         self._after_commit = after_commit
+        self._observe_batch = observe_batch
         self._name = name
         self._loops: dict[asyncio.AbstractEventLoop, _LoopState[Item, Result]] = {}
 
@@ -149,6 +151,8 @@ class GroupCommit(Generic[Item, Result]):
             return
         if self._after_commit is not None:
             self._after_commit()
+        if self._observe_batch is not None:
+            self._observe_batch(len(batch))
         for pending, result in zip(batch, results, strict=True):
             _settle(pending.future, result)
 

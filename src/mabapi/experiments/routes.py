@@ -11,7 +11,7 @@ from starlette.datastructures import State
 
 from mabapi.access.service import Principal
 from mabapi.cache import AnswerCache
-from mabapi.deps import LazySession, LazySessionDep, PrincipalDep, SessionDep, SettingsDep
+from mabapi.deps import PrincipalDep, SessionDep, SettingsDep
 from mabapi.errors import Responses, documented_error
 from mabapi.experiments import service
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
@@ -131,7 +131,6 @@ async def post_metrics_batch(
 async def get_allocation(
     experiment_id: ExperimentId,
     request: Request,
-    session: LazySessionDep,
     for_date: Annotated[
         IsoDate | None,
         Query(description="Day being planned (YYYY-MM-DD, default today UTC); data before it."),
@@ -141,11 +140,11 @@ async def get_allocation(
 
     An answer is reused for up to `MABAPI_ALLOCATION_CACHE_SECONDS` (a write through the
     same process drops it at once)."""
-    return await allocation_answer(request.app.state, session, experiment_id, for_date)
+    return await allocation_answer(request.app.state, experiment_id, for_date)
 
 
 async def allocation_answer(
-    state: State, session: LazySession, experiment_id: str, for_date: date | None
+    state: State, experiment_id: str, for_date: date | None
 ) -> AllocationOut:
     """GET /allocations' answer; also called by the hot path (mabapi/middleware.py)."""
     day = for_date or datetime.now(UTC).date()
@@ -153,9 +152,11 @@ async def allocation_answer(
     settings: Settings = state.settings
 
     async def compute() -> service.Allocation:
-        computed = await service.compute_allocation(
-            await session(), experiment_id=experiment_id, for_date=day
-        )
+        # Its own transaction: the cache may run this after the request has ended.
+        async with state.sessionmaker() as session, session.begin():
+            computed = await service.compute_allocation(
+                session, experiment_id=experiment_id, for_date=day
+            )
         observe_allocation(
             experiment_id,
             computed.variant_ids,

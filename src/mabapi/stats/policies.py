@@ -8,6 +8,7 @@ paused variants, maximum change per update) are applied the same way to every po
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
 from collections.abc import Mapping, Sequence
@@ -229,6 +230,15 @@ def limit_change(
 def draw(allocation: FloatArray, rng: np.random.Generator) -> int:
     """One variant for one request, distributed as the allocation."""
     return int(rng.choice(len(allocation), p=allocation / allocation.sum()))
+
+
+def draw_cumulative(cumulative: Sequence[float], uniform: float) -> int:
+    """One variant for one request from running sums of the shares (the last is the
+    total) and a uniform draw in [0, 1): the inverse-CDF method, as `draw` but without
+    numpy's per-call validation (about 20x cheaper; the service draws on every new unit).
+    A zero share is an empty slice and is never drawn."""
+    index = bisect.bisect_right(cumulative, uniform * cumulative[-1])
+    return min(index, len(cumulative) - 1)
 
 
 def allocate(
