@@ -27,7 +27,7 @@ from mabapi.assignments.routes import router as assignments_router
 from mabapi.cache import AnswerCache
 from mabapi.dashboard.routes import STATIC_DIR as DASHBOARD_STATIC
 from mabapi.dashboard.routes import router as dashboard_router
-from mabapi.db.engine import engine_from_settings, make_sessionmaker
+from mabapi.db.engine import engine_from_settings, is_unavailable, make_sessionmaker
 from mabapi.db.group_commit import GroupCommit
 from mabapi.db.migrate import upgrade
 from mabapi.deps import authorize
@@ -86,24 +86,6 @@ def _validation_response(error: RequestValidationError) -> JSONResponse:
     return JSONResponse(
         error_body("invalid_request", summary or "invalid request", details), status_code=422
     )
-
-
-def _is_unavailable(error: BaseException) -> bool:
-    """True for failures to reach the database, as opposed to bugs or bad data."""
-    if isinstance(error, sa_exc.TimeoutError | ConnectionError | TimeoutError):
-        return True
-    if isinstance(error, sa_exc.DBAPIError):
-        if error.connection_invalidated:
-            return True
-        if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
-            return True
-        # PostgreSQL's own words for "not now": 08xxx connection exceptions, 57P01-57P03
-        # (shutting down, crashed, starting up: seen after a crash), 53xxx (too many
-        # connections, out of memory or disk).
-        sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
-        if sqlstate.startswith(("08", "57P", "53")):
-            return True
-    return isinstance(error, OSError)
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
@@ -175,7 +157,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
-        if _is_unavailable(error):
+        if is_unavailable(error):
             logger.warning("database unavailable: %s", type(error).__name__)
             return JSONResponse(
                 error_body("service_unavailable", "the database is unreachable; retry shortly"),
@@ -203,6 +185,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.sessionmaker, settings.allocation_cache_seconds
         )
         app.state.assignment_memo = AssignmentMemo()
+        app.state.conversion_memo = AssignmentMemo()
         app.state.answers = AnswerCache(settings.allocation_cache_seconds)
         app.state.keyring = KeyRing(app.state.sessionmaker, settings.key_cache_seconds)
         _start_writers(app, settings)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mabapi.experiments import service as experiments
+from mabapi.experiments.models import MetricKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class CachedAllocation:
     # The experiment's state when computed (at most `ttl` seconds old).
     winner_variant_id: str | None = None
     live_generation: int = 0
+    counts_conversions: bool = True  # conversion metric (once per unit), not values
 
     @property
     def cumulative(self) -> tuple[float, ...]:
@@ -42,6 +44,9 @@ class AssignmentMemo:
     An assignment never changes until the experiment is reset, and a reset bumps the
     generation, so a remembered answer is the database's answer; returning units are then
     served without a round trip. Bounded: the oldest entries are dropped first.
+
+    A second instance remembers units whose (once-per-unit) conversion is counted: that
+    too holds until a reset, so a retried conversion is answered without a round trip.
     """
 
     def __init__(self, capacity: int = 200_000) -> None:
@@ -87,6 +92,7 @@ class AllocationCache:
             time.monotonic() + self._ttl,
             winner_variant_id=experiment.winner_variant_id,
             live_generation=experiment.live_generation,
+            counts_conversions=experiment.metric_kind != MetricKind.VALUE,
         )
         if self._versions.get(experiment_id, 0) == version:
             self._entries[experiment_id] = entry

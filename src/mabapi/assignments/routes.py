@@ -160,7 +160,13 @@ async def convert(
 async def convert_unit(state: State, experiment_id: str, body: ConversionIn) -> ConversionOut:
     """The conversion route's answer; also called by the hot path (mabapi/middleware.py).
     Written by the process's group-commit writer."""
-    result = await service.convert(state.convert_writer, _conversion(experiment_id, body))
+    cache: AllocationCache = state.allocation_cache
+    result = await service.convert(
+        state.convert_writer,
+        _conversion(experiment_id, body),
+        allocation=await cache.get(experiment_id),
+        memo=state.conversion_memo,
+    )
     return _conversion_out(result)
 
 

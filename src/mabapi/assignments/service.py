@@ -274,11 +274,28 @@ class Conversion:
 
 
 async def convert(
-    writer: Submit[Conversion, ConversionResult], conversion: Conversion
+    writer: Submit[Conversion, ConversionResult],
+    conversion: Conversion,
+    *,
+    allocation: CachedAllocation | None = None,
+    memo: AssignmentMemo | None = None,
 ) -> ConversionResult:
     """Credit a conversion to the unit's variant (see `convert_many`), through the
-    group-commit `writer`: the answer comes back once it has committed."""
-    return await writer.submit(conversion)
+    group-commit `writer`: the answer comes back once it has committed.
+
+    With a `memo` (and the experiment's cached `allocation`, for its generation): a
+    conversion metric's unit this process has seen counted is answered "already counted"
+    without the database, as the database would answer it until a reset."""
+    if memo is None or allocation is None or not allocation.counts_conversions:
+        return await writer.submit(conversion)
+    experiment_id, unit_id = conversion.experiment_id, conversion.unit_id
+    generation = allocation.live_generation
+    if known := memo.get(experiment_id, generation, unit_id):
+        return ConversionResult(experiment_id, unit_id, known[0], counted=False)
+    result = await writer.submit(conversion)
+    # Committed: counted now or before; either way "already counted" from now on.
+    memo.put(experiment_id, generation, unit_id, (result.variant_id, 0.0))
+    return result
 
 
 async def convert_batch(

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -70,3 +71,21 @@ async def ping(engine: AsyncEngine, *, timeout_s: float) -> None:
     """Raise unless the database answers a trivial query within `timeout_s`."""
     async with asyncio.timeout(timeout_s), engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True for failures to reach the database, as opposed to bugs or bad data."""
+    if isinstance(error, sa_exc.TimeoutError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return True
+        # PostgreSQL's own words for "not now": 08xxx connection exceptions, 57P01-57P03
+        # (shutting down, crashed, starting up: seen after a crash), 53xxx (too many
+        # connections, out of memory or disk).
+        sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
+        if sqlstate.startswith(("08", "57P", "53")):
+            return True
+    return isinstance(error, OSError)

@@ -34,6 +34,8 @@ from typing import Generic, TypeVar
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mabapi.db.engine import is_unavailable
+
 logger = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
@@ -139,7 +141,7 @@ class GroupCommit(Generic[Item, Result]):
                     pending.future.set_exception(RuntimeError("the server is shutting down"))
             raise
         except Exception as error:
-            if len(batch) > 1 and not _is_connection_failure(error):
+            if len(batch) > 1 and not is_unavailable(error):
                 # Find the item the transaction failed for: one transaction each.
                 logger.warning("%s: batch of %d failed (%s); one by one", self._name,
                                len(batch), type(error).__name__)  # fmt: skip
@@ -178,15 +180,3 @@ def _settle(future: asyncio.Future[Result], outcome: Result | BaseException) -> 
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
-
-
-def _is_connection_failure(error: BaseException) -> bool:
-    """The database is unreachable: retrying item by item would only fail N times."""
-    if isinstance(error, ConnectionError | TimeoutError | OSError | sa_exc.TimeoutError):
-        return True
-    if isinstance(error, sa_exc.DBAPIError):
-        if error.connection_invalidated or isinstance(error, sa_exc.InterfaceError):
-            return True
-        sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
-        return sqlstate.startswith(("08", "57P", "53"))
-    return False
