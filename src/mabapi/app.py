@@ -278,6 +278,9 @@ def _start_writers(app: FastAPI, settings: Settings) -> None:
         name="metrics",
         after_commit=app.state.answers.note_write,
         observe_batch=observability.GROUP_COMMIT_BATCH.labels("metrics").observe,
+        # One transaction in flight per process: they all queue on the experiment's
+        # ingestion lock anyway, and one at a time makes each batch larger.
+        parallel=1,
         **common,
     )
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.access.models import ApiKey, AuditEntry, Project
@@ -52,9 +52,10 @@ async def projects_of(session: AsyncSession, experiment_ids: set[str]) -> dict[s
     return {str(row[0]): str(row[1]) for row in rows}
 
 
-async def add_audit(session: AsyncSession, values: dict[str, Any]) -> None:
-    session.add(AuditEntry(**values))
-    await session.flush()
+async def add_audits(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Audit entries in one statement (a group commit writes one per request)."""
+    if rows:
+        await session.execute(insert(AuditEntry), list(rows))
 
 
 async def list_audit(

@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -172,18 +173,33 @@ async def record(
     status_code: int,
     request_id: str,
 ) -> None:
-    await repository.add_audit(
+    await record_many(
         session,
-        {
-            "at": utcnow(),
-            "key_id": principal.key_id,
-            "project_id": principal.project_id,
-            "method": method,
-            "route": route,
-            "path": path[:1000],
-            "status_code": status_code,
-            "request_id": request_id,
-        },
+        [
+            {"principal": principal, "method": method, "route": route, "path": path,
+             "status_code": status_code, "request_id": request_id}
+        ],
+    )  # fmt: skip
+
+
+async def record_many(session: AsyncSession, audits: Sequence[dict[str, Any]]) -> None:
+    """Audit entries, each given as `record`'s keyword arguments, in one statement."""
+    now = utcnow()
+    await repository.add_audits(
+        session,
+        [
+            {
+                "at": now,
+                "key_id": audit["principal"].key_id,
+                "project_id": audit["principal"].project_id,
+                "method": audit["method"],
+                "route": audit["route"],
+                "path": audit["path"][:1000],
+                "status_code": audit["status_code"],
+                "request_id": audit["request_id"],
+            }
+            for audit in audits
+        ],
     )
 
 

@@ -143,8 +143,8 @@ class GroupCommit(Generic[Item, Result]):
         except Exception as error:
             if len(batch) > 1 and not is_unavailable(error):
                 # Find the item the transaction failed for: one transaction each.
-                logger.warning("%s: batch of %d failed (%s); one by one", self._name,
-                               len(batch), type(error).__name__)  # fmt: skip
+                logger.info("%s: batch of %d failed (%s); one by one", self._name,
+                            len(batch), type(error).__name__)  # fmt: skip
                 for pending in batch:
                     await self._commit([pending])
                 return

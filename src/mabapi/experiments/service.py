@@ -202,28 +202,15 @@ class Report:
 async def ingest_many(
     session: AsyncSession, reports: Sequence[Report], *, auto_create: bool
 ) -> list[AppError | None]:
-    """Many single-row posts in one transaction (group commit): together in one savepoint
-    when none is refused (the usual case: a few statements for the whole batch), else one
-    savepoint each, so a refused row is refused alone. Per report: None or its refusal.
+    """Many single-row posts in one transaction (group commit): a few statements for the
+    whole batch. A refusal (unknown or archived experiment, another project's...) is
+    raised for the batch; the group commit then writes the batch one post per
+    transaction, so only the refused post is refused.
 
     Two posts of the same (experiment, variant, day) in one batch were concurrent, so
     either order is a valid one: the later in the queue wins, as if it came second."""
-    try:
-        async with session.begin_nested():
-            await _ingest_together(session, reports, auto_create=auto_create)
-        return [None] * len(reports)
-    except AppError:
-        if len(reports) == 1:
-            raise
-    results: list[AppError | None] = []
-    for report in reports:
-        try:
-            async with session.begin_nested():
-                await _ingest_together(session, [report], auto_create=auto_create)
-            results.append(None)
-        except AppError as error:
-            results.append(error)
-    return results
+    await _ingest_together(session, reports, auto_create=auto_create)
+    return [None] * len(reports)
 
 
 async def _ingest_together(
@@ -239,9 +226,7 @@ async def _ingest_together(
         await ingest(
             session, rows=list(rows.values()), auto_create=auto_create, principal=principal
         )
-    for report in reports:
-        if report.audit is not None:
-            await access.record(session, **report.audit)
+    await access.record_many(session, [r.audit for r in reports if r.audit is not None])
 
 
 async def record_metrics(
