@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -34,12 +33,11 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-@asynccontextmanager
-async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request owns the transaction: commit on success, roll back on any error.
 
-    Left before the response is sent, so a client never sees a 2xx for a write that
-    failed to commit. Shared by the FastAPI dependency and the hot paths (fastpath.py).
+    Used with scope="function", so the commit happens before the response is sent: a
+    client never sees a 2xx for a write that failed to commit.
     """
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session, session.begin():
@@ -49,13 +47,6 @@ async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
         if audit is not None:
             await access.record(session, **audit)
     _committed(request)
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """`transaction` as a dependency, used with scope="function" (exit before the
-    response is sent)."""
-    async with transaction(request) as session:
-        yield session
 
 
 def _committed(request: Request) -> None:
@@ -101,9 +92,8 @@ class LazySession:
                 action()
 
 
-@asynccontextmanager
-async def lazy_transaction(request: Request) -> AsyncIterator[LazySession]:
-    """Same transaction rule as `transaction` (commit before the response, roll back on
+async def get_lazy_session(request: Request) -> AsyncIterator[LazySession]:
+    """Same transaction rule as `get_session` (commit before the response, roll back on
     error), for a session that may never be opened."""
     lazy = LazySession(request.app.state.sessionmaker)
     try:
@@ -113,11 +103,6 @@ async def lazy_transaction(request: Request) -> AsyncIterator[LazySession]:
         raise
     await lazy.finish(commit=True)
     _committed(request)
-
-
-async def get_lazy_session(request: Request) -> AsyncIterator[LazySession]:
-    async with lazy_transaction(request) as lazy:
-        yield lazy
 
 
 async def get_answers(request: Request) -> AnswerCache[Any, Any]:

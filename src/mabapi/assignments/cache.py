@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,11 +31,12 @@ class CachedAllocation:
     winner_variant_id: str | None = None
     live_generation: int = 0
     counts_conversions: bool = True  # conversion metric (once per unit), not values
+    # Running sums of `shares` for `stats.policies.draw_cumulative`: computed once per
+    # cached allocation, not once per new unit.
+    cumulative_shares: tuple[float, ...] = field(init=False)
 
-    @property
-    def cumulative(self) -> tuple[float, ...]:
-        """Running sums of `shares` (for `stats.policies.draw_cumulative`)."""
-        return tuple(itertools.accumulate(self.shares))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cumulative_shares", tuple(itertools.accumulate(self.shares)))
 
 
 class AssignmentMemo:

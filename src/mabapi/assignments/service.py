@@ -31,10 +31,6 @@ class SessionSource(Protocol):
     def after_commit(self, action: Callable[[], None]) -> None: ...
 
 
-class AllocationSource(Protocol):
-    async def get(self, experiment_id: str) -> CachedAllocation: ...
-
-
 @dataclass(frozen=True, slots=True)
 class AssignResult:
     experiment_id: str
@@ -98,7 +94,7 @@ def prepare_assignment(
         )
     if memo is not None and (known := memo.get(experiment_id, allocation.live_generation, unit_id)):
         return AssignResult(experiment_id, unit_id, known[0], known[1], new=False)
-    cumulative = allocation.cumulative
+    cumulative = allocation.cumulative_shares
     total = cumulative[-1] if cumulative else 0.0
     if total <= 0:
         return NewAssignment(experiment_id, unit_id, None, 0.0)
@@ -425,7 +421,3 @@ async def reset(session: AsyncSession, *, experiment_id: str) -> None:
     experiment.status = ExperimentStatus.RUNNING
     experiment.updated_at = utcnow()
     await session.flush()
-
-
-def distinct_experiments(items: Sequence[tuple[str, str]]) -> list[str]:
-    return sorted({experiment_id for experiment_id, _ in items})
