@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -35,7 +36,7 @@ from mabapi.errors import AppError, RateLimitedError, Responses, documented_erro
 from mabapi.experiments import service as experiments
 from mabapi.experiments.routes import allocations_router, experiments_router, metrics_router
 from mabapi.health.routes import router as health_router
-from mabapi.middleware import BodySizeLimit, HotPaths, RequestContext
+from mabapi.middleware import BodySizeLimit, HotPaths, LazyStart, RequestContext
 from mabapi.settings import Settings
 
 logger = logging.getLogger("mabapi")
@@ -176,34 +177,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = engine_from_settings(settings)
-        if settings.migrate_on_start:
-            await upgrade(engine)
-        app.state.engine = engine
-        app.state.sessionmaker = make_sessionmaker(engine)
-        app.state.allocation_cache = AllocationCache(
-            app.state.sessionmaker, settings.allocation_cache_seconds
-        )
-        app.state.assignment_memo = AssignmentMemo()
-        app.state.conversion_memo = AssignmentMemo()
-        app.state.answers = AnswerCache(settings.allocation_cache_seconds)
-        app.state.keyring = KeyRing(app.state.sessionmaker, settings.key_cache_seconds)
-        _start_writers(app, settings)
-        app.state.rate_limiter = _rate_limiter(settings)
-        await _bootstrap_access(app, settings)
+        await start_runtime(app, settings)
         try:
             yield
         finally:
-            for writer in (
-                app.state.assign_writer,
-                app.state.convert_writer,
-                app.state.ingest_writer,
-            ):
-                await writer.close()
-            await app.state.allocation_cache.close()
-            await app.state.rate_limiter.close()
-            await engine.dispose()
-            observability.process_exited(settings.prometheus_multiproc_dir)
+            await stop_runtime(app)
 
     app = FastAPI(
         title="mabapi",
@@ -223,6 +201,8 @@ def create_app(settings: Settings) -> FastAPI:
         max_batch_bytes=settings.max_batch_body_bytes,
     )
     app.add_middleware(RequestContext, on_finish=lambda: _observe_pool(app))
+    # Outermost: a server or test client that never ran the lifespan still gets a runtime.
+    app.add_middleware(LazyStart, start=lambda: start_runtime(app, settings, lazy=True))
     # Routes are matched in this order, one by one: the per-request hot paths first.
     app.include_router(assignments_router)
     app.include_router(allocations_router)
@@ -233,6 +213,51 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(dashboard_router)
     app.mount("/ui/static", StaticFiles(directory=DASHBOARD_STATIC), name="dashboard-static")
     return app
+
+
+async def start_runtime(app: FastAPI, settings: Settings, *, lazy: bool = False) -> None:
+    """Open what requests use (engine, caches, writers, keys) on the running event loop.
+
+    Run by the lifespan; or, when the lifespan never ran (`TestClient(app)` without a
+    `with` block, `uvicorn --lifespan off`), by `LazyStart` on the first request of each
+    event loop. Lazily, connections are not pooled: nothing outlives a loop that a test
+    client may close after one request, and migrations and the bootstrap key run once
+    per process.
+    """
+    first = not getattr(app.state, "started_once", False)
+    engine = engine_from_settings(settings, pooled=not lazy)
+    if settings.migrate_on_start and first:
+        await upgrade(engine)
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.allocation_cache = AllocationCache(
+        app.state.sessionmaker, settings.allocation_cache_seconds
+    )
+    app.state.assignment_memo = AssignmentMemo()
+    app.state.conversion_memo = AssignmentMemo()
+    app.state.answers = AnswerCache(settings.allocation_cache_seconds)
+    app.state.keyring = KeyRing(app.state.sessionmaker, settings.key_cache_seconds)
+    _start_writers(app, settings)
+    app.state.rate_limiter = _rate_limiter(settings)
+    if first:
+        await _bootstrap_access(app, settings)
+    app.state.started_once = True
+    app.state.runtime_loop = asyncio.get_running_loop()
+
+
+async def stop_runtime(app: FastAPI) -> None:
+    """Close what `start_runtime` opened (requests have drained: writers go last)."""
+    for writer in (
+        app.state.assign_writer,
+        app.state.convert_writer,
+        app.state.ingest_writer,
+    ):
+        await writer.close()
+    await app.state.allocation_cache.close()
+    await app.state.rate_limiter.close()
+    await app.state.engine.dispose()
+    app.state.runtime_loop = None
+    observability.process_exited(app.state.settings.prometheus_multiproc_dir)
 
 
 def app_factory() -> FastAPI:

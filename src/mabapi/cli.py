@@ -238,8 +238,9 @@ def simulate(
          "traffic_per_day": chosen.traffic_per_day, "seeds": chosen.seeds},
     )  # fmt: skip
     charts = report.write_charts(results, out)
-    note = f", {len(charts)} charts" if charts else " (install mabapi[plots] for charts)"
-    console.print(f"results written to {out}/ (results.json, results.csv{note})")
+    note = f", {len(charts)} charts" if charts else " (for charts: pip install 'mabapi[plots]')"
+    # Not rich markup: "[plots]" would be read as a style tag and vanish.
+    console.print(f"results written to {out}/ (results.json, results.csv{note})", markup=False)
 
 
 async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:

@@ -3,6 +3,7 @@ is read in full; the per-request hot paths served without FastAPI's dependency s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -29,6 +30,33 @@ from mabapi.experiments.routes import allocation_answer, record_metric
 from mabapi.experiments.schemas import MetricIn
 from mabapi.observability import LATENCY, REQUESTS, request_id_var
 from mabapi.schemas import ID_PATTERN, IsoDate
+
+
+class LazyStart:
+    """Start the app's runtime on the first request of an event loop that has none.
+
+    The lifespan starts it before any request; this covers servers and test clients that
+    never run the lifespan (`TestClient(app)` without `with`: one event loop per request).
+    Concurrent first requests of a loop wait on one lock, so the start runs once.
+    """
+
+    def __init__(self, app: ASGIApp, *, start: Callable[[], Awaitable[None]]) -> None:
+        self.app = app
+        self._start = start
+        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            state = scope["app"].state
+            loop = asyncio.get_running_loop()
+            if getattr(state, "runtime_loop", None) is not loop:
+                for old in [other for other in self._locks if other.is_closed()]:
+                    del self._locks[old]
+                lock = self._locks.setdefault(loop, asyncio.Lock())
+                async with lock:
+                    if getattr(state, "runtime_loop", None) is not loop:
+                        await self._start()
+        await self.app(scope, receive, send)
 
 
 class BodySizeLimit:

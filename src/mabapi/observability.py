@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -114,13 +116,25 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        # uvicorn attaches a copy of the message with terminal colour codes; a log line
+        # never carries them (JSON would show them as raw \u001b escapes).
+        record.__dict__.pop("color_message", None)
         return True
+
+
+def resolve_log_format(log_format: str, stream: TextIO | None = None) -> str:
+    """`auto` is text on a terminal (a person reads it) and JSON elsewhere (a collector)."""
+    if log_format != "auto":
+        return log_format
+    stream = stream or sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    return "text" if callable(isatty) and isatty() else "json"
 
 
 def log_handler(log_format: str) -> logging.Handler:
     handler = logging.StreamHandler()
     handler.addFilter(_RequestIdFilter())
-    if log_format == "json":
+    if resolve_log_format(log_format) == "json":
         handler.setFormatter(
             JsonFormatter(
                 "{asctime}{levelname}{name}{message}{request_id}",

@@ -129,8 +129,10 @@ class Settings(BaseSettings):
         description="redis://host:6379/0 to count rate limits across processes and replicas "
         "(default: each process counts alone).",
     )
-    log_format: Literal["json", "text"] = Field(
-        default="json", description="json: one JSON object per line, with the request id."
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="json: one JSON object per line, with the request id; text: one "
+        "readable line; auto: text when stderr is a terminal, json otherwise.",
     )
     metrics_max_experiments: int = Field(
         default=200,

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.pool import NullPool
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -45,21 +46,28 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: URL, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+def make_engine(
+    url: URL, *, pool_size: int = 10, max_overflow: int = 10, pooled: bool = True
+) -> AsyncEngine:
+    """`pooled=False`: every session opens and closes its own connection (NullPool)."""
+    pool: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
     if url.get_backend_name() == "sqlite":
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_async_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool
+        )
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(
-        url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
-    )
+    if pooled:
+        pool = {"pool_size": pool_size, "max_overflow": max_overflow}
+    return create_async_engine(url, pool_pre_ping=True, **pool)
 
 
-def engine_from_settings(settings: Settings) -> AsyncEngine:
+def engine_from_settings(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
     return make_engine(
         settings.async_database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        pooled=pooled,
     )
 
 
