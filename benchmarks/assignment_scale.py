@@ -7,7 +7,7 @@ On a throwaway PostgreSQL database, in process (no network): the median time of
 not seen (its memo cannot answer: the database read the first visit costs), first with
 1,000 stored assignments, then after `--rows` more are loaded by SQL into the same
 experiment (the unique index on (experiment, unit) then holds all of them). Prints both
-and their ratio (issue 4: assignment stays fast; we call <= 2x fast).
+and their ratio (assignment must stay fast: we call <= 2x fast).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ MABWiser, on simulated experiments with daily batches.
 
 Needs the `bench` extra for MABWiser (`pip install -e '.[bench]'`); without it those rows
 are skipped. Prints one table per scenario (mean and standard error over seeds) and the
-targets of issue 3, each marked met or missed. Regret is expected regret: for every
+targets, each marked met or missed. Regret is expected regret: for every
 unit, the best arm's expected reward that day minus the served arm's.
 """
 

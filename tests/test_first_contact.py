@@ -83,7 +83,8 @@ def test_testclient_without_lifespan_answers_the_readme_example(
     assert isinstance(body, dict)
     assert body["allocations"] == DOCUMENTED
     assigned, again = result["assigned"], result["again"]
-    assert isinstance(assigned, dict) and isinstance(again, dict)
+    assert isinstance(assigned, dict)
+    assert isinstance(again, dict)
     # Sticky across requests, although each request ran on an event loop of its own.
     assert assigned["variant_id"] == again["variant_id"]
 
@@ -180,7 +181,16 @@ def test_plain_install_runs_every_documented_command(tmp_path: Path) -> None:
 
     # The optional `plots` extra is missing: the simulator says which extra to install.
     simulate = subprocess.run(
-        [str(env_dir / "bin" / "mabapi"), "simulate", "--days", "2", "--seeds", "2", "--out", str(tmp_path)],
+        [
+            str(env_dir / "bin" / "mabapi"),
+            "simulate",
+            "--days",
+            "2",
+            "--seeds",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -189,4 +199,3 @@ def test_plain_install_runs_every_documented_command(tmp_path: Path) -> None:
     assert simulate.returncode == 0, simulate.stderr
     assert "pip install 'mabapi[plots]'" in simulate.stdout + simulate.stderr
     assert "Traceback" not in simulate.stdout + simulate.stderr
-

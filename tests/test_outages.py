@@ -1,5 +1,5 @@
 """Outages and shutdown against real server processes on a throwaway PostgreSQL cluster
-(issue 5): the database going away and coming back, a PostgreSQL crash in the middle of
+(docs/OPERATIONS.md): the database going away and coming back, a PostgreSQL crash in the middle of
 a load, SIGTERM with requests in flight, and metrics added up over workers."""
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ logger = logging.getLogger("mabapi")
 
 RETRY_AFTER_S = "2"
 
-# Answers any route can give (issue 5: every status code is in the OpenAPI document).
+# Answers any route can give (every status code is in the OpenAPI document).
 COMMON_RESPONSES: Responses = {
     400: documented_error("A key was sent in the query string, or the request is malformed."),
     401: documented_error("No key, a malformed key, or an unknown or revoked key."),

@@ -134,7 +134,7 @@ QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "key", "token", "access_token"
 
 
 def required_scope(method: str, route: str) -> Scope | None:
-    """The scope a route needs (issue 5): None for the probes, `read` for GETs, `client`
+    """The scope a route needs (docs/SECURITY.md): None for the probes, `read` for GETs, `client`
     for assignment and conversions, `write` for ingestion, `admin` for the rest (and for
     keys, the audit log and GET /metrics, which names every project's experiments)."""
     if route in OPEN_ROUTES:

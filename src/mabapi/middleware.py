@@ -250,12 +250,12 @@ class RequestContext:
 
 # The per-request hot paths, served without FastAPI's router and dependency solver.
 #
-# Issue 4 asks returning-unit assignment and GET /allocations to reach 0.6x of a bare
-# FastAPI endpoint. A py-spy profile of a returning-unit assign under wrk showed 35% of
-# the worker's CPU in FastAPI's dependency solving, most of the rest in route matching and
-# request parsing, and under 5% in the work itself (a memo lookup). So these routes are
-# matched here first, by one regular expression each, and run the very same code as their
-# FastAPI routes: `deps.authorize`, the route's core function (`assign_unit`,
+# Returning-unit assignment and GET /allocations are meant to reach 0.6x of a bare
+# FastAPI endpoint (benchmarks/load.py). A py-spy profile of a returning-unit assign under
+# wrk showed 35% of the worker's CPU in FastAPI's dependency solving, most of the rest in
+# route matching and request parsing, and under 5% in the work itself (a memo lookup). So
+# these routes are matched here first, by one regular expression each, and run the very
+# same code as their FastAPI routes: `deps.authorize`, the route's core function (`assign_unit`,
 # `convert_unit`, `allocation_answer`, `record_metric`), the same transaction context
 # managers, the same response models and the exception handlers registered on the app.
 #

@@ -1,6 +1,6 @@
 """All configuration, read once from the environment (prefix MABAPI_) and `.env`.
 
-This is the only module that reads the environment (ARCHITECTURE.md, rule 7); everything
+This is the only module that reads the environment (docs/ARCHITECTURE.md, import rule 6); everything
 else receives a `Settings` instance.
 """
 

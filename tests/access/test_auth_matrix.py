@@ -1,6 +1,6 @@
 """Every documented route x method against every way a key can be wrong: no key, a
 malformed one, a revoked one, one of the wrong scope, one of another project. Each must
-be refused with the status issue 5 specifies, and no row may change."""
+be refused with the status docs/SECURITY.md specifies, and no row may change."""
 
 from __future__ import annotations
 

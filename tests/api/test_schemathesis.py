@@ -1,5 +1,5 @@
 """schemathesis against the live OpenAPI document of a real server on PostgreSQL: every
-check, a fixed seed, 100 examples per operation, with a valid admin key (issue 5)."""
+check, a fixed seed, 100 examples per operation, with a valid admin key."""
 
 from __future__ import annotations
 

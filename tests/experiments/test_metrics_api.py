@@ -46,7 +46,7 @@ class TestOriginalReadme:
         assert body["experiment_id"] == "homepage_test"
         assert body["date"] == "2023-07-16"
         assert set(body["allocations"]) == {"control", "variant1"}
-        # P(variant1 best) = 0.97507 by the closed form (STATISTICS.md check value); the
+        # P(variant1 best) = 0.97507 by the closed form (docs/STATISTICS.md); the
         # default 1% floor gives 1% + 98% x P(best): 3.4% and 96.6%.
         assert body["allocations"] == {"control": 3.4, "variant1": 96.6}
         assert body["probability_best"]["variant1"] == pytest.approx(0.975068, abs=1e-6)

@@ -27,7 +27,7 @@ from mabapi.errors import ConflictError, ForbiddenError, NotFoundError, no_such_
 KEY_PATTERN = re.compile(r"^mab_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 BOOTSTRAP_KEY_ID = "bootstrap"
 
-# What each scope may do (issue 5): write = read + client + ingestion; admin = all.
+# What each scope may do (docs/SECURITY.md): write = read + client + ingestion; admin = all.
 GRANTS: dict[Scope, frozenset[Scope]] = {
     Scope.CLIENT: frozenset({Scope.CLIENT}),
     Scope.READ: frozenset({Scope.READ}),

@@ -1,5 +1,5 @@
 """Declarative base with a naming convention, and column types that mean the same on both
-databases (ARCHITECTURE.md: both databases are first-class)."""
+databases (docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 

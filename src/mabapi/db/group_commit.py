@@ -1,7 +1,7 @@
 """Group commit: many requests' writes in one transaction, each acknowledged only after
 that transaction has committed.
 
-Issue 4's throughput part: a commit costs a WAL flush and a round trip per statement, and
+Why: a commit costs a WAL flush and a round trip per statement, and
 the per-request transactions of assignment, conversions and daily totals serialised on
 the rows they share (a variant's counters, an experiment's ingestion lock). Here each
 request puts its item on a queue and waits; a writer task takes whatever is queued (up

@@ -45,7 +45,7 @@ class Experiment(Base):
     __tablename__ = "experiments"
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    # Keys see only their project's experiments (issue 5); ids stay globally unique.
+    # Keys see only their project's experiments (docs/SECURITY.md); ids stay globally unique.
     # No foreign key on purpose: adding one makes SQLite rebuild `experiments`, and the
     # rebuild's DROP TABLE cascades into every table that references it (data loss).
     # Projects are only ever created, never deleted, so nothing can dangle.

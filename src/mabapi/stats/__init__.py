@@ -1,1 +1,1 @@
-"""Pure statistics: numpy and scipy only, no I/O, no web, no database (ARCHITECTURE.md)."""
+"""Pure statistics: numpy and scipy only, no I/O, no web, no database (docs/ARCHITECTURE.md)."""

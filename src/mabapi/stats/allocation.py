@@ -5,7 +5,7 @@ share: Chapelle & Li 2011, Scott 2010), and E[max_j theta_j] = sum_i integral
 x f_i(x) prod_{j != i} F_j(x) dx, which gives the expected loss of each choice.
 
 Both are computed by composite Gauss-Legendre quadrature in log space over the only range
-where the integrand is not negligible (STATISTICS.md): [max_j q_j(eps), max_j q_j(1-eps)].
+where the integrand is not negligible (docs/STATISTICS.md): [max_j q_j(eps), max_j q_j(1-eps)].
 Panel breakpoints are placed inside every posterior, so a narrow posterior (10^7 trials)
 beside a wide one (10^3) is still resolved. Beta posteriors (conversions) and Student-t
 marginals of Normal-Inverse-Gamma posteriors (values) are supported; "lower is better"

@@ -224,7 +224,7 @@ class StratifiedEstimate:
 def stratified_means(
     units: FloatArray, totals: FloatArray, squares: FloatArray | None = None
 ) -> list[StratifiedEstimate]:
-    """Period-stratified mean per variant (STATISTICS.md, "Changing traffic"): each
+    """Period-stratified mean per variant (docs/STATISTICS.md, "How sure, and when to stop"): each
     period's mean weighted by that period's share of ALL units, so changing weights do
     not bias it (Simpson's paradox). Arrays are (variants, periods). A variant's periods
     without units are left out and the remaining weights renormalised.
@@ -264,7 +264,7 @@ def sample_ratio_mismatch(
     units: FloatArray, served_shares: FloatArray, *, threshold: float = 0.001
 ) -> SampleRatioCheck | None:
     """Chi-square test of observed units against the shares actually served, period by
-    period: expected_v = sum_p units_p * share_{v,p} (STATISTICS.md). Arrays are
+    period: expected_v = sum_p units_p * share_{v,p} (docs/STATISTICS.md). Arrays are
     (variants, periods); periods with no served shares must be left out by the caller.
     None when there is too little to test (fewer than 2 variants or no units)."""
     if units.shape[0] < 2 or units.sum() <= 0:

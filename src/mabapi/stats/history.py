@@ -12,7 +12,8 @@ from mabapi.stats.allocation import FloatArray
 
 @dataclass(frozen=True, slots=True)
 class Forgetting:
-    """Optional forgetting of old data for drifting rates (STATISTICS.md, "Drift").
+    """Optional forgetting of old data for drifting rates (docs/STATISTICS.md, "Forgetting
+    for drifting rates").
 
     window_days: only the last W days count. half_life_days: a day d days before the
     planned day weighs 0.5^((d - 1) / h), i.e. discount g = 0.5^(1/h) per day, applied to

@@ -166,7 +166,7 @@ def apply_controls(
 ) -> FloatArray:
     """Final traffic shares: paused arms get 0, reserved arms their fixed share, the rest
     the policy's weights (or an even split during burn-in) with the additive floor
-    p_i = f + (1 - K f) w_i (STATISTICS.md: it never reorders arms; K f >= 1 falls back
+    p_i = f + (1 - K f) w_i (docs/STATISTICS.md: it never reorders arms; K f >= 1 falls back
     to an even split), then at most `max_change` movement from `previous`."""
     count = len(weights)
     active_mask = np.asarray(active, dtype=bool)

@@ -119,7 +119,7 @@ class NormalInverseGammaPrior:
 
     The default is weakly informative (one pseudo-unit at 0, InvGamma(1, 1) variance):
     Jeffreys/reference priors are reported to do worse for Gaussian Thompson sampling
-    (STATISTICS.md, "Value (revenue) metrics").
+    (docs/STATISTICS.md, "Posteriors").
     """
 
     mu: float = 0.0

@@ -1,4 +1,4 @@
-"""projects, API keys and the audit log (issue 5)
+"""projects, API keys and the audit log
 
 Revision ID: 0006
 Revises: 0005
