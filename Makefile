@@ -7,7 +7,11 @@ BIN := $(VENV)/bin
 MABAPI_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export MABAPI_TEST_POSTGRES_URL
 
-.PHONY: run test lint typecheck pytest install install-dev migrations-check bench clean
+# Tests run in parallel, one process per core (pytest-xdist); each worker has its own
+# throwaway SQLite file and PostgreSQL database.
+PYTEST_WORKERS ?= auto
+
+.PHONY: run test test-fast lint typecheck pytest install install-dev migrations-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +39,11 @@ typecheck: install-dev
 	$(BIN)/mypy
 
 pytest: install-dev
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
+
+# The inner loop: unit and API tests on SQLite, without the slow ones (under a minute).
+test-fast: install-dev
+	MABAPI_TEST_DATABASES=sqlite $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not slow"
 
 # Models and migrations must not drift: autogenerate finds nothing to add.
 migrations-check: install-dev

@@ -224,7 +224,7 @@ async def start_runtime(app: FastAPI, settings: Settings, *, lazy: bool = False)
     client may close after one request, and migrations and the bootstrap key run once
     per process.
     """
-    first = not getattr(app.state, "started_once", False)
+    first = not lazy or not getattr(app.state, "started_once", False)
     engine = engine_from_settings(settings, pooled=not lazy)
     if settings.migrate_on_start and first:
         await upgrade(engine)

@@ -39,6 +39,25 @@ class TestAccess:
         assert page.status_code == 200
         assert 'data-chart="allocation"' in page.text
 
+    async def test_open_instance_has_no_log_out_and_counts_days_from_the_data(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await seed(client)  # three past days, posted today
+        page = await client.get("/ui/experiments/home")
+        assert "Log out" not in page.text
+        assert "3 days running, 3 days of data" in page.text
+        listing = await client.get("/ui")
+        assert "Log out" not in listing.text
+
+    async def test_a_logged_in_browser_can_log_out(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        reader = await make_key(app, scope="read")
+        assert (await client.post("/ui/login", data={"key": reader})).status_code == 303
+        page = await client.get("/ui")
+        assert page.status_code == 200
+        assert "Log out" in page.text
+
     async def test_without_a_key_a_browser_is_sent_to_log_in(
         self, app: FastAPI, client: httpx.AsyncClient
     ) -> None:

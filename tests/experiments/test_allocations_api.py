@@ -35,6 +35,22 @@ class TestDates:
         # The default 1% floor keeps the loser alive: 1% + 98% x P(best) ~= 1.0%.
         assert later["allocations"] == {"control": 1.0, "b": 99.0}
 
+    async def test_live_says_what_assignment_serves_now(self, client: httpx.AsyncClient) -> None:
+        today = datetime.now(UTC).date().isoformat()
+        await post_metric(client, variant_id="control", date=today, successes=50)
+        await post_metric(client, variant_id="b", date=today, successes=150)
+        body = (await client.get("/allocations/homepage_test")).json()
+        # Planning today: nothing before today, so an even split ...
+        assert body["allocations"] == {"control": 50.0, "b": 50.0}
+        # ... while assignment already serves today's data: b almost always.
+        assert body["live"]["b"] == 99.0
+        assert sum(body["live"].values()) == pytest.approx(100.0)
+        unit = (
+            await client.post("/experiments/homepage_test/assign", json={"unit_id": "u"})
+        ).json()
+        served = body["live"][unit["variant_id"]] / 100
+        assert unit["probability"] == pytest.approx(served, abs=1e-3)
+
     async def test_before_any_data_every_variant_is_even(self, client: httpx.AsyncClient) -> None:
         await post_metric(client, variant_id="control")
         await post_metric(client, variant_id="b")

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mabapi.experiments import service as experiments
 from mabapi.experiments.models import MetricKind
+from mabapi.stats.allocation import largest_remainder_percentages
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,13 @@ class CachedAllocation:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cumulative_shares", tuple(itertools.accumulate(self.shares)))
+
+    def percentages(self) -> dict[str, float]:
+        """What assignment serves now, in percent (a concluded experiment: its winner)."""
+        if self.winner_variant_id is not None:
+            return {v: 100.0 if v == self.winner_variant_id else 0.0 for v in self.variant_ids}
+        rounded = largest_remainder_percentages(self.shares)
+        return dict(zip(self.variant_ids, rounded, strict=True))
 
 
 class AssignmentMemo:

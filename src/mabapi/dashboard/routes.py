@@ -35,8 +35,10 @@ CHARTS = ("allocation", "daily", "density", "best")
 ACTIONS = {"pause": ExperimentStatus.PAUSED, "resume": ExperimentStatus.RUNNING}
 
 
-def _days_running(created: datetime) -> int:
-    return max(0, (datetime.now(UTC) - created).days)
+def _days_running(created: datetime, days_of_data: int) -> int:
+    """Days since the experiment was created, or as many days as it has data for when
+    that is more (daily rows may be posted for dates before it was created)."""
+    return max(0, (datetime.now(UTC) - created).days, days_of_data)
 
 
 @router.get("", response_class=HTMLResponse)
@@ -69,7 +71,7 @@ async def experiments_page(
                 "name": experiment.name,
                 "status": experiment.status.value,
                 "variants": [v.id for v in experiment.variants],
-                "days": _days_running(experiment.created_at),
+                "days": _days_running(experiment.created_at, summary.days_of_data),
                 "leader": leader.variant_id if leader else None,
                 "leader_probability": leader.probability_best if leader else None,
                 "recommendation": summary.recommendation,
@@ -144,7 +146,7 @@ async def experiment_page(
             "total_impressions": total,
             "traffic_to_others": to_others,
             "can_act": principal.may_admin,
-            "days": _days_running(experiment.created_at),
+            "days": _days_running(experiment.created_at, summary.days_of_data),
         },
     )
 

@@ -166,6 +166,7 @@ async def allocation_answer(
         return computed
 
     result = await answers.get(("allocation", experiment_id, day), compute)
+    live = await state.allocation_cache.get(experiment_id)
     return AllocationOut(
         experiment_id=result.experiment_id,
         date=result.for_date,
@@ -178,6 +179,7 @@ async def allocation_answer(
             for variant_id, totals in zip(result.variant_ids, result.inputs, strict=True)
         },
         burned_in=result.burned_in,
+        live=live.percentages(),
     )
 
 

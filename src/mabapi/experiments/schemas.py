@@ -208,6 +208,12 @@ class AllocationOut(BaseModel):
         "days are down-weighted by a half-life)."
     )
     burned_in: StrictBool = Field(description="False while the burn-in keeps an even split.")
+    live: dict[str, float] = Field(
+        description="Percent of traffic real-time assignment (`POST /experiments/{id}/assign`) "
+        "serves now: every observation so far counts, today's and live ones included, so it "
+        "can differ from `allocations`, which plans `date` from the days before it. Up to "
+        "MABAPI_ALLOCATION_CACHE_SECONDS old."
+    )
 
 
 class VariantIn(StrictModel):
