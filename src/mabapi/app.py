@@ -36,7 +36,13 @@ from mabapi.errors import AppError, RateLimitedError, Responses, documented_erro
 from mabapi.experiments import service as experiments
 from mabapi.experiments.routes import allocations_router, experiments_router, metrics_router
 from mabapi.health.routes import router as health_router
-from mabapi.middleware import BodySizeLimit, HotPaths, LazyStart, RequestContext
+from mabapi.middleware import (
+    BodySizeLimit,
+    ClientCors,
+    HotPaths,
+    LazyStart,
+    RequestContext,
+)
 from mabapi.settings import Settings
 
 logger = logging.getLogger("mabapi")
@@ -201,6 +207,8 @@ def create_app(settings: Settings) -> FastAPI:
         max_batch_bytes=settings.max_batch_body_bytes,
     )
     app.add_middleware(RequestContext, on_finish=lambda: _observe_pool(app))
+    if settings.cors_origin_list:
+        app.add_middleware(ClientCors, origins=settings.cors_origin_list)
     # Outermost: a server or test client that never ran the lifespan still gets a runtime.
     app.add_middleware(LazyStart, start=lambda: start_runtime(app, settings, lazy=True))
     # Routes are matched in this order, one by one: the per-request hot paths first.

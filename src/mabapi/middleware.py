@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -56,6 +57,36 @@ class LazyStart:
                 async with lock:
                     if getattr(state, "runtime_loop", None) is not loop:
                         await self._start()
+        await self.app(scope, receive, send)
+
+
+# The routes a web page calls with a client key (docs/SECURITY.md, "Browsers").
+CLIENT_ROUTES = re.compile(r"^/experiments/[^/]+/(assign|conversions)(/batch)?$")
+
+
+class ClientCors:
+    """CORS for the client-scope routes only, for the origins on the allow-list.
+
+    Starlette's CORSMiddleware answers preflights and adds the headers; every other path
+    goes straight to the app, so no other route is ever readable cross-origin. Credentials
+    (cookies) are never allowed: a page sends its client key in `Authorization`.
+    """
+
+    def __init__(self, app: ASGIApp, *, origins: Sequence[str]) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=list(origins),
+            allow_methods=["POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,
+            max_age=600,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and CLIENT_ROUTES.match(scope["path"]):
+            await self.cors(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 

@@ -6,6 +6,7 @@ else receives a `Settings` instance.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -109,6 +110,12 @@ class Settings(BaseSettings):
         description="An admin key (32+ characters) for the default project, created or "
         "updated at start: how a deployment with MABAPI_REQUIRE_AUTH gets its first key.",
     )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins (https://shop.example.com) whose web pages may "
+        "call the client-scope routes (assign, conversions) from a browser. Empty: none. "
+        "No cookies are ever allowed cross-origin; the client key goes in Authorization.",
+    )
     key_cache_seconds: float = Field(
         default=5.0,
         ge=0.0,
@@ -166,6 +173,23 @@ class Settings(BaseSettings):
         le=3600,
         description="Idle keep-alive; keep it above the load balancer's (nginx: 60 s).",
     )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in (part.strip() for part in value.split(",")):
+            if not origin:
+                continue
+            if origin == "*" or not re.fullmatch(r"https?://[^/\s*]+", origin):
+                raise ValueError(
+                    f"MABAPI_CORS_ORIGINS: {origin!r} is not an origin: write each one as "
+                    "scheme://host[:port], e.g. https://shop.example.com (no path, no *)"
+                )
+        return value
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [part.strip() for part in self.cors_origins.split(",") if part.strip()]
 
     @field_validator("database_url")
     @classmethod
