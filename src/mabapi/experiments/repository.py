@@ -277,40 +277,42 @@ async def metric_totals(
     strictly before `before` (all days if None).
 
     Read from the running totals, minus the (few, for a recent `before`) rows dated on or
-    after `before`: an experiment with years of history costs what a new one does.
+    after `before`: an experiment with years of history costs what a new one does. Both
+    are read by ONE statement, so from one snapshot: read in two, a write committed
+    between them was subtracted without having been added (negative or too-small totals
+    under live traffic).
     """
-    totals_statement = (
-        select(
-            VariantTotal.variant_id,
-            func.sum(VariantTotal.impressions),
-            func.sum(VariantTotal.successes),
-            func.sum(VariantTotal.value_sum),
-            func.sum(VariantTotal.value_sum_squares),
-        )
-        .where(VariantTotal.experiment_id == experiment_id)
-        .group_by(VariantTotal.variant_id)
-    )
-    sums: dict[str, list[float]] = {
-        row[0]: [row[1] or 0, row[2] or 0, row[3] or 0.0, row[4] or 0.0]
-        for row in await session.execute(totals_statement)
-    }
+    running = select(
+        VariantTotal.variant_id.label("variant_id"),
+        VariantTotal.impressions.label("impressions"),
+        VariantTotal.successes.label("successes"),
+        func.coalesce(VariantTotal.value_sum, 0.0).label("value_sum"),
+        func.coalesce(VariantTotal.value_sum_squares, 0.0).label("value_sum_squares"),
+    ).where(VariantTotal.experiment_id == experiment_id)
+    parts: list[Any] = [running]
     if before is not None:
         rows_source = _all_rows(experiment_id)
-        recent = (
+        parts.append(
             select(
                 rows_source.c.variant_id,
-                func.sum(rows_source.c.impressions),
-                func.sum(rows_source.c.successes),
-                func.sum(rows_source.c.value_sum),
-                func.sum(rows_source.c.value_sum_squares),
-            )
-            .where(rows_source.c.date >= before)
-            .group_by(rows_source.c.variant_id)
+                -rows_source.c.impressions,
+                -rows_source.c.successes,
+                -rows_source.c.value_sum,
+                -rows_source.c.value_sum_squares,
+            ).where(rows_source.c.date >= before)
         )
-        for row in await session.execute(recent):
-            acc = sums.setdefault(row[0], [0, 0, 0.0, 0.0])
-            for index in range(4):
-                acc[index] -= row[index + 1] or 0
+    combined = union_all(*parts).subquery("signed") if len(parts) > 1 else running.subquery()
+    statement = select(
+        combined.c.variant_id,
+        func.sum(combined.c.impressions),
+        func.sum(combined.c.successes),
+        func.sum(combined.c.value_sum),
+        func.sum(combined.c.value_sum_squares),
+    ).group_by(combined.c.variant_id)
+    sums: dict[str, list[float]] = {
+        row[0]: [row[1] or 0, row[2] or 0, row[3] or 0.0, row[4] or 0.0]
+        for row in await session.execute(statement)
+    }
     return {
         variant: VariantTotals(
             int(acc[0]), int(acc[1]), _clean(float(acc[2])), max(_clean(float(acc[3])), 0.0)

@@ -181,12 +181,23 @@ async def ingest(
     session: AsyncSession, *, rows: Sequence[MetricIn], auto_create: bool, principal: Principal
 ) -> None:
     """Daily totals sent by `principal`: experiments of other projects are a 404, new
-    ones are registered in the caller's project."""
-    await access.check_experiments(
-        session, principal=principal, experiment_ids={row.experiment_id for row in rows}
-    )
+    ones are registered in the caller's project.
+
+    Ownership is checked on the rows that exist after the registering insert, in the same
+    transaction: when two projects create one new id at the same moment, the insert
+    (ON CONFLICT DO NOTHING) waits for the other's to commit, and the check then sees the
+    winner's project, so the loser gets 404 and writes nothing. Checking before the
+    insert let the loser's rows land in the winner's experiment."""
+    experiment_ids = {row.experiment_id for row in rows}
+    if auto_create:
+        await repository.insert_experiments_if_missing(
+            session, experiment_ids, principal.home_project
+        )
+    await access.check_experiments(session, principal=principal, experiment_ids=experiment_ids)
     await record_metrics(
-        session, rows=rows, auto_create=auto_create, project_id=principal.home_project
+        session,
+        rows=rows,
+        auto_create=auto_create,
     )
 
 
@@ -234,13 +245,12 @@ async def record_metrics(
     *,
     rows: Sequence[MetricIn],
     auto_create: bool,
-    project_id: str = "default",
 ) -> None:
-    """Set daily totals (an idempotent upsert), registering unknown names if allowed."""
+    """Set daily totals (an idempotent upsert), registering unknown variants if allowed
+    (`ingest` has registered the experiments and checked their owner)."""
     experiment_ids = {row.experiment_id for row in rows}
     variant_keys = {(row.experiment_id, row.variant_id) for row in rows}
     if auto_create:
-        await repository.insert_experiments_if_missing(session, experiment_ids, project_id)
         await repository.insert_variants_if_missing(session, variant_keys)
         counts = await repository.variant_counts(session, experiment_ids)
         crowded = sorted(e for e, count in counts.items() if count > MAX_VARIANTS)
