@@ -23,6 +23,7 @@ from mabapi.errors import (
     no_such_experiment,
 )
 from mabapi.observability import AUTH_FAILURES, RATE_LIMITED, request_id_var
+from mabapi.schemas import ID_PATTERN
 from mabapi.settings import Settings
 
 
@@ -196,7 +197,7 @@ async def authorize(request: Request) -> Principal:
         )
     settings: Settings = request.app.state.settings
     principal = await _principal(request, settings)
-    if template == "/metrics" and not principal.sees(DEFAULT_PROJECT):
+    if template == "/metrics" and request.method == "GET" and not principal.sees(DEFAULT_PROJECT):
         # Gauges name every project's experiments: the operator's project only.
         raise _refuse(403, ForbiddenError("GET /metrics needs an admin key of the default project"))
     if not principal.may(needed):
@@ -217,7 +218,13 @@ async def authorize(request: Request) -> Principal:
                 retry_after=max(1, math.ceil(wait)),
             )
     experiment_id = request.path_params.get("experiment_id")
-    if experiment_id and principal.project_id is not None:
+    # An id no experiment can have (NUL, a surrogate, too long...) is left to the route's
+    # validation (422); looking it up would hand the database text it refuses.
+    if (
+        experiment_id
+        and principal.project_id is not None
+        and ID_PATTERN.fullmatch(str(experiment_id))
+    ):
         keyring: KeyRing = request.app.state.keyring
         owner = await keyring.project_of(str(experiment_id))
         if owner is not None and owner != principal.project_id:

@@ -73,8 +73,27 @@ class ServiceUnavailableError(AppError):
 def error_body(
     code: str, message: str, details: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    """The one JSON error shape every 4xx/5xx uses."""
-    return {"error": {"code": code, "message": message, "details": details or []}}
+    """The one JSON error shape every 4xx/5xx uses. Text that came from the request may
+    hold what UTF-8 cannot encode (a lone surrogate such as "\\ud800"): it is shown
+    escaped, so describing bad input can never itself fail."""
+    return {
+        "error": {"code": code, "message": encodable(message), "details": encodable(details or [])}
+    }
+
+
+def encodable(value: Any) -> Any:
+    """`value` with every string made encodable as UTF-8 (unpaired surrogates escaped)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, list):
+        return [encodable(item) for item in value]
+    if isinstance(value, dict):
+        return {encodable(key): encodable(item) for key, item in value.items()}
+    return value
 
 
 Responses = dict[int | str, dict[str, Any]]

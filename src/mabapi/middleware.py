@@ -441,7 +441,9 @@ class HotPaths:
             return _DELEGATE
         try:
             return hot.body.model_validate(json.loads(body))
-        except (ValueError, ValidationError):  # JSONDecodeError is a ValueError
+        # JSONDecodeError is a ValueError; JSON nested ~1,000 deep is a RecursionError.
+        # FastAPI then gives the documented 4xx for each.
+        except (ValueError, ValidationError, RecursionError):
             return _DELEGATE
 
 

@@ -18,17 +18,27 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from mabapi.errors import encodable
+
 MAX_COUNT = 2**53  # beyond this, JSON numbers stop being exact integers in most clients
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+# Anchored: FastAPI and pydantic search a pattern anywhere in the value, so an unanchored
+# one let "a\x00b" through as a path id (the database then refused the NUL: a 500).
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# "." and ".." match the pattern but no HTTP client can address them in a path.
+DOT_SEGMENTS = frozenset({".", ".."})
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# Unit ids are keys, not text: no control character at all (TAB, LF, CR and C1 too).
+_UNIT_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # The same rule for the OpenAPI document, so generated clients and fuzzers know it.
 PRINTABLE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 IDENTIFIER_SCHEMA: dict[str, JsonValue] = {
     "type": "string",
     "minLength": 1,
     "maxLength": 128,
     "pattern": "^[A-Za-z0-9_.:-]{1,128}$",
+    "not": {"enum": [".", ".."]},
 }
 
 
@@ -42,11 +52,17 @@ class StrictModel(BaseModel):
 def _check_identifier(value: Any) -> Any:
     if not isinstance(value, str):
         raise PydanticCustomError("identifier_type", "must be a string")
+    if value in DOT_SEGMENTS:
+        raise PydanticCustomError(
+            "identifier_dots",
+            "'{value}' cannot be an id: a URL path cannot name it; use letters or digits too",
+            {"value": value},
+        )
     if not ID_PATTERN.fullmatch(value):
         raise PydanticCustomError(
             "identifier",
             "must be 1-128 characters, each a letter, digit, '_', '.', ':' or '-' (got '{value}')",
-            {"value": value[:140]},
+            {"value": encodable(value[:140])},
         )
     return value
 
@@ -56,7 +72,9 @@ def _parse_iso_date(value: Any) -> Any:
         return value
     if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
         raise PydanticCustomError(
-            "date_format", "must be a date written YYYY-MM-DD (got '{value}')", {"value": value}
+            "date_format",
+            "must be a date written YYYY-MM-DD (got '{value}')",
+            {"value": encodable(value)},
         )
     try:
         return date.fromisoformat(value)
@@ -71,6 +89,15 @@ def reject_control_characters(value: str) -> str:
         raise PydanticCustomError(
             "control_characters",
             "must not contain NUL, other control characters or unpaired surrogates",
+        )
+    return value
+
+
+def reject_any_control_character(value: str) -> str:
+    if _UNIT_FORBIDDEN.search(value):
+        raise PydanticCustomError(
+            "control_characters",
+            "must not contain control characters (TAB, LF, CR, NUL, C1) or unpaired surrogates",
         )
     return value
 

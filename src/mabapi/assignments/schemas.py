@@ -7,15 +7,24 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, Field, Strict
 
 from mabapi.assignments.models import UNIT_ID_LENGTH
-from mabapi.schemas import Identifier, Printable, StrictModel, reject_control_characters
+from mabapi.schemas import (
+    NO_CONTROL_PATTERN,
+    Identifier,
+    StrictModel,
+    reject_any_control_character,
+)
 
 MAX_BATCH = 1_000
 
 UnitId = Annotated[
     str,
-    Field(min_length=1, max_length=UNIT_ID_LENGTH, description="A user, session or device id."),
-    Printable,
-    AfterValidator(reject_control_characters),
+    Field(
+        min_length=1,
+        max_length=UNIT_ID_LENGTH,
+        description="A user, session or device id (no control characters).",
+        json_schema_extra={"pattern": NO_CONTROL_PATTERN},
+    ),
+    AfterValidator(reject_any_control_character),
 ]
 
 
