@@ -20,7 +20,10 @@ from pydantic_core import PydanticCustomError
 
 from mabapi.errors import encodable
 
-MAX_COUNT = 2**53  # beyond this, JSON numbers stop being exact integers in most clients
+# A day's count per variant. 10^12 keeps every total exact in a 64-bit integer: every day
+# from year 1 to 9999 (3.65 million) at 10^12 is 3.65 x 10^18 < 2^63 - 1 = 9.22 x 10^18.
+# (2^53 a day overflowed the running totals after 1,024 days: a 500.)
+MAX_COUNT = 10**12
 # Anchored: FastAPI and pydantic search a pattern anywhere in the value, so an unanchored
 # one let "a\x00b" through as a path id (the database then refused the NUL: a 500).
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mabapi.schemas import MAX_COUNT
 from tests.fixtures.factories import metric, post_metric
 
 
@@ -180,14 +181,17 @@ class TestBatch:
         assert await metric_rows(client, "homepage_test") == []
 
 
-MAX = 2**53
+MAX = MAX_COUNT
 
 BAD_METRICS: list[tuple[str, dict[str, Any], str]] = [
     ("successes above impressions", metric(impressions=10, successes=11), "body"),
     ("negative impressions", metric(impressions=-1, successes=0), "body.impressions"),
     ("negative successes", metric(successes=-5), "body.successes"),
-    ("impressions beyond 2^53", metric(impressions=MAX + 1, successes=0), "body.impressions"),
-    ("successes beyond 2^53", metric(impressions=MAX, successes=MAX + 1), "body.successes"),
+    ("impressions beyond 10^12", metric(impressions=MAX + 1, successes=0), "body.impressions"),
+    ("successes beyond 10^12", metric(impressions=MAX, successes=MAX + 1), "body.successes"),
+    ("2^53 impressions (totals would pass BIGINT)", metric(impressions=2**53), "body.impressions"),
+    ("dot id", metric(experiment_id="."), "body.experiment_id"),
+    ("dot-dot id", metric(variant_id=".."), "body.variant_id"),
     ("boolean count", metric(impressions=True), "body.impressions"),
     ("string count", {**metric(), "impressions": "1000"}, "body.impressions"),
     ("float count", {**metric(), "impressions": 1e3}, "body.impressions"),

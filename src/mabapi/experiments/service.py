@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -349,6 +349,12 @@ def _probability_best(
     return result
 
 
+def _days_before(day: date, days: int) -> date:
+    """`day - days`, or the first representable date for a window that reaches past year
+    1 (a long half-life planned near year 1 overflowed: a 500)."""
+    return date.fromordinal(max(1, day.toordinal() - days))
+
+
 async def compute_allocation(
     session: AsyncSession, *, experiment_id: str, for_date: date, record: bool = True
 ) -> Allocation:
@@ -369,7 +375,7 @@ async def compute_allocation(
     if forgetting.active:
         horizon = forgetting.horizon_days() or 0
         rows = await repository.daily_rows(
-            session, experiment_id, before=for_date, since=for_date - timedelta(days=horizon)
+            session, experiment_id, before=for_date, since=_days_before(for_date, horizon)
         )
         totals = _weighted_totals(rows, for_date, forgetting)
     else:
