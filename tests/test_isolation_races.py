@@ -5,6 +5,7 @@ GET /allocations read while live traffic writes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -179,3 +180,60 @@ def test_allocations_under_live_traffic_use_inputs_that_existed(
         assert len(answers) > 20
         wrong = [a["inputs"] for a in answers if a["inputs"] != expected]
         assert wrong == []
+
+
+def test_workers_starting_together_on_a_fresh_database_both_stay_up(tmp_path: Path) -> None:
+    """Both workers insert the bootstrap key at start; the loser of that race used to hit
+    the unique key, and uvicorn then stopped the whole server."""
+    for _ in range(4):
+        with (
+            database("postgresql", tmp_path) as url,
+            server(url, MABAPI_REQUIRE_AUTH="true", MABAPI_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY) as base,
+        ):
+            for _ in range(20):  # both workers answer (connections spread over them)
+                answer = httpx.get(f"{base}/keys", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+                assert answer.status_code == 200
+
+
+def test_concurrent_bootstraps_insert_one_key(tmp_path: Path) -> None:
+    """The race itself, made certain: two transactions look for the key before either
+    inserts it."""
+    from sqlalchemy import func, select
+
+    from mabapi.access import service as access
+    from mabapi.access.models import ApiKey
+    from mabapi.db.engine import make_engine, make_sessionmaker
+    from mabapi.db.migrate import upgrade_url
+
+    with fresh_postgres("mabapi_bootstrap") as url:
+        asyncio.run(upgrade_url(url))
+
+        async def race() -> int:
+            engine = make_engine(url)
+            sessionmaker = make_sessionmaker(engine)
+            both_looked = asyncio.Barrier(2)
+            original = access.repository.get_key
+
+            async def slow_get_key(session: Any, key_id: str) -> Any:
+                found = await original(session, key_id)
+                # Wait (a little) for the other to have looked too. Where the insert
+                # comes first, the other is blocked on it: the timeout lets this go on.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(both_looked.wait(), 1.0)
+                return found
+
+            async def start() -> None:
+                async with sessionmaker() as session, session.begin():
+                    await access.ensure_bootstrap_key(session, token=ADMIN_KEY)
+
+            access.repository.get_key = slow_get_key  # type: ignore[assignment]
+            try:
+                await asyncio.gather(start(), start())
+            finally:
+                access.repository.get_key = original  # type: ignore[assignment]
+            async with sessionmaker() as session:
+                count = await session.scalar(select(func.count()).select_from(ApiKey))
+            await engine.dispose()
+            return int(count or 0)
+
+        assert asyncio.run(race()) == 1

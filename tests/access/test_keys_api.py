@@ -107,6 +107,25 @@ class TestKeys:
         )
         assert own.status_code == 201
 
+    async def test_a_new_key_defaults_to_the_creators_project(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        admin = await make_key(app, scope="admin", project="shop")
+        response = await client.post("/keys", json={"scope": "read"}, headers=bearer(admin))
+        assert response.status_code == 201, response.text
+        assert response.json()["project"] == "shop"
+
+    async def test_any_projects_write_key_posts_to_the_metrics_alias(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        writer = await make_key(app, scope="write", project="shop")
+        body = {"experiment_id": "alias", "variant_id": "a", "date": "2024-01-01",
+                "impressions": 10, "successes": 1}  # fmt: skip
+        response = await client.post("/metrics", json=body, headers=bearer(writer))
+        assert response.status_code == 200, response.text
+        # GET /metrics (the Prometheus scrape) stays the default project's admins' only.
+        assert (await client.get("/metrics", headers=bearer(writer))).status_code == 403
+
     @pytest.mark.parametrize(
         "body",
         [{"scope": "root"}, {"scope": "read", "project": "a b"}, {"scope": "read", "x": 1},

@@ -19,6 +19,12 @@ async def ensure_project(session: AsyncSession, project_id: str, now: datetime) 
     await session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
 
 
+async def insert_key_if_missing(session: AsyncSession, values: dict[str, object]) -> None:
+    """Insert a key unless its id exists: two processes starting at once both try."""
+    statement = insert_for(session, ApiKey).values(**values)
+    await session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
+
+
 async def get_key(session: AsyncSession, key_id: str) -> ApiKey | None:
     return await session.get(ApiKey, key_id)
 

@@ -53,9 +53,10 @@ async def create_key(
     payload: KeyIn, session: SessionDep, principal: PrincipalDep, request: Request
 ) -> KeyCreatedOut:
     """Create a key; the secret is in this answer only (stored as a hash)."""
-    service.check_key_project(principal, payload.project)
+    project = payload.project or principal.home_project
+    service.check_key_project(principal, project)
     key, token = await service.create_key(
-        session, project_id=payload.project, scope=payload.scope, name=payload.name
+        session, project_id=project, scope=payload.scope, name=payload.name
     )
     _forget_keys(request)
     return KeyCreatedOut(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from mabapi.access.models import DEFAULT_PROJECT, Scope
+from mabapi.access.models import Scope
 from mabapi.schemas import Identifier, Printable, StrictModel, reject_control_characters
 
 KeyName = Annotated[
@@ -17,7 +17,11 @@ KeyName = Annotated[
 
 class KeyIn(StrictModel):
     scope: Scope = Field(description="client, read, write or admin.")
-    project: Identifier = Field(default=DEFAULT_PROJECT, description="The key's project.")
+    project: Identifier | None = Field(
+        default=None,
+        description="The key's project; by default the project of the key that creates it "
+        "(`default` on an open instance).",
+    )
     name: KeyName = Field(default="", description="What the key is for.")
 
 

@@ -107,19 +107,22 @@ async def ensure_bootstrap_key(session: AsyncSession, *, token: str) -> None:
     now = utcnow()
     await repository.ensure_project(session, DEFAULT_PROJECT, now)
     digest = hash_key(token)
+    # Idempotent: every worker of `mabapi serve --workers N` (and every replica) runs this
+    # at start, at the same moment on a fresh database. A plain INSERT made the second one
+    # fail on the unique key, and uvicorn then stopped the whole server.
+    await repository.insert_key_if_missing(
+        session,
+        {
+            "id": BOOTSTRAP_KEY_ID,
+            "project_id": DEFAULT_PROJECT,
+            "scope": Scope.ADMIN.value,
+            "name": "bootstrap admin key (MABAPI_BOOTSTRAP_ADMIN_KEY)",
+            "secret_hash": digest,
+            "created_at": now,
+        },
+    )
     key = await repository.get_key(session, BOOTSTRAP_KEY_ID)
-    if key is None:
-        session.add(
-            ApiKey(
-                id=BOOTSTRAP_KEY_ID,
-                project_id=DEFAULT_PROJECT,
-                scope=Scope.ADMIN.value,
-                name="bootstrap admin key (MABAPI_BOOTSTRAP_ADMIN_KEY)",
-                secret_hash=digest,
-                created_at=now,
-            )
-        )
-    elif not hmac.compare_digest(key.secret_hash, digest):
+    if key is not None and not hmac.compare_digest(key.secret_hash, digest):
         key.secret_hash = digest
         key.revoked_at = None
     await session.flush()
