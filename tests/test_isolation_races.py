@@ -195,11 +195,12 @@ def test_workers_starting_together_on_a_fresh_database_both_stay_up(tmp_path: Pa
                 assert answer.status_code == 200
 
 
-def test_concurrent_bootstraps_insert_one_key(tmp_path: Path) -> None:
+def test_concurrent_bootstraps_insert_one_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """The race itself, made certain: two transactions look for the key before either
     inserts it."""
     from sqlalchemy import func, select
 
+    from mabapi.access import repository as key_repository
     from mabapi.access import service as access
     from mabapi.access.models import ApiKey
     from mabapi.db.engine import make_engine, make_sessionmaker
@@ -212,7 +213,7 @@ def test_concurrent_bootstraps_insert_one_key(tmp_path: Path) -> None:
             engine = make_engine(url)
             sessionmaker = make_sessionmaker(engine)
             both_looked = asyncio.Barrier(2)
-            original = access.repository.get_key
+            original = key_repository.get_key
 
             async def slow_get_key(session: Any, key_id: str) -> Any:
                 found = await original(session, key_id)
@@ -226,11 +227,8 @@ def test_concurrent_bootstraps_insert_one_key(tmp_path: Path) -> None:
                 async with sessionmaker() as session, session.begin():
                     await access.ensure_bootstrap_key(session, token=ADMIN_KEY)
 
-            access.repository.get_key = slow_get_key  # type: ignore[assignment]
-            try:
-                await asyncio.gather(start(), start())
-            finally:
-                access.repository.get_key = original  # type: ignore[assignment]
+            monkeypatch.setattr(key_repository, "get_key", slow_get_key)
+            await asyncio.gather(start(), start())
             async with sessionmaker() as session:
                 count = await session.scalar(select(func.count()).select_from(ApiKey))
             await engine.dispose()
