@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -107,6 +108,41 @@ async def count_metric_rows(url: URL) -> int:
 
 
 class TestDatabaseDown:
+    def test_outage_answers_503_on_a_kept_connection_and_logs_state_changes_only(
+        self, cluster: Cluster, database: URL, tmp_path: Path
+    ) -> None:
+        port = free_port()
+        log = tmp_path / "server.log"
+        environment = env_for(database, MABAPI_LOG_LEVEL="info", MABAPI_LOG_FORMAT="json")
+        with started(serve(port), env=environment, port=port, log=log) as (base, _):
+            assert httpx.post(f"{base}/experiments", json={"id": "e"}).status_code == 201
+            cluster.stop("fast")
+            try:
+                # One keep-alive connection: a reset would raise here (RemoteProtocolError
+                # or ConnectError), where the documented answer is a 503 on the same socket.
+                with httpx.Client(base_url=base, timeout=10) as client:
+                    for index in range(60):
+                        response = (
+                            client.post("/metrics/", json=_metric("v1"))
+                            if index % 2
+                            else client.get("/experiments/e/summary")
+                        )
+                        assert response.status_code == 503, response.text
+                        assert response.headers["retry-after"] == "2"
+            finally:
+                cluster.start()
+            deadline = time.monotonic() + 10
+            while httpx.post(f"{base}/metrics/", json=_metric("v1")).status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        text = log.read_text()
+        assert "Traceback" not in text
+        records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        outage = [r["message"] for r in records if r.get("logger") == "mabapi.outage"]
+        assert len(outage) == 2, outage  # down once, back once: not one line per request
+        assert "unreachable" in outage[0]
+        assert "reachable again" in outage[1]
+
     def test_503_then_recovers_within_two_seconds(self, cluster: Cluster, database: URL) -> None:
         port = free_port()
         with started(serve(port), env=env_for(database), port=port) as (base, _):

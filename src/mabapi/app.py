@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -46,6 +47,7 @@ from mabapi.middleware import (
 from mabapi.settings import Settings
 
 logger = logging.getLogger("mabapi")
+outage_logger = logging.getLogger("mabapi.outage")
 
 RETRY_AFTER_S = "2"
 
@@ -162,20 +164,75 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=409,
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
+    async def _database_error(_request: Request, error: Exception) -> JSONResponse:
+        # Registered per class, so Starlette's ExceptionMiddleware answers and the
+        # connection is kept: the catch-all Exception handler answers from
+        # ServerErrorMiddleware, which re-raises after sending, so uvicorn logged a
+        # traceback per request and closed the socket (clients saw resets, not 503s).
         if is_unavailable(error):
-            logger.warning("database unavailable: %s", type(error).__name__)
+            OUTAGE.down(error)
             return JSONResponse(
                 error_body("service_unavailable", "the database is unreachable; retry shortly"),
                 status_code=503,
                 headers={"Retry-After": RETRY_AFTER_S},
             )
         logger.exception("unhandled error")
-        return JSONResponse(
-            error_body("internal_error", "unexpected server error; it has been logged"),
-            status_code=500,
-        )
+        return _internal_error()
+
+    for database_error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(database_error, _database_error)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        if is_unavailable(error):
+            return await _database_error(request, error)
+        logger.exception("unhandled error")
+        return _internal_error()
+
+
+def _internal_error() -> JSONResponse:
+    return JSONResponse(
+        error_body("internal_error", "unexpected server error; it has been logged"),
+        status_code=500,
+    )
+
+
+# What a lost database raises (db/engine.py's is_unavailable sorts them from bugs).
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.DBAPIError,
+    sa_exc.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+class Outage:
+    """One log line when the database becomes unreachable and one when it answers again,
+    not one per request (an outage under load wrote hundreds of tracebacks a second)."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def down(self, error: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            outage_logger.warning(
+                "database unreachable (%s): answering 503 with Retry-After until it is back",
+                type(error).__name__,
+            )
+
+    def answered(self, status: int, template: str) -> None:
+        """After any request that reached the database and did not fail for it."""
+        if self.since is not None and status < 500 and template not in NO_DATABASE_ROUTES:
+            outage_logger.warning(
+                "database reachable again after %.1f s", time.monotonic() - self.since
+            )
+            self.since = None
+
+
+NO_DATABASE_ROUTES = frozenset({"/health", "/metrics", "unmatched"})
+OUTAGE = Outage()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -206,7 +263,9 @@ def create_app(settings: Settings) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         max_batch_bytes=settings.max_batch_body_bytes,
     )
-    app.add_middleware(RequestContext, on_finish=lambda: _observe_pool(app))
+    app.add_middleware(
+        RequestContext, on_finish=lambda: _observe_pool(app), on_status=OUTAGE.answered
+    )
     if settings.cors_origin_list:
         app.add_middleware(ClientCors, origins=settings.cors_origin_list)
     # Outermost: a server or test client that never ran the lifespan still gets a runtime.

@@ -210,9 +210,16 @@ class RequestContext:
     the Prometheus request metrics, labelled by route template (never the raw path, so
     ids in paths cannot blow up label cardinality)."""
 
-    def __init__(self, app: ASGIApp, *, on_finish: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        on_finish: Callable[[], None] | None = None,
+        on_status: Callable[[int, str], None] | None = None,
+    ) -> None:
         self.app = app
         self.on_finish = on_finish
+        self.on_status = on_status
         self._next_finish = 0.0
         self._metric_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -246,6 +253,8 @@ class RequestContext:
             counter, histogram = self._children(method, template, status)
             counter.inc()
             histogram.observe(elapsed)
+            if self.on_status is not None:
+                self.on_status(status, template)
             if self.on_finish is not None and started >= self._next_finish:
                 self._next_finish = started + FINISH_INTERVAL_S
                 self.on_finish()
