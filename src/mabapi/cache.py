@@ -5,11 +5,37 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
 Key = TypeVar("Key", bound=Hashable)
 Value = TypeVar("Value")
+
+
+class KeyedLocks(Generic[Key]):
+    """One asyncio.Lock per key, kept only while a task holds or waits for it: a lock per
+    key ever asked about (an unknown id, say) grew a process's memory without bound."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Key, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: Key) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 class AnswerCache(Generic[Key, Value]):
@@ -29,7 +55,7 @@ class AnswerCache(Generic[Key, Value]):
         self._ttl = ttl
         self._capacity = capacity
         self._entries: dict[Key, tuple[float, int, Value]] = {}
-        self._locks: dict[Key, asyncio.Lock] = {}
+        self.locks: KeyedLocks[Key] = KeyedLocks()
         self._refreshing: set[Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresh_slot = asyncio.Semaphore(1)
@@ -53,11 +79,10 @@ class AnswerCache(Generic[Key, Value]):
 
         async def refresh() -> None:
             try:
-                lock = self._locks.setdefault(key, asyncio.Lock())
                 # One refresh at a time per process: answers that expire together (all
                 # the dates asked about) are recomputed one after the other, with
                 # requests served in between, instead of in one long burst of CPU.
-                async with self._refresh_slot, lock:
+                async with self._refresh_slot, self.locks.hold(key):
                     epoch = self.epoch
                     value = await compute()
                     if epoch == self.epoch:
@@ -88,8 +113,7 @@ class AnswerCache(Generic[Key, Value]):
             if time.monotonic() >= entry[0]:
                 self._refresh(key, compute)
             return entry[2]
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
+        async with self.locks.hold(key):
             value = self._fresh(key)
             if value is not None:
                 return value
@@ -98,6 +122,5 @@ class AnswerCache(Generic[Key, Value]):
             if epoch == self.epoch:
                 if len(self._entries) >= self._capacity:
                     self._entries.clear()
-                    self._locks = {key: lock}
                 self._entries[key] = (self._expiry(), epoch, value)
             return value

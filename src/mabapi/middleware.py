@@ -333,8 +333,10 @@ async def _convert(request: Request, experiment_id: str, body: ConversionIn) -> 
 
 
 async def _allocation(request: Request, experiment_id: str, for_date: Any) -> BaseModel:
-    await authorize(request)
-    return await allocation_answer(request.app.state, experiment_id, for_date)
+    principal = await authorize(request)
+    return await allocation_answer(
+        request.app.state, experiment_id, for_date, record=principal.may_write
+    )
 
 
 async def _metric(request: Request, _unused: str, body: MetricIn) -> BaseModel:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from mabapi.experiments import repository
 from tests.fixtures.factories import post_metric
+from tests.fixtures.keys import bearer, make_key
 
 
 async def snapshot_count(app: FastAPI, experiment_id: str) -> int:
@@ -127,6 +128,37 @@ class TestAnswer:
 
 
 class TestSnapshots:
+    async def test_a_read_key_stores_nothing_and_leaves_no_locks(
+        self, client: httpx.AsyncClient, app: FastAPI
+    ) -> None:
+        await post_metric(client, variant_id="control")
+        await post_metric(client, variant_id="b", successes=140)
+        reader = await make_key(app, scope="read")
+        writer = await make_key(app, scope="write")
+        for day in range(1, 29):
+            answer = await client.get(
+                f"/allocations/homepage_test?for_date=2024-02-{day:02d}", headers=bearer(reader)
+            )
+            assert answer.status_code == 200
+        assert await snapshot_count(app, "homepage_test") == 0
+        # A writer's answer is what it serves: that one is kept.
+        answer = await client.get(
+            "/allocations/homepage_test?for_date=2024-02-01", headers=bearer(writer)
+        )
+        assert answer.status_code == 200
+        assert await snapshot_count(app, "homepage_test") == 1
+        # Unknown ids leave nothing behind in the per-process tables.
+        for index in range(200):
+            missing = await client.get(f"/allocations/nothing-{index}", headers=bearer(reader))
+            assert missing.status_code == 404
+            unit = {"unit_id": "u"}
+            assign = await client.post(
+                f"/experiments/nothing-{index}/assign", json=unit, headers=bearer(writer)
+            )
+            assert assign.status_code == 404
+        assert len(app.state.answers.locks) == 0
+        assert len(app.state.allocation_cache.locks) == 0
+
     async def test_each_distinct_answer_is_recorded_once(
         self, client: httpx.AsyncClient, app: FastAPI
     ) -> None:

@@ -52,6 +52,10 @@ class Principal:
         return self.may(Scope.READ)
 
     @property
+    def may_write(self) -> bool:
+        return self.may(Scope.WRITE)
+
+    @property
     def may_admin(self) -> bool:
         return self.may(Scope.ADMIN)
 

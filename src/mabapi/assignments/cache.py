@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mabapi.cache import KeyedLocks
 from mabapi.experiments import service as experiments
 from mabapi.experiments.models import MetricKind
 from mabapi.stats.allocation import largest_remainder_percentages
@@ -78,7 +79,7 @@ class AllocationCache:
         self._sessionmaker = sessionmaker
         self._ttl = ttl
         self._entries: dict[str, CachedAllocation] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.locks: KeyedLocks[str] = KeyedLocks()
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # Bumped by invalidate(): a computation that started before an invalidation
@@ -117,8 +118,8 @@ class AllocationCache:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             return entry
-        lock = self._locks.setdefault(experiment_id, asyncio.Lock())
-        async with lock:  # one computation per experiment, however many requests wait
+        # One computation per experiment, however many requests wait.
+        async with self.locks.hold(experiment_id):
             entry = self._entries.get(experiment_id)
             if entry is not None:
                 return entry

@@ -131,6 +131,7 @@ async def post_metrics_batch(
 async def get_allocation(
     experiment_id: ExperimentId,
     request: Request,
+    principal: PrincipalDep,
     for_date: Annotated[
         IsoDate | None,
         Query(description="Day being planned (YYYY-MM-DD, default today UTC); data before it."),
@@ -139,14 +140,21 @@ async def get_allocation(
     """Traffic split by Thompson sampling: each variant's probability of being best.
 
     An answer is reused for up to `MABAPI_ALLOCATION_CACHE_SECONDS` (a write through the
-    same process drops it at once)."""
-    return await allocation_answer(request.app.state, experiment_id, for_date)
+    same process drops it at once). Answers to a key that may write (or on an open
+    instance) are kept in the audit trail; a read key's are computed, not stored."""
+    return await allocation_answer(
+        request.app.state, experiment_id, for_date, record=principal.may_write
+    )
 
 
 async def allocation_answer(
-    state: State, experiment_id: str, for_date: date | None
+    state: State, experiment_id: str, for_date: date | None, *, record: bool
 ) -> AllocationOut:
-    """GET /allocations' answer; also called by the hot path (mabapi/middleware.py)."""
+    """GET /allocations' answer; also called by the hot path (mabapi/middleware.py).
+
+    `record`: store the answer as an allocation snapshot (the audit trail, the served
+    history): for the callers that serve traffic with it (write keys, open instances),
+    not for read keys, whose every distinct date asked about would add a row."""
     day = for_date or datetime.now(UTC).date()
     answers: AnswerCache[Any, Any] = state.answers
     settings: Settings = state.settings
@@ -155,7 +163,7 @@ async def allocation_answer(
         # Its own transaction: the cache may run this after the request has ended.
         async with state.sessionmaker() as session, session.begin():
             computed = await service.compute_allocation(
-                session, experiment_id=experiment_id, for_date=day
+                session, experiment_id=experiment_id, for_date=day, record=record
             )
         observe_allocation(
             experiment_id,
@@ -165,7 +173,7 @@ async def allocation_answer(
         )
         return computed
 
-    result = await answers.get(("allocation", experiment_id, day), compute)
+    result = await answers.get(("allocation", experiment_id, day, record), compute)
     live = await state.allocation_cache.get(experiment_id)
     return AllocationOut(
         experiment_id=result.experiment_id,
