@@ -20,7 +20,6 @@ from mabapi.errors import (
     ForbiddenError,
     RateLimitedError,
     UnauthorizedError,
-    no_such_experiment,
 )
 from mabapi.observability import AUTH_FAILURES, RATE_LIMITED, request_id_var
 from mabapi.schemas import ID_PATTERN
@@ -226,9 +225,11 @@ async def authorize(request: Request) -> Principal:
         and ID_PATTERN.fullmatch(str(experiment_id))
     ):
         keyring: KeyRing = request.app.state.keyring
-        owner = await keyring.project_of(str(experiment_id))
-        if owner is not None and owner != principal.project_id:
-            raise no_such_experiment(experiment_id)
+        owner, asked = await keyring.owner(str(experiment_id))
+        if owner != principal.project_id:
+            # Another project's id, or one that exists nowhere: the same 404 after the
+            # same work, decided here for both (docs/SECURITY.md, "Isolation").
+            raise await keyring.refuse_hidden(str(experiment_id), asked_database=asked)
     if request.method not in ("GET", "HEAD") and needed in (Scope.WRITE, Scope.ADMIN):
         status = route.status_code if isinstance(route, APIRoute) and route.status_code else 200
         request.state.audit = {

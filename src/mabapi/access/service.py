@@ -225,6 +225,10 @@ class _KnownKey:
     principal: Principal | None  # None: revoked
 
 
+# Per-process tables keyed by what requests send are bounded: past this they start over.
+MAX_ENTRIES = 100_000
+
+
 class KeyRing:
     """Per-process cache of keys and experiment owners, so checking a key costs no round
     trip on most requests. A key revoked through another process stops working within
@@ -302,9 +306,29 @@ class KeyRing:
     async def project_of(self, experiment_id: str) -> str | None:
         """The experiment's project (an experiment never changes project, so a found
         owner is kept), or None if there is no such experiment."""
+        return (await self.owner(experiment_id))[0]
+
+    async def owner(self, experiment_id: str) -> tuple[str | None, bool]:
+        """`project_of`, and whether the database was asked (False: a cached owner)."""
         owner = self._owners.get(experiment_id)
         if owner is not None:
-            return owner
+            return owner, False
+        async with self._sessionmaker() as session:
+            owner = await repository.project_of(session, experiment_id)
+        if owner is not None:
+            if len(self._owners) > MAX_ENTRIES:
+                self._owners.clear()
+            self._owners[experiment_id] = owner
+        return owner, True
+
+    async def refuse_hidden(self, experiment_id: str, *, asked_database: bool) -> NotFoundError:
+        """The 404 for an id the key may not see: another project's, or one that exists
+        nowhere. Both get the same answer after the same work (one database lookup), so
+        neither the body nor the time tells a key which ids other projects use."""
+        if not asked_database:
+            async with self._sessionmaker() as session:
+                await repository.project_of(session, experiment_id)
+        return no_such_experiment(experiment_id)
         async with self._sessionmaker() as session:
             owner = await repository.project_of(session, experiment_id)
         if owner is not None:
