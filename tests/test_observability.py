@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mabapi.observability import log_handler, request_id_var
+from mabapi.observability import log_handler, request_id_var, resolve_log_format
 from tests.fixtures.factories import create_experiment, post_metric
 
 
@@ -108,3 +108,41 @@ class TestJsonLogs:
         assert line["level"] == "INFO"
         assert line["route"] == "/x"
         assert "time" in line
+
+    def test_uvicorns_colour_codes_never_reach_a_json_line(self) -> None:
+        stream = io.StringIO()
+        handler = log_handler("json")
+        handler.setStream(stream)  # type: ignore[attr-defined]
+        logger = logging.getLogger("mabapi.test-colour")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            # What uvicorn logs at start: a plain message plus a coloured copy.
+            logger.info(
+                "Started server process [%d]",
+                42,
+                extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"},
+            )
+        finally:
+            logger.removeHandler(handler)
+        text = stream.getvalue()
+        assert "\x1b" not in text
+        assert "\\u001b" not in text
+        assert json.loads(text)["message"] == "Started server process [42]"
+
+
+class TestLogFormat:
+    class _Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def test_auto_is_text_on_a_terminal_and_json_elsewhere(self) -> None:
+        assert resolve_log_format("auto", self._Terminal()) == "text"
+        assert resolve_log_format("auto", io.StringIO()) == "json"
+        assert resolve_log_format("json", self._Terminal()) == "json"
+        assert resolve_log_format("text", io.StringIO()) == "text"
+
+    def test_the_default_is_auto(self) -> None:
+        from mabapi.settings import Settings
+
+        assert Settings(_env_file=None).log_format == "auto"
