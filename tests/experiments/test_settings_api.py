@@ -51,9 +51,10 @@ class TestSettingsValidation:
         assert body["settings"]["policy"]["algorithm"] == "thompson"
         assert body["settings"]["policy"]["floor"] == 0.01
         assert body["settings"]["stop_rule"] == {
-            "probability_threshold": 0.95,
+            "probability_threshold": 0.975,
             "value_remaining_threshold": 0.01,
             "min_days": 7,
+            "equivalence_margin": 0.01,
         }
 
     @pytest.mark.parametrize(

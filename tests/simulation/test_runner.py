@@ -12,7 +12,7 @@ from mabapi.cli import app
 from mabapi.simulation.environments import Environment
 from mabapi.simulation.runner import PolicySpec, RunResult, aggregate, run
 from mabapi.simulation.scenario import from_mapping, load, policy_spec
-from mabapi.stats.decision import StopRule
+from mabapi.stats.decision import Action, StopRule
 from mabapi.stats.policies import PolicyConfig, PolicyName
 
 TWO_ARMS = Environment(rates=(0.10, 0.12))
@@ -67,6 +67,18 @@ class TestWhatThePoliciesDo:
         )  # fmt: skip
         wrong = sum(r.winner_correct is False for r in runs)
         assert wrong / len(runs) <= 0.05
+
+    def test_a_real_lift_is_never_called_no_difference(self) -> None:
+        lift = Environment(rates=(0.10, 0.11))
+        runs = results(
+            policy_spec("thompson"), lift, 30, days=30, traffic_per_day=5000,
+            stop_rule=StopRule(),
+        )  # fmt: skip
+        advised = [r for r in runs if r.first_advice is not None]
+        assert len(advised) >= 20
+        assert all(r.first_advice is Action.STOP_WINNER for r in advised)
+        assert all(r.first_advice_correct for r in advised)
+        assert all(r.first_advice_day is not None and r.first_advice_day >= 7 for r in advised)
 
     def test_decay_follows_a_switch(self) -> None:
         switching = Environment(rates=(0.05, 0.07), switch_day=15, switch_rates=(0.07, 0.05))

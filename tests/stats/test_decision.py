@@ -12,6 +12,7 @@ from mabapi.stats.decision import (
     StopRule,
     decide,
     gain_over_even_split,
+    largest_difference,
     recommend,
     sample_posteriors,
     sample_ratio_mismatch,
@@ -148,9 +149,54 @@ class TestValueRemainingAndStopping:
         rule = StopRule(probability_threshold=0.95, min_days=0)
         names = ["x", "y", "z"]
         close = recommend(np.array([0.96, 0.02, 0.02]), 0.0, days_of_data=1, rule=rule, names=names)
-        assert close.action is Action.STOP_NO_DIFFERENCE  # needs 1 - 0.05 / 2 = 0.975
-        clear = recommend(np.array([0.98, 0.01, 0.01]), 0.0, days_of_data=1, rule=rule, names=names)
+        assert close.action is Action.CONTINUE  # needs 1 - 0.05 / 2 / 2 = 0.9875
+        clear = recommend(
+            np.array([0.99, 0.005, 0.005]), 0.0, days_of_data=1, rule=rule, names=names
+        )
         assert clear.action is Action.STOP_WINNER
+
+    def test_the_error_budget_is_spent_over_weekly_looks(self) -> None:
+        rule = StopRule(probability_threshold=0.95, min_days=7)
+        # Week k after min_days may use (1 - t) / (k (k + 1)): 1/2, 1/6, 1/12 ... of 5%.
+        assert rule.threshold(7, 1) == pytest.approx(1 - 0.05 / 2)
+        assert rule.threshold(13, 1) == pytest.approx(1 - 0.05 / 2)
+        assert rule.threshold(14, 1) == pytest.approx(1 - 0.05 / 6)
+        assert rule.threshold(21, 2) == pytest.approx(1 - 0.05 / 12 / 2)
+        # The whole budget over every week is the threshold's 5%.
+        assert sum(1 - rule.threshold(7 + 7 * k, 1) for k in range(10_000)) == pytest.approx(
+            0.05, rel=1e-3
+        )
+
+    def test_little_value_remaining_without_equivalence_is_not_no_difference(self) -> None:
+        """The old rule read "little value remaining" as "no difference" for a real lift:
+        10% against 11% with P(best) 0.92 and value remaining under 1%."""
+        rule = StopRule(min_days=0)
+        advice = recommend(
+            np.array([0.08, 0.92]), 0.005, days_of_data=10, rule=rule, names=["a", "b"],
+            difference=0.11,
+        )  # fmt: skip
+        assert advice.action is Action.CONTINUE
+
+    def test_no_difference_needs_practical_equivalence(self) -> None:
+        rule = StopRule(min_days=0, equivalence_margin=0.01)
+        inside = recommend(
+            np.array([0.5, 0.5]), 0.002, days_of_data=30, rule=rule, names=["a", "b"],
+            difference=0.008,
+        )  # fmt: skip
+        assert inside.action is Action.STOP_NO_DIFFERENCE
+        outside = recommend(
+            np.array([0.5, 0.5]), 0.002, days_of_data=30, rule=rule, names=["a", "b"],
+            difference=0.012,
+        )  # fmt: skip
+        assert outside.action is Action.CONTINUE
+
+    def test_largest_difference_against_closed_intervals(self) -> None:
+        rng = np.random.default_rng(3)
+        leader = rng.normal(1.0, 0.001, 200_000)
+        rival = leader * rng.normal(0.99, 0.002, 200_000)  # -1% +- 0.2% relative
+        found = largest_difference(np.vstack([leader, rival]), 0)
+        # |lower bound| of -1% +- 1.96 x 0.2%
+        assert found == pytest.approx(0.01 + 1.96 * 0.002, abs=2e-4)
 
     @pytest.mark.parametrize(
         "kwargs",

@@ -91,9 +91,18 @@ class PriorSettings(StrictModel):
 
 
 class StopRuleSettings(StrictModel):
-    probability_threshold: Annotated[float, Strict(), Field(ge=0.5, lt=1.0)] = 0.95
+    probability_threshold: Annotated[float, Strict(), Field(ge=0.5, lt=1.0)] = Field(
+        default=0.975,
+        description="P(best) a leader needs at the first look (after min_days); each later "
+        "week needs more (alpha spending), and more rivals more (Bonferroni).",
+    )
     value_remaining_threshold: Annotated[float, Strict(), Field(gt=0.0, lt=1.0)] = 0.01
     min_days: Annotated[int, Strict(), Field(ge=0, le=3650)] = 7
+    equivalence_margin: Annotated[float, Strict(), Field(gt=0.0, lt=1.0)] = Field(
+        default=0.01,
+        description="stop_no_difference only when every variant's relative difference to "
+        "the leader is inside +- this (95% credible interval).",
+    )
 
 
 class ExperimentSettings(StrictModel):

@@ -484,6 +484,7 @@ async def summarize(session: AsyncSession, *, experiment_id: str) -> Summary:
         settings.stop_rule.probability_threshold,
         settings.stop_rule.value_remaining_threshold,
         settings.stop_rule.min_days,
+        settings.stop_rule.equivalence_margin,
     )
     # Decisions are among the active variants: those traffic can still reach.
     active = [i for i, variant in enumerate(variants) if variant.active]

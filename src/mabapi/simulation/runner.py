@@ -67,6 +67,12 @@ class RunResult:
     winner_day: int | None  # first day (1-based) a winner was declared
     winner: int | None
     winner_correct: bool | None
+    # The first advice other than "continue" (stop_winner or stop_no_difference), its day,
+    # and whether it was right: the true best arm named, or "no difference" when the arms
+    # are equal (an A/A test). None: the run ended still continuing.
+    first_advice: Action | None = None
+    first_advice_day: int | None = None
+    first_advice_correct: bool | None = None
 
 
 def _posteriors(
@@ -127,6 +133,9 @@ def run(
     winner_day: int | None = None
     winner: int | None = None
     winner_correct: bool | None = None
+    first_advice: Action | None = None
+    first_advice_day: int | None = None
+    first_advice_correct: bool | None = None
     for day in range(days):
         posteriors, units_so_far, means = _posteriors(
             history, day, value=value, forgetting=spec.forgetting
@@ -184,10 +193,18 @@ def run(
                 seed=seed,
                 draws=4_000,
             )
-            if outcome_decision.recommendation.action is Action.STOP_WINNER:
+            advice = outcome_decision.recommendation
+            truly_best = np.flatnonzero(expected == best)
+            if first_advice is None and advice.action is not Action.CONTINUE:
+                first_advice, first_advice_day = advice.action, day + 1
+                first_advice_correct = (
+                    truly_best.size > 1
+                    if advice.action is Action.STOP_NO_DIFFERENCE
+                    else truly_best.size == 1 and advice.winner == int(truly_best[0])
+                )
+            if advice.action is Action.STOP_WINNER:
                 winner_day = day + 1
-                winner = outcome_decision.recommendation.winner
-                truly_best = np.flatnonzero(expected == best)
+                winner = advice.winner
                 # With several equally good arms (an A/A test) any declared winner is wrong.
                 winner_correct = truly_best.size == 1 and winner == int(truly_best[0])
     return RunResult(
@@ -202,6 +219,9 @@ def run(
         winner_day=winner_day,
         winner=winner,
         winner_correct=winner_correct,
+        first_advice=first_advice,
+        first_advice_day=first_advice_day,
+        first_advice_correct=first_advice_correct,
     )
 
 
