@@ -34,7 +34,7 @@ class TestClient:
 
         client = ReadmeClient(server, api_key=ADMIN_KEY)
         allocation = client.allocations("readme", for_date="2023-07-16")
-        assert allocation.allocations == {"control": 3.4, "variant1": 96.6}
+        assert allocation.allocations == {"control": 2.5, "variant1": 97.5}
         assert allocation.probability_best["variant1"] == pytest.approx(0.975067837, abs=1e-9)
         client.close()
 

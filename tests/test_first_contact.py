@@ -21,7 +21,7 @@ ORIGINAL_POSTS = [
     {"variant_id": "control", "successes": 120},
     {"variant_id": "variant1", "successes": 150},
 ]
-DOCUMENTED = {"control": 3.4, "variant1": 96.6}
+DOCUMENTED = {"control": 2.5, "variant1": 97.5}
 
 # What a user of the original service wrote: no `with` block, so no lifespan.
 TESTCLIENT_USER = """
@@ -171,7 +171,7 @@ def test_plain_install_runs_every_documented_command(tmp_path: Path) -> None:
             [str(python), "-c", snippet], cwd=tmp_path, capture_output=True, text=True, env=env
         )
         assert client.returncode == 0, client.stderr
-        assert "'variant1': 96.6" in client.stdout
+        assert "'variant1': 97.5" in client.stdout
 
     port = free_port()
     uvicorn = [str(python), "-m", "uvicorn", "main:app", "--port", str(port)]

@@ -53,7 +53,7 @@ class TestReadmeQuickStart:
             body = httpx.Response(200, content=get.stdout).json()
             assert body["experiment_id"] == "homepage_test"
             assert body["date"] == "2023-07-16"
-            assert body["allocations"] == {"control": 3.4, "variant1": 96.6}
+            assert body["allocations"] == {"control": 2.5, "variant1": 97.5}
             assert httpx.get(f"{base}/docs").status_code == 200
             assert httpx.get(f"{base}/redoc").status_code == 200
         assert (tmp_path / "quick.db").exists()

@@ -2,7 +2,7 @@
 
     from mabapi.client import Client
     client = Client("http://127.0.0.1:8000", api_key="mab_...")
-    print(client.allocations("homepage_test").allocations)   # {"control": 3.4, ...}
+    print(client.allocations("homepage_test").allocations)   # {"control": 2.5, ...}
 
 Calls that fail with 503 (database briefly unreachable), 429 (rate limited) or a
 connection error are retried with exponential backoff, honouring Retry-After. That is

@@ -33,8 +33,8 @@ class TestDates:
         assert body["allocations"] == {"control": 50.0, "b": 50.0}
         later = (await client.get("/allocations/homepage_test?for_date=2023-07-17")).json()
         assert later["inputs"]["b"] == {"impressions": 101_000, "successes": 90_100}
-        # The default 1% floor keeps the loser alive: 1% + 98% x P(best) ~= 1.0%.
-        assert later["allocations"] == {"control": 1.0, "b": 99.0}
+        # The default exploration keeps the loser measured: 0.05% + 99.9% x P(best) ~ 0.1%.
+        assert later["allocations"] == {"control": 0.1, "b": 99.9}
 
     async def test_live_says_what_assignment_serves_now(self, client: httpx.AsyncClient) -> None:
         today = datetime.now(UTC).date().isoformat()
@@ -44,7 +44,7 @@ class TestDates:
         # Planning today: nothing before today, so an even split ...
         assert body["allocations"] == {"control": 50.0, "b": 50.0}
         # ... while assignment already serves today's data: b almost always.
-        assert body["live"]["b"] == 99.0
+        assert body["live"]["b"] == 99.9
         assert sum(body["live"].values()) == pytest.approx(100.0)
         unit = (
             await client.post("/experiments/homepage_test/assign", json={"unit_id": "u"})
@@ -200,7 +200,8 @@ class TestSnapshots:
                 for v in variants.values()
             ]
         )
-        floor = snapshot.inputs["settings"]["policy"]["floor"]
+        policy = snapshot.inputs["settings"]["policy"]
+        floor = max(policy["floor"], policy["exploration"] / 2)
         shares = floor + (1 - 2 * floor) * recomputed
         assert [round(100 * x, 1) for x in shares] == list(body["allocations"].values())
         assert dict(zip(variants, recomputed.tolist(), strict=True)) == body["probability_best"]

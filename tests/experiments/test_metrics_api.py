@@ -48,8 +48,8 @@ class TestOriginalReadme:
         assert body["date"] == "2023-07-16"
         assert set(body["allocations"]) == {"control", "variant1"}
         # P(variant1 best) = 0.97507 by the closed form (docs/STATISTICS.md); the
-        # default 1% floor gives 1% + 98% x P(best): 3.4% and 96.6%.
-        assert body["allocations"] == {"control": 3.4, "variant1": 96.6}
+        # default exploration (0.1% over two variants) gives 0.05% + 99.9% x P(best).
+        assert body["allocations"] == {"control": 2.5, "variant1": 97.5}
         assert body["probability_best"]["variant1"] == pytest.approx(0.975068, abs=1e-6)
 
     async def test_first_call_alone_on_a_fresh_database(self, client: httpx.AsyncClient) -> None:

@@ -49,7 +49,8 @@ class TestSettingsValidation:
         assert body["metric_kind"] == "conversion"
         assert body["higher_is_better"] is True
         assert body["settings"]["policy"]["algorithm"] == "thompson"
-        assert body["settings"]["policy"]["floor"] == 0.01
+        assert body["settings"]["policy"]["floor"] == 0.0
+        assert body["settings"]["policy"]["exploration"] == 0.001
         assert body["settings"]["stop_rule"] == {
             "probability_threshold": 0.975,
             "value_remaining_threshold": 0.01,
@@ -120,7 +121,6 @@ class TestPoliciesOverTheApi:
         assert sum(body["allocations"].values()) == pytest.approx(100.0)
         if algorithm != "uniform":
             assert max(body["allocations"], key=body["allocations"].get) == "b"
-        assert min(body["allocations"].values()) >= 1.0  # the 1% floor
 
     @pytest.mark.parametrize(
         "settings",

@@ -135,6 +135,20 @@ class TestControls:
             assert result.sum() == pytest.approx(1.0)
             assert result.min() >= floor - 1e-12
 
+    def test_exploration_is_a_total_split_over_the_free_arms(self) -> None:
+        for arms in (2, 5, 20):
+            weights = np.zeros(arms)
+            weights[0] = 1.0
+            controls = Controls(floor=0.0, exploration=0.01)
+            result = apply_controls(weights, controls, active=[True] * arms, burned_in=True)
+            # Every other arm gets exploration / K; all of them together 1% x (K-1)/K.
+            assert result[1:] == pytest.approx([0.01 / arms] * (arms - 1))
+            assert result.sum() == pytest.approx(1.0)
+        # An explicit per-arm floor above exploration / K wins.
+        both = Controls(floor=0.02, exploration=0.01)
+        assert both.floor_for(4) == 0.02
+        assert Controls(floor=0.0, exploration=0.01).floor_for(4) == 0.0025
+
     def test_floor_too_large_falls_back_to_even(self) -> None:
         result = apply_controls(
             self.weights, Controls(floor=0.25), active=[True] * 4, burned_in=True
@@ -142,7 +156,7 @@ class TestControls:
         assert result == pytest.approx([0.25] * 4)
 
     def test_reserved_share_then_the_rest(self) -> None:
-        controls = Controls(floor=0.0, reserved={0: 0.2})
+        controls = Controls(floor=0.0, exploration=0.0, reserved={0: 0.2})
         result = apply_controls(self.weights, controls, active=[True] * 4, burned_in=True)
         assert result[0] == pytest.approx(0.2)
         free = self.weights[1:] / self.weights[1:].sum()

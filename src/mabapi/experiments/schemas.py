@@ -48,7 +48,15 @@ class PolicySettings(StrictModel):
 
     algorithm: PolicyName = PolicyName.THOMPSON
     floor: Annotated[float, Strict(), Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = Field(
-        default=0.01, description="Additive floor: p_i = f + (1 - K f) w_i (K f >= 1: even)."
+        default=0.0,
+        description="Each variant's least share, additive: p_i = f + (1 - K f) w_i (K f >= 1: "
+        "even). 0 by default: `exploration` keeps every variant measured at a fraction of "
+        "the cost.",
+    )
+    exploration: Annotated[float, Strict(), Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = Field(
+        default=0.001,
+        description="A total share kept for measuring, split evenly over the K variants (a "
+        "floor of exploration / K each; the larger of the two floors applies).",
     )
     reserved: dict[Identifier, Share] = Field(
         default_factory=dict,

@@ -164,6 +164,7 @@ def _controls(settings: ExperimentSettings, variants: Sequence[Variant]) -> Cont
     policy = settings.policy
     return Controls(
         floor=policy.floor,
+        exploration=policy.exploration,
         reserved={index[v]: share for v, share in policy.reserved.items() if v in index},
         burn_in=BurnIn(policy.burn_in.units, policy.burn_in.successes, policy.burn_in.days),
         max_change=policy.max_change,

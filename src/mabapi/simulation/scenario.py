@@ -26,7 +26,8 @@ policies = ["thompson", "top_two_thompson", "uniform"]
 # switch_rates = [0.12, 0.10]
 # value_log_mean = [3.5, 3.6] # log-normal order value per conversion (value metric)
 # weekly_amplitude = 0.2
-# floor = 0.01
+# floor = 0.0              # least share per arm (default 0)
+# exploration = 0.001       # total share kept for measuring, split over the arms
 # half_life_days = 7
 # window_days = 7
 # burn_in_units = 100
@@ -48,7 +49,8 @@ class Scenario:
 def policy_spec(
     name: str,
     *,
-    floor: float = 0.01,
+    floor: float = 0.0,
+    exploration: float = 0.001,
     half_life_days: float | None = None,
     window_days: int | None = None,
     burn_in_units: int = 0,
@@ -62,7 +64,9 @@ def policy_spec(
     return PolicySpec(
         name=name,
         config=PolicyConfig(policy, epsilon=epsilon),
-        controls=Controls(floor=floor, burn_in=BurnIn(units=burn_in_units)),
+        controls=Controls(
+            floor=floor, exploration=exploration, burn_in=BurnIn(units=burn_in_units)
+        ),
         forgetting=Forgetting(window_days=window_days, half_life_days=half_life_days),
     )
 
@@ -72,7 +76,7 @@ def from_mapping(data: dict[str, Any]) -> Scenario:
     known = {
         "name", "rates", "days", "traffic_per_day", "seeds", "policies", "switch_day",
         "switch_rates", "value_log_mean", "value_log_sigma", "weekly_amplitude", "floor",
-        "half_life_days", "window_days", "burn_in_units", "epsilon", "cadence",
+        "exploration", "half_life_days", "window_days", "burn_in_units", "epsilon", "cadence",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -91,7 +95,8 @@ def from_mapping(data: dict[str, Any]) -> Scenario:
     policies = tuple(
         policy_spec(
             name,
-            floor=float(data.get("floor", 0.01)),
+            floor=float(data.get("floor", 0.0)),
+            exploration=float(data.get("exploration", 0.001)),
             half_life_days=data.get("half_life_days"),
             window_days=data.get("window_days"),
             burn_in_units=int(data.get("burn_in_units", 0)),

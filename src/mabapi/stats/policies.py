@@ -71,7 +71,12 @@ class BurnIn:
 
 @dataclass(frozen=True, slots=True)
 class Controls:
-    floor: float = 0.01
+    """`floor`: each free arm's least share (additive: p_i = f + (1 - K f) w_i).
+    `exploration`: a total share kept for measuring, split evenly over the K free arms
+    (a floor of exploration / K each; whichever of the two floors is larger applies)."""
+
+    floor: float = 0.0
+    exploration: float = 0.001
     reserved: Mapping[int, float] = field(default_factory=dict)  # arm index -> fixed share
     burn_in: BurnIn = field(default_factory=BurnIn)
     max_change: float | None = None  # largest change of any share per update
@@ -79,12 +84,18 @@ class Controls:
     def __post_init__(self) -> None:
         if not 0.0 <= self.floor < 1.0:
             raise ValueError("floor must lie in [0, 1)")
+        if not 0.0 <= self.exploration < 1.0:
+            raise ValueError("exploration must lie in [0, 1)")
         if any(not 0.0 < share < 1.0 for share in self.reserved.values()):
             raise ValueError("each reserved share must lie strictly between 0 and 1")
         if sum(self.reserved.values()) >= 1.0:
             raise ValueError("reserved shares must add up to less than 1")
         if self.max_change is not None and not 0.0 < self.max_change <= 1.0:
             raise ValueError("max_change must lie in (0, 1]")
+
+    def floor_for(self, free_arms: int) -> float:
+        """The per-arm floor with `free_arms` arms sharing the traffic."""
+        return max(self.floor, self.exploration / max(free_arms, 1))
 
 
 def _argmax_split(values: FloatArray) -> FloatArray:
@@ -187,7 +198,7 @@ def apply_controls(
         free_weights = np.full(free_count, 1.0 / free_count)
     else:
         free_weights = free_weights / free_weights.sum()
-    floor = controls.floor
+    floor = controls.floor_for(free_count)
     if floor * free_count >= 1.0:
         free_weights = np.full(free_count, 1.0 / free_count)
     else:
@@ -296,7 +307,7 @@ def sample_choice(
         shares = np.array([reserved[k] for k in keys]) / reserved_total
         return int(keys[rng.choice(len(keys), p=shares)])
     free = [i for i in range(count) if i not in reserved]
-    explore = 1.0 if not burned_in else min(len(free) * controls.floor, 1.0)
+    explore = 1.0 if not burned_in else min(len(free) * controls.floor_for(len(free)), 1.0)
     if rng.random() < explore:
         return free[int(rng.integers(len(free)))]
     sub = [arms[i] for i in free]
