@@ -50,9 +50,14 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 def _committed(request: Request) -> None:
-    """A write committed: this process's cached answers may now be out of date."""
+    """A write committed: this process's cached answers may now be out of date, and an
+    experiment's own change (a variant paused or resumed, its settings, a conclusion) is
+    seen by assignment in this process at once, not when the cached allocation expires."""
     if request.method not in ("GET", "HEAD"):
         request.app.state.answers.note_write()
+        experiment_id = request.path_params.get("experiment_id")
+        if experiment_id:
+            request.app.state.allocation_cache.invalidate(str(experiment_id))
 
 
 class LazySession:

@@ -111,6 +111,20 @@ class TestSticky:
         assert response.status_code == 409
         assert (await assign(client, "old"))["new"] is False  # known units still answered
 
+    async def test_a_paused_variant_gets_no_new_unit_at_once(self, make_app: Any) -> None:
+        # A long cache: only the pause itself can make assignment see it.
+        async with make_app(allocation_cache_seconds=3600) as (_, client):
+            await create_experiment(client)
+            await assign(client, "before")  # the allocation is now cached
+            paused = await client.patch("/experiments/checkout/variants/b", json={"active": False})
+            assert paused.status_code == 200, paused.text
+            served = {(await assign(client, f"after-{i}"))["variant_id"] for i in range(40)}
+            assert served == {"control"}
+            resumed = await client.patch("/experiments/checkout/variants/b", json={"active": True})
+            assert resumed.status_code == 200
+            served = {(await assign(client, f"again-{i}"))["variant_id"] for i in range(40)}
+            assert served == {"control", "b"}
+
     async def test_unknown_experiment_and_bad_unit_ids(self, client: httpx.AsyncClient) -> None:
         response = await client.post("/experiments/ghost/assign", json={"unit_id": "u"})
         assert response.status_code == 404
