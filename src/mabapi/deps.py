@@ -6,7 +6,7 @@ import math
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -14,7 +14,6 @@ from mabapi.access import service as access
 from mabapi.access.limits import RateLimiter
 from mabapi.access.models import DEFAULT_PROJECT, Scope
 from mabapi.access.service import OPEN, KeyRing, Principal
-from mabapi.cache import AnswerCache
 from mabapi.errors import (
     AppError,
     ForbiddenError,
@@ -110,13 +109,17 @@ async def get_lazy_session(request: Request) -> AsyncIterator[LazySession]:
     _committed(request)
 
 
-async def get_answers(request: Request) -> AnswerCache[Any, Any]:
-    answers: AnswerCache[Any, Any] = request.app.state.answers
-    return answers
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-AnswersDep = Annotated[AnswerCache[Any, Any], Depends(get_answers)]
+# The one path-parameter type of an experiment id, for every router (dashboard included).
+ExperimentId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=128,
+        pattern=ID_PATTERN.pattern,
+        description="Experiment id: 1-128 of A-Z a-z 0-9 _ . : -",
+    ),
+]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 LazySessionDep = Annotated[LazySession, Depends(get_lazy_session, scope="function")]
 

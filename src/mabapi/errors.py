@@ -60,16 +60,6 @@ class InvalidInputError(AppError):
     code = "invalid_request"
 
 
-class PayloadTooLargeError(AppError):
-    status_code = 413
-    code = "payload_too_large"
-
-
-class ServiceUnavailableError(AppError):
-    status_code = 503
-    code = "service_unavailable"
-
-
 def error_body(
     code: str, message: str, details: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:

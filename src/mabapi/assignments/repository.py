@@ -227,19 +227,6 @@ async def reset_live_data(session: AsyncSession, experiment_id: str) -> None:
     )
 
 
-async def count_assignments(session: AsyncSession, experiment_id: str) -> int:
-    from sqlalchemy import func
-
-    return int(
-        await session.scalar(
-            select(func.count())
-            .select_from(Assignment)
-            .where(Assignment.experiment_id == experiment_id)
-        )
-        or 0
-    )
-
-
 # --- Many requests at once (group commit, POST /assign/batch, POST /conversions/batch) ---
 
 

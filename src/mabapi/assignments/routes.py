@@ -7,7 +7,7 @@ import secrets
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import State
 
 from mabapi.access import service as access
@@ -24,15 +24,11 @@ from mabapi.assignments.schemas import (
     ConversionIn,
     ConversionOut,
 )
-from mabapi.deps import LazySessionDep, PrincipalDep, SessionDep
+from mabapi.deps import ExperimentId, LazySessionDep, PrincipalDep, SessionDep
 from mabapi.errors import Responses, documented_error
 from mabapi.experiments import service as experiments_service
 from mabapi.experiments.schemas import ExperimentOut
 from mabapi.observability import ASSIGNMENTS, CONVERSIONS
-from mabapi.schemas import ID_PATTERN
-
-ExperimentId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN.pattern)]
-
 
 RESPONSES: Responses = {
     404: documented_error("No such experiment (or variant)."),

@@ -12,25 +12,22 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from mabapi.access.service import KeyRing
-from mabapi.deps import KEY_COOKIE, PrincipalDep, SessionDep
+from mabapi.deps import KEY_COOKIE, ExperimentId, PrincipalDep, SessionDep
 from mabapi.errors import ForbiddenError, InvalidInputError, NotFoundError
 from mabapi.experiments import service
 from mabapi.experiments.models import ExperimentStatus
 from mabapi.experiments.routes import summary_out
 from mabapi.experiments.schemas import ExperimentPatch, SummaryOut
-from mabapi.schemas import ID_PATTERN
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
-ExperimentId = Annotated[str, PathParam(min_length=1, max_length=128, pattern=ID_PATTERN.pattern)]
 CHARTS = ("allocation", "daily", "density", "best")
 ACTIONS = {"pause": ExperimentStatus.PAUSED, "resume": ExperimentStatus.RUNNING}
 

@@ -6,12 +6,12 @@ import math
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.datastructures import State
 
 from mabapi.access.service import Principal
 from mabapi.cache import AnswerCache
-from mabapi.deps import PrincipalDep, SessionDep, SettingsDep
+from mabapi.deps import ExperimentId, PrincipalDep, SessionDep, SettingsDep
 from mabapi.errors import Responses, documented_error
 from mabapi.experiments import service
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
@@ -41,17 +41,6 @@ from mabapi.experiments.schemas import (
 from mabapi.observability import ROWS_INGESTED, observe_allocation
 from mabapi.schemas import ID_PATTERN, IsoDate
 from mabapi.settings import Settings
-
-ExperimentId = Annotated[
-    str,
-    Path(
-        min_length=1,
-        max_length=128,
-        pattern=ID_PATTERN.pattern,
-        description="Experiment id: 1-128 of A-Z a-z 0-9 _ . : -",
-    ),
-]
-
 
 INVALID: Responses = {
     422: documented_error("The request does not have the documented shape or values.")
