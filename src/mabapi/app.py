@@ -257,7 +257,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     _install_error_handlers(app)
     # Innermost first: the hot paths see a size-checked body and are logged and counted.
-    app.add_middleware(HotPaths)
+    if settings.hot_paths:
+        app.add_middleware(HotPaths)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

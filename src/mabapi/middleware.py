@@ -372,10 +372,17 @@ ROUTES = (
 
 
 def _json_content_type(scope: Scope) -> bool:
-    """FastAPI parses a body as JSON when there is no content type or a JSON one; this
-    layer takes only those (and leaves every other case to FastAPI)."""
+    """FastAPI parses a body as JSON only under a JSON content type (application/json or
+    application/*+json; none at all is not JSON: FastAPI's strict content type, which
+    keeps a page on another origin from posting without a CORS preflight). This layer
+    takes the same bodies and leaves every other case to FastAPI."""
     value = _header(scope, b"content-type")
-    return value is None or value.split(b";", 1)[0].strip().lower() == b"application/json"
+    if value is None:
+        return False
+    kind = value.split(b";", 1)[0].strip().lower()
+    return kind == b"application/json" or (
+        kind.startswith(b"application/") and kind.endswith(b"+json")
+    )
 
 
 class HotPaths:

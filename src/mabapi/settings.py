@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    hot_paths: bool = Field(
+        default=True,
+        description="Serve assign, conversions, GET /allocations and POST /metrics/ without "
+        "FastAPI's dependency solver (same answers, faster); false: FastAPI serves them.",
+    )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest request body accepted (413 beyond)."
     )
