@@ -56,6 +56,7 @@ def table(keys: dict[str, str]) -> list[Request]:
         ("metric deep JSON", "POST", "/metrics/", w_json, b"[" * 1000 + b"]" * 1000),
         ("metric unknown field", "POST", "/metrics/", w_json, metric[:-1] + b', "x": 1}'),
         ("metric extra query", "POST", "/metrics/?x=1", w_json, metric),
+        ("metric alias", "POST", "/metrics", w_json, metric),
         ("metric other project", "POST", "/metrics/", o_json, metric),
         ("metric read key", "POST", "/metrics/", {**reader, **JSON}, metric),
         ("assign bad id", "POST", "/experiments/bad%20id/assign", c_json, unit("u")),
@@ -98,6 +99,22 @@ async def run_table(
             kept = {k: v for k, v in response.headers.items() if k not in VARYING}
             answers.append((label, response.status_code, response.content, kept))
         return answers
+
+
+def test_the_hot_table_is_built_from_the_marked_routes() -> None:
+    from mabapi.app import create_app
+    from mabapi.hot_paths import hot_routes
+    from mabapi.settings import Settings
+
+    app = create_app(Settings(_env_file=None))
+    table = {(hot.method, hot.route.path, hot.status_code) for hot in hot_routes(app)}
+    assert table == {
+        ("POST", "/experiments/{experiment_id}/assign", 200),
+        ("POST", "/experiments/{experiment_id}/conversions", 200),
+        ("GET", "/allocations/{experiment_id}", 200),
+        ("POST", "/metrics/", 200),
+        ("POST", "/metrics", 200),  # the original README's alias: the same endpoint
+    }
 
 
 async def test_hot_paths_answer_as_fastapi_does(make_app: Any) -> None:

@@ -37,10 +37,10 @@ from mabapi.errors import AppError, RateLimitedError, Responses, documented_erro
 from mabapi.experiments import service as experiments
 from mabapi.experiments.routes import allocations_router, experiments_router, metrics_router
 from mabapi.health.routes import router as health_router
+from mabapi.hot_paths import HotPaths
 from mabapi.middleware import (
     BodySizeLimit,
     ClientCors,
-    HotPaths,
     LazyStart,
     RequestContext,
 )

@@ -1,5 +1,6 @@
-"""ASGI middleware: request ids, logs and metrics; body limits enforced before the body
-is read in full; the per-request hot paths served without FastAPI's dependency solver."""
+"""ASGI middleware: the runtime started on first use, CORS for the client routes, request
+ids, logs and metrics, body limits enforced before the body is read in full. (The hot
+paths are in hot_paths.py.)"""
 
 from __future__ import annotations
 
@@ -9,28 +10,14 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qsl
 
-from fastapi import FastAPI
-from fastapi.routing import APIRoute
-from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mabapi.assignments.routes import assign_unit, convert_unit
-from mabapi.assignments.schemas import AssignIn, ConversionIn
-from mabapi.deps import authorize
 from mabapi.errors import error_body
-from mabapi.experiments.routes import allocation_answer, record_metric
-from mabapi.experiments.schemas import MetricIn
 from mabapi.observability import LATENCY, REQUESTS, request_id_var
-from mabapi.schemas import ID_PATTERN, IsoDate
 
 
 class LazyStart:
@@ -107,7 +94,7 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         limit = self.max_batch_bytes if scope["path"].endswith("/batch") else self.max_bytes
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None:
             try:
                 length = int(declared)
@@ -133,10 +120,10 @@ class BodySizeLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        await self.app(scope, _replaying(b"".join(chunks), receive), send)
+        await self.app(scope, replaying(b"".join(chunks), receive), send)
 
 
-def _replaying(body: bytes, receive: Receive) -> Receive:
+def replaying(body: bytes, receive: Receive) -> Receive:
     """A receive that gives `body` (already read) first, then the real receive."""
     replayed = False
 
@@ -150,7 +137,7 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
+def header(scope: Scope, name: bytes) -> bytes | None:
     """The first value of a header (names arrive lower-cased from the server)."""
     for key, value in scope["headers"]:
         if key == name:
@@ -158,7 +145,7 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-async def _send_json(send: Send, payload: bytes, status: int = 200) -> None:
+async def send_json(send: Send, payload: bytes, status: int = 200) -> None:
     """A JSON response, as Starlette's Response would send it, without building one."""
     await send(
         {
@@ -227,7 +214,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        supplied = (_header(scope, b"x-request-id") or b"").decode("latin-1")
+        supplied = (header(scope, b"x-request-id") or b"").decode("latin-1")
         # 32 hex digits, as uuid4().hex gave, from the same source at a third of the cost.
         request_id = supplied if _REQUEST_ID.match(supplied) else os.urandom(16).hex()
         token = request_id_var.set(request_id)
@@ -286,220 +273,3 @@ class RequestContext:
             )
             self._metric_children[key] = children
         return children
-
-
-# The per-request hot paths, served without FastAPI's router and dependency solver.
-#
-# Returning-unit assignment and GET /allocations are meant to reach 0.6x of a bare
-# FastAPI endpoint (benchmarks/load.py). A py-spy profile of a returning-unit assign under
-# wrk showed 35% of the worker's CPU in FastAPI's dependency solving, most of the rest in
-# route matching and request parsing, and under 5% in the work itself (a memo lookup). So
-# these routes are matched here first, by one regular expression each, and run the very
-# same code as their FastAPI routes: `deps.authorize`, the route's core function (`assign_unit`,
-# `convert_unit`, `allocation_answer`, `record_metric`), the same transaction context
-# managers, the same response models and the exception handlers registered on the app.
-#
-# Anything this layer does not fully understand (a body that is not JSON or fails
-# validation, another content type, an unexpected query string, an invalid path id) is
-# handed to FastAPI untouched, body included, and FastAPI gives the documented answer.
-# The routes stay declared in FastAPI, so the OpenAPI document does not change, and
-# `scope["route"]` is set to the FastAPI route so metrics and logs label them the same.
-
-_DATE = TypeAdapter(IsoDate)
-_DELEGATE: Any = object()  # "hand this request to FastAPI"
-_ID_MAX = 128
-
-# The answer for a request: a model to send as JSON, or None to hand it to FastAPI.
-Handler = Callable[[Request, str, Any], Awaitable[BaseModel]]
-
-
-@dataclass(frozen=True, slots=True)
-class HotRoute:
-    method: str
-    pattern: re.Pattern[str]
-    template: str
-    body: type[BaseModel] | None
-    handler: Handler
-
-
-async def _assign(request: Request, experiment_id: str, body: AssignIn) -> BaseModel:
-    await authorize(request)
-    return await assign_unit(request.app.state, experiment_id, body)
-
-
-async def _convert(request: Request, experiment_id: str, body: ConversionIn) -> BaseModel:
-    await authorize(request)
-    return await convert_unit(request.app.state, experiment_id, body)
-
-
-async def _allocation(request: Request, experiment_id: str, for_date: Any) -> BaseModel:
-    principal = await authorize(request)
-    return await allocation_answer(
-        request.app.state, experiment_id, for_date, record=principal.may_write
-    )
-
-
-async def _metric(request: Request, _unused: str, body: MetricIn) -> BaseModel:
-    principal = await authorize(request)
-    audit = getattr(request.state, "audit", None)
-    return await record_metric(request.app.state, principal, body, audit)
-
-
-ROUTES = (
-    HotRoute(
-        "POST",
-        re.compile(r"^/experiments/([^/]+)/assign$"),
-        "/experiments/{experiment_id}/assign",
-        AssignIn,
-        _assign,
-    ),
-    HotRoute(
-        "POST",
-        re.compile(r"^/experiments/([^/]+)/conversions$"),
-        "/experiments/{experiment_id}/conversions",
-        ConversionIn,
-        _convert,
-    ),
-    HotRoute(
-        "GET",
-        re.compile(r"^/allocations/([^/]+)$"),
-        "/allocations/{experiment_id}",
-        None,
-        _allocation,
-    ),
-    HotRoute("POST", re.compile(r"^/metrics/$"), "/metrics/", MetricIn, _metric),
-)
-
-
-def _json_content_type(scope: Scope) -> bool:
-    """FastAPI parses a body as JSON only under a JSON content type (application/json or
-    application/*+json; none at all is not JSON: FastAPI's strict content type, which
-    keeps a page on another origin from posting without a CORS preflight). This layer
-    takes the same bodies and leaves every other case to FastAPI."""
-    value = _header(scope, b"content-type")
-    if value is None:
-        return False
-    kind = value.split(b";", 1)[0].strip().lower()
-    return kind == b"application/json" or (
-        kind.startswith(b"application/") and kind.endswith(b"+json")
-    )
-
-
-class HotPaths:
-    """ASGI middleware serving `ROUTES` directly (see the module's docstring)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._routes: dict[str, APIRoute] | None = None
-
-    def _route(self, app: FastAPI, method: str, template: str) -> APIRoute | None:
-        if self._routes is None:
-            self._routes = {
-                f"{m} {route.path}": route
-                for route in _api_routes(app.routes)
-                for m in route.methods or ()
-            }
-        return self._routes.get(f"{method} {template}")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            method, path = scope["method"], scope["path"]
-            for hot in ROUTES:
-                if hot.method == method and (match := hot.pattern.match(path)):
-                    await self._serve(hot, match, scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
-
-    async def _serve(
-        self, hot: HotRoute, match: re.Match[str], scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        body = b""
-        if hot.method != "GET":
-            body, receive = await _read_body(receive)
-        experiment_id = match.group(1) if match.groups() else ""
-        payload = self._parse(hot, scope, experiment_id, body)
-        api_route = self._route(scope["app"], hot.method, hot.template)
-        if payload is _DELEGATE or api_route is None:
-            await self.app(scope, receive, send)  # FastAPI gives the documented answer
-            return
-        scope["route"] = api_route
-        scope["endpoint"] = api_route.endpoint
-        scope["path_params"] = {"experiment_id": experiment_id} if experiment_id else {}
-        request = Request(scope, receive)
-        try:
-            answer = await hot.handler(request, experiment_id, payload)
-        except Exception as error:
-            handler = _handler_for(scope["app"], error)
-            if handler is None:
-                raise  # as for a FastAPI route: ServerErrorMiddleware answers (500/503)
-            response: Response = await handler(request, error)
-        else:
-            await _send_json(send, answer.model_dump_json().encode())
-            return
-        await response(scope, receive, send)
-
-    @staticmethod
-    def _parse(hot: HotRoute, scope: Scope, experiment_id: str, body: bytes) -> Any:
-        if experiment_id and not (
-            len(experiment_id) <= _ID_MAX and ID_PATTERN.fullmatch(experiment_id)
-        ):
-            return _DELEGATE
-        if hot.body is None:  # GET /allocations: only ?for_date=YYYY-MM-DD is ours
-            query = scope.get("query_string", b"")
-            if not query:
-                return None
-            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-            if len(pairs) != 1 or pairs[0][0] != "for_date":
-                return _DELEGATE
-            try:
-                return _DATE.validate_python(pairs[0][1])
-            except ValidationError:
-                return _DELEGATE
-        if scope.get("query_string") or not body or not _json_content_type(scope):
-            return _DELEGATE
-        try:
-            return hot.body.model_validate(json.loads(body))
-        # JSONDecodeError is a ValueError; JSON nested ~1,000 deep is a RecursionError.
-        # FastAPI then gives the documented 4xx for each.
-        except (ValueError, ValidationError, RecursionError):
-            return _DELEGATE
-
-
-def _api_routes(routes: Sequence[BaseRoute]) -> Iterator[APIRoute]:
-    """Every APIRoute, including those of routers FastAPI keeps as included routers."""
-    for route in routes:
-        if isinstance(route, APIRoute):
-            yield route
-        included = getattr(route, "original_router", None)
-        if included is not None:
-            yield from _api_routes(included.routes)
-
-
-async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
-    """The whole body (BodySizeLimit, outside this layer, has bounded it), and a receive
-    that replays it for FastAPI if the request is handed on."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    body = b"".join(chunks)
-    return body, _replaying(body, receive)
-
-
-def _handler_for(
-    app: FastAPI, error: Exception
-) -> Callable[[Request, Exception], Awaitable[Response]] | None:
-    """The handler Starlette's ExceptionMiddleware would pick: the registered handler of
-    the nearest class in the error's MRO, except the catch-all `Exception` one, which
-    (as for any route) is ServerErrorMiddleware's to run."""
-    for cls in type(error).__mro__:
-        if cls is Exception:
-            return None
-        handler = app.exception_handlers.get(cls)
-        if handler is not None:
-            return handler  # type: ignore[return-value]
-    return None

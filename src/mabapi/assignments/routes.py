@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import State
 
 from mabapi.access import service as access
+from mabapi.access.service import Principal
 from mabapi.assignments import service
 from mabapi.assignments.cache import AllocationCache, AssignmentMemo, CachedAllocation
 from mabapi.assignments.schemas import (
@@ -28,6 +29,7 @@ from mabapi.deps import ExperimentId, LazySessionDep, PrincipalDep, SessionDep
 from mabapi.errors import Responses, documented_error
 from mabapi.experiments import service as experiments_service
 from mabapi.experiments.schemas import ExperimentOut
+from mabapi.hot_paths import hot_path
 from mabapi.observability import ASSIGNMENTS, CONVERSIONS
 
 RESPONSES: Responses = {
@@ -93,7 +95,20 @@ def _conversion_out(result: service.ConversionResult) -> ConversionOut:
     )
 
 
+async def _assign_answer(
+    request: Request, _principal: Principal, params: dict[str, str], body: AssignIn
+) -> AssignOut:
+    return await assign_unit(request.app.state, params["experiment_id"], body)
+
+
+async def _convert_answer(
+    request: Request, _principal: Principal, params: dict[str, str], body: ConversionIn
+) -> ConversionOut:
+    return await convert_unit(request.app.state, params["experiment_id"], body)
+
+
 @router.post("/experiments/{experiment_id}/assign", response_model=AssignOut)
+@hot_path(_assign_answer, body=AssignIn)
 async def assign(experiment_id: ExperimentId, body: AssignIn, request: Request) -> AssignOut:
     """The unit's variant: the same one on every call. The first call draws it by
     Thompson sampling from the current allocation and counts one impression."""
@@ -145,6 +160,7 @@ async def assign_batch(
 
 
 @router.post("/experiments/{experiment_id}/conversions", response_model=ConversionOut)
+@hot_path(_convert_answer, body=ConversionIn)
 async def convert(
     experiment_id: ExperimentId, body: ConversionIn, request: Request
 ) -> ConversionOut:

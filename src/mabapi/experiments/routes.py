@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from pydantic import TypeAdapter
 from starlette.datastructures import State
 
 from mabapi.access.service import Principal
@@ -38,6 +39,7 @@ from mabapi.experiments.schemas import (
     VariantPatch,
     VariantSummary,
 )
+from mabapi.hot_paths import hot_path
 from mabapi.observability import ROWS_INGESTED, observe_allocation
 from mabapi.schemas import ID_PATTERN, IsoDate
 from mabapi.settings import Settings
@@ -63,7 +65,24 @@ experiments_router = APIRouter(
 )
 
 
+async def _metric_answer(
+    request: Request, principal: Principal, _params: dict[str, str], metric: MetricIn
+) -> StatusOut:
+    return await record_metric(
+        request.app.state, principal, metric, getattr(request.state, "audit", None)
+    )
+
+
+async def _allocation_answer(
+    request: Request, principal: Principal, params: dict[str, str], for_date: date | None
+) -> AllocationOut:
+    return await allocation_answer(
+        request.app.state, params["experiment_id"], for_date, record=principal.may_write
+    )
+
+
 @metrics_router.post("/metrics/", response_model=StatusOut, responses={**NOT_FOUND, **CONFLICT})
+@hot_path(_metric_answer, body=MetricIn)
 async def post_metric(metric: MetricIn, request: Request, principal: PrincipalDep) -> StatusOut:
     """Set one variant's totals for one day. Re-posting the same day replaces it."""
     return await record_metric(
@@ -117,6 +136,7 @@ async def post_metrics_batch(
     response_model=AllocationOut,
     responses={**NOT_FOUND, **CONFLICT, **INVALID},
 )
+@hot_path(_allocation_answer, query=("for_date", TypeAdapter(IsoDate)))
 async def get_allocation(
     experiment_id: ExperimentId,
     request: Request,
