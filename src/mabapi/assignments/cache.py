@@ -36,11 +36,14 @@ class CachedAllocation:
     # Running sums of `shares` for `stats.policies.draw_cumulative`: computed once per
     # cached allocation, not once per new unit.
     cumulative_shares: tuple[float, ...] = field(init=False)
+    # What assignment serves, in percent (GET /allocations' `live`): computed once too.
+    live_percentages: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cumulative_shares", tuple(itertools.accumulate(self.shares)))
+        object.__setattr__(self, "live_percentages", self._percentages())
 
-    def percentages(self) -> dict[str, float]:
+    def _percentages(self) -> dict[str, float]:
         """What assignment serves now, in percent (a concluded experiment: its winner)."""
         if self.winner_variant_id is not None:
             return {v: 100.0 if v == self.winner_variant_id else 0.0 for v in self.variant_ids}

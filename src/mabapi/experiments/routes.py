@@ -196,7 +196,7 @@ async def allocation_answer(
             for variant_id, totals in zip(result.variant_ids, result.inputs, strict=True)
         },
         burned_in=result.burned_in,
-        live=live.percentages(),
+        live=live.live_percentages,
     )
 
 
