@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL
 
 from mabapi.app import create_app
 from mabapi.db.migrate import upgrade_url
+from mabapi.runtime import runtime_of
 from mabapi.settings import Settings
 from tests.fixtures.databases import (
     clear_tables,
@@ -72,7 +73,7 @@ async def app(database_url: URL, settings_overrides: dict[str, Any]) -> AsyncIte
         try:
             yield application
         finally:
-            await clear_tables(application.state.engine)
+            await clear_tables(runtime_of(application).engine)
 
 
 @pytest.fixture
@@ -102,6 +103,6 @@ def make_app(
                 ) as http:
                     yield application, http
             finally:
-                await clear_tables(application.state.engine)
+                await clear_tables(runtime_of(application).engine)
 
     return build

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from mabapi.cache import AnswerCache
+from mabapi.runtime import runtime_of
 from tests.fixtures.factories import create_experiment, post_metric
 
 
@@ -123,7 +124,7 @@ class TestAllocationsAnswers:
         first = (await client.get(url)).json()
         assert first["inputs"]["b"]["impressions"] == 100
         # Another worker's write: straight to the database, not through this process.
-        async with app.state.engine.begin() as connection:
+        async with runtime_of(app).engine.begin() as connection:
             await connection.execute(
                 text(
                     "UPDATE variant_totals SET impressions = impressions + 100 "
@@ -131,5 +132,5 @@ class TestAllocationsAnswers:
                 )
             )
         assert (await client.get(url)).json() == first  # served from this process's cache
-        app.state.answers.note_write()  # stands in for the TTL running out
+        runtime_of(app).answers.note_write()  # stands in for the TTL running out
         assert (await client.get(url)).json()["inputs"]["b"]["impressions"] == 200

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mabapi import __version__, observability
@@ -44,6 +44,7 @@ from mabapi.middleware import (
     LazyStart,
     RequestContext,
 )
+from mabapi.runtime import Runtime, runtime_of
 from mabapi.settings import Settings
 
 logger = logging.getLogger("mabapi")
@@ -284,7 +285,8 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 async def start_runtime(app: FastAPI, settings: Settings, *, lazy: bool = False) -> None:
-    """Open what requests use (engine, caches, writers, keys) on the running event loop.
+    """Open the `Runtime` requests use (engine, caches, writers, keys) on the running
+    event loop, as `app.state.runtime`.
 
     Run by the lifespan; or, when the lifespan never ran (`TestClient(app)` without a
     `with` block, `uvicorn --lifespan off`), by `LazyStart` on the first request of each
@@ -296,36 +298,41 @@ async def start_runtime(app: FastAPI, settings: Settings, *, lazy: bool = False)
     engine = engine_from_settings(settings, pooled=not lazy)
     if settings.migrate_on_start and first:
         await upgrade(engine)
-    app.state.engine = engine
-    app.state.sessionmaker = make_sessionmaker(engine)
-    app.state.allocation_cache = AllocationCache(
-        app.state.sessionmaker, settings.allocation_cache_seconds
+    sessionmaker = make_sessionmaker(engine)
+    answers: AnswerCache[Any, Any] = AnswerCache(settings.allocation_cache_seconds)
+    assign_writer, convert_writer, ingest_writer = _writers(sessionmaker, answers, settings)
+    runtime = Runtime(
+        settings=settings,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        answers=answers,
+        allocation_cache=AllocationCache(sessionmaker, settings.allocation_cache_seconds),
+        assignment_memo=AssignmentMemo(),
+        conversion_memo=AssignmentMemo(),
+        keyring=KeyRing(sessionmaker, settings.key_cache_seconds),
+        rate_limiter=_rate_limiter(settings),
+        assign_writer=assign_writer,
+        convert_writer=convert_writer,
+        ingest_writer=ingest_writer,
     )
-    app.state.assignment_memo = AssignmentMemo()
-    app.state.conversion_memo = AssignmentMemo()
-    app.state.answers = AnswerCache(settings.allocation_cache_seconds)
-    app.state.keyring = KeyRing(app.state.sessionmaker, settings.key_cache_seconds)
-    _start_writers(app, settings)
-    app.state.rate_limiter = _rate_limiter(settings)
+    app.state.runtime = runtime
     if first:
-        await _bootstrap_access(app, settings)
+        await _bootstrap_access(runtime)
     app.state.started_once = True
     app.state.runtime_loop = asyncio.get_running_loop()
 
 
 async def stop_runtime(app: FastAPI) -> None:
     """Close what `start_runtime` opened (requests have drained: writers go last)."""
-    for writer in (
-        app.state.assign_writer,
-        app.state.convert_writer,
-        app.state.ingest_writer,
-    ):
+    runtime = runtime_of(app)
+    for writer in (runtime.assign_writer, runtime.convert_writer, runtime.ingest_writer):
         await writer.close()
-    await app.state.allocation_cache.close()
-    await app.state.rate_limiter.close()
-    await app.state.engine.dispose()
+    await runtime.allocation_cache.close()
+    await runtime.answers.close()
+    await runtime.rate_limiter.close()
+    await runtime.engine.dispose()
     app.state.runtime_loop = None
-    observability.process_exited(app.state.settings.prometheus_multiproc_dir)
+    observability.process_exited(runtime.settings.prometheus_multiproc_dir)
 
 
 def app_factory() -> FastAPI:
@@ -335,9 +342,13 @@ def app_factory() -> FastAPI:
     return create_app(settings)
 
 
-def _start_writers(app: FastAPI, settings: Settings) -> None:
-    """The group-commit writers of the per-request writes (mabapi/db/group_commit.py)."""
-    sessionmaker = app.state.sessionmaker
+def _writers(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    answers: AnswerCache[Any, Any],
+    settings: Settings,
+) -> tuple[GroupCommit[Any, Any], GroupCommit[Any, Any], GroupCommit[Any, Any]]:
+    """The group-commit writers of the per-request writes (mabapi/db/group_commit.py):
+    assignments, conversions and daily metrics."""
     common: dict[str, Any] = {
         "max_batch": settings.group_commit_max_batch,
     }
@@ -347,14 +358,14 @@ def _start_writers(app: FastAPI, settings: Settings) -> None:
     ) -> list[AppError | None]:
         return await experiments.ingest_many(session, reports, auto_create=settings.auto_create)
 
-    app.state.assign_writer = GroupCommit(
+    assign_writer: GroupCommit[Any, Any] = GroupCommit(
         sessionmaker,
         assignments.assign_many,
         name="assign",
         observe_batch=observability.GROUP_COMMIT_BATCH.labels("assign").observe,
         **common,
     )
-    app.state.convert_writer = GroupCommit(
+    convert_writer: GroupCommit[Any, Any] = GroupCommit(
         sessionmaker,
         assignments.convert_many,
         name="conversions",
@@ -365,17 +376,18 @@ def _start_writers(app: FastAPI, settings: Settings) -> None:
     # client that posts then reads sees its post). Live exposures and conversions show
     # within MABAPI_ALLOCATION_CACHE_SECONDS: they arrive all the time, and dropping the
     # answers at each group commit would recompute every allocation on every request.
-    app.state.ingest_writer = GroupCommit(
+    ingest_writer: GroupCommit[Any, Any] = GroupCommit(
         sessionmaker,
         ingest,
         name="metrics",
-        after_commit=app.state.answers.note_write,
+        after_commit=answers.note_write,
         observe_batch=observability.GROUP_COMMIT_BATCH.labels("metrics").observe,
         # One transaction in flight per process: they all queue on the experiment's
         # ingestion lock anyway, and one at a time makes each batch larger.
         parallel=1,
         **common,
     )
+    return assign_writer, convert_writer, ingest_writer
 
 
 def _rate_limiter(settings: Settings) -> RateLimiter:
@@ -384,15 +396,16 @@ def _rate_limiter(settings: Settings) -> RateLimiter:
     return LocalRateLimiter(settings.rate_limit_per_second or 1.0, settings.rate_limit_burst)
 
 
-async def _bootstrap_access(app: FastAPI, settings: Settings) -> None:
+async def _bootstrap_access(runtime: Runtime) -> None:
+    settings = runtime.settings
     if settings.bootstrap_admin_key is not None:
-        async with app.state.sessionmaker() as session, session.begin():
+        async with runtime.sessionmaker() as session, session.begin():
             await access.ensure_bootstrap_key(
                 session, token=settings.bootstrap_admin_key.get_secret_value()
             )
     if not settings.require_auth:
         try:
-            keys_exist = await app.state.keyring.any_keys()
+            keys_exist = await runtime.keyring.any_keys()
         except Exception:  # the database may be down at start; requests will say so
             keys_exist = True
         if not keys_exist:
@@ -404,7 +417,7 @@ async def _bootstrap_access(app: FastAPI, settings: Settings) -> None:
 
 
 def _observe_pool(app: FastAPI) -> None:
-    engine = getattr(app.state, "engine", None)
+    engine = getattr(getattr(app.state, "runtime", None), "engine", None)
     pool = getattr(getattr(engine, "sync_engine", None), "pool", None)
     checked_out = getattr(pool, "checkedout", None)
     checked_in = getattr(pool, "checkedin", None)

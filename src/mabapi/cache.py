@@ -96,6 +96,12 @@ class AnswerCache(Generic[Key, Value]):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def close(self) -> None:
+        """Stop the refreshes in flight (at shutdown; nothing is served afterwards)."""
+        for task in list(self._tasks):
+            task.cancel()
+        self._tasks.clear()
+
     def _fresh(self, key: Key) -> Value | None:
         entry = self._entries.get(key)
         if entry is None:

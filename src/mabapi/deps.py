@@ -11,9 +11,8 @@ from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mabapi.access import service as access
-from mabapi.access.limits import RateLimiter
 from mabapi.access.models import DEFAULT_PROJECT, Scope
-from mabapi.access.service import OPEN, KeyRing, Principal
+from mabapi.access.service import OPEN, Principal
 from mabapi.errors import (
     AppError,
     ForbiddenError,
@@ -21,6 +20,7 @@ from mabapi.errors import (
     UnauthorizedError,
 )
 from mabapi.observability import AUTH_FAILURES, RATE_LIMITED, request_id_var
+from mabapi.runtime import runtime_of
 from mabapi.schemas import ID_PATTERN
 from mabapi.settings import Settings
 
@@ -38,7 +38,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     Used with scope="function", so the commit happens before the response is sent: a
     client never sees a 2xx for a write that failed to commit.
     """
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    sessionmaker = runtime_of(request.app).sessionmaker
     async with sessionmaker() as session, session.begin():
         yield session
         # The audit entry of a write commits with the write, or not at all.
@@ -53,10 +53,10 @@ def _committed(request: Request) -> None:
     experiment's own change (a variant paused or resumed, its settings, a conclusion) is
     seen by assignment in this process at once, not when the cached allocation expires."""
     if request.method not in ("GET", "HEAD"):
-        request.app.state.answers.note_write()
+        runtime_of(request.app).answers.note_write()
         experiment_id = request.path_params.get("experiment_id")
         if experiment_id:
-            request.app.state.allocation_cache.invalidate(str(experiment_id))
+            runtime_of(request.app).allocation_cache.invalidate(str(experiment_id))
 
 
 class LazySession:
@@ -99,7 +99,7 @@ class LazySession:
 async def get_lazy_session(request: Request) -> AsyncIterator[LazySession]:
     """Same transaction rule as `get_session` (commit before the response, roll back on
     error), for a session that may never be opened."""
-    lazy = LazySession(request.app.state.sessionmaker)
+    lazy = LazySession(runtime_of(request.app).sessionmaker)
     try:
         yield lazy
     except BaseException:
@@ -164,7 +164,7 @@ def _refuse(status: int, error: Exception) -> Exception:
 
 
 async def _principal(request: Request, settings: Settings) -> Principal:
-    keyring: KeyRing = request.app.state.keyring
+    keyring = runtime_of(request.app).keyring
     header = request.headers.get("authorization")
     if header is None and request.scope["path"].startswith("/ui"):
         cookie = request.cookies.get(KEY_COOKIE)
@@ -215,7 +215,7 @@ async def authorize(request: Request) -> Principal:
             ),
         )
     if principal.key_id is not None and settings.rate_limit_per_second > 0:
-        limiter: RateLimiter = request.app.state.rate_limiter
+        limiter = runtime_of(request.app).rate_limiter
         wait = await limiter.wait_time(principal.key_id)
         if wait > 0:
             RATE_LIMITED.inc()
@@ -232,7 +232,7 @@ async def authorize(request: Request) -> Principal:
         and principal.project_id is not None
         and ID_PATTERN.fullmatch(str(experiment_id))
     ):
-        keyring: KeyRing = request.app.state.keyring
+        keyring = runtime_of(request.app).keyring
         owner, asked = await keyring.owner(str(experiment_id))
         if owner != principal.project_id:
             # Another project's id, or one that exists nowhere: the same 404 after the

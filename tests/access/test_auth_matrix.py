@@ -15,6 +15,7 @@ from mabapi.access.models import Scope
 from mabapi.access.service import GRANTS
 from mabapi.db.models import Base
 from mabapi.deps import required_scope
+from mabapi.runtime import runtime_of
 from tests.fixtures.factories import create_experiment, metric
 from tests.fixtures.keys import bearer, make_key
 
@@ -69,7 +70,7 @@ def weaker_scope(needed: Scope) -> Scope:
 
 async def snapshot(app: FastAPI) -> dict[str, list[tuple[Any, ...]]]:
     tables: dict[str, list[tuple[Any, ...]]] = {}
-    async with app.state.engine.connect() as connection:
+    async with runtime_of(app).engine.connect() as connection:
         for table in Base.metadata.sorted_tables:
             # last_used_at moves when a valid key is refused for scope: not a data change.
             columns = (

@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
+from mabapi.runtime import runtime_of
 from tests.fixtures.keys import bearer, make_key
 
 
@@ -24,7 +25,7 @@ def statements(app: FastAPI) -> Iterator[list[str]]:
     def record(*args: Any) -> None:
         seen.append(str(args[2]).split()[0])
 
-    engine = app.state.engine.sync_engine
+    engine = runtime_of(app).engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen

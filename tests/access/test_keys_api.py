@@ -16,13 +16,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from typer.testing import CliRunner
 
 from mabapi import cli
+from mabapi.runtime import runtime_of
 from tests.fixtures.databases import clear_tables, url_text
 from tests.fixtures.factories import create_experiment, metric
 from tests.fixtures.keys import bearer, make_key
 
 
 async def rows(app: FastAPI, sql: str) -> list[tuple[Any, ...]]:
-    async with app.state.engine.connect() as connection:
+    async with runtime_of(app).engine.connect() as connection:
         return [tuple(row) for row in (await connection.execute(text(sql))).all()]
 
 

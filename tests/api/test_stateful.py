@@ -13,6 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from sqlalchemy.engine import URL
 
 from mabapi.app import create_app
+from mabapi.runtime import runtime_of
 from tests.conftest import make_settings
 from tests.fixtures.databases import clear_tables
 
@@ -38,7 +39,7 @@ def body(
 def test_service_totals_match_the_model(database_url: URL) -> None:
     app = create_app(make_settings(database_url))
     with TestClient(app) as client:
-        client.portal.call(clear_tables, app.state.engine)  # type: ignore[union-attr]
+        client.portal.call(clear_tables, runtime_of(app).engine)  # type: ignore[union-attr]
 
         class Ingestion(RuleBasedStateMachine):
             runs = 0

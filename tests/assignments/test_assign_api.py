@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mabapi.runtime import runtime_of
 from tests.fixtures.factories import create_experiment, post_metric
 
 
@@ -227,14 +228,14 @@ class TestReturningUnitsSkipTheDatabase:
         await create_experiment(client)
         first = await assign(client, "user-1")
         opened = 0
-        real = app.state.sessionmaker
+        real = runtime_of(app).sessionmaker
 
         def counting() -> Any:
             nonlocal opened
             opened += 1
             return real()
 
-        writer = app.state.assign_writer
+        writer = runtime_of(app).assign_writer
         real_submit = writer.submit
         submitted = 0
 
@@ -243,7 +244,7 @@ class TestReturningUnitsSkipTheDatabase:
             submitted += 1
             return await real_submit(item)
 
-        monkeypatch.setattr(app.state, "sessionmaker", counting)
+        monkeypatch.setattr(runtime_of(app), "sessionmaker", counting)
         monkeypatch.setattr(writer, "_sessionmaker", counting)
         monkeypatch.setattr(writer, "submit", counting_submit)
         again = await assign(client, "user-1")

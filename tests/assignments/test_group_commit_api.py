@@ -11,6 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from mabapi.observability import GROUP_COMMIT_BATCH
+from mabapi.runtime import runtime_of
 from tests.fixtures.factories import create_experiment, post_metric
 from tests.fixtures.keys import bearer, make_key
 
@@ -63,7 +64,7 @@ class TestAssignments:
         patched = await client.patch("/experiments/checkout", json={"status": "paused"})
         assert patched.status_code == 200, patched.text
         # A fresh process would see the pause at once; this one within the cache's TTL.
-        app.state.allocation_cache.invalidate("checkout")
+        runtime_of(app).allocation_cache.invalidate("checkout")
         again, fresh = await asyncio.gather(
             client.post("/experiments/checkout/assign", json={"unit_id": "k"}),
             client.post("/experiments/checkout/assign", json={"unit_id": "new-one"}),

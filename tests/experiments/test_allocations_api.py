@@ -11,12 +11,13 @@ import pytest
 from fastapi import FastAPI
 
 from mabapi.experiments import repository
+from mabapi.runtime import runtime_of
 from tests.fixtures.factories import post_metric
 from tests.fixtures.keys import bearer, make_key
 
 
 async def snapshot_count(app: FastAPI, experiment_id: str) -> int:
-    async with app.state.sessionmaker() as session:
+    async with runtime_of(app).sessionmaker() as session:
         return await repository.count_snapshots(session, experiment_id)
 
 
@@ -156,8 +157,8 @@ class TestSnapshots:
                 f"/experiments/nothing-{index}/assign", json=unit, headers=bearer(writer)
             )
             assert assign.status_code == 404
-        assert len(app.state.answers.locks) == 0
-        assert len(app.state.allocation_cache.locks) == 0
+        assert len(runtime_of(app).answers.locks) == 0
+        assert len(runtime_of(app).allocation_cache.locks) == 0
 
     async def test_each_distinct_answer_is_recorded_once(
         self, client: httpx.AsyncClient, app: FastAPI
@@ -187,7 +188,7 @@ class TestSnapshots:
         await post_metric(client, variant_id="control")
         await post_metric(client, variant_id="b", successes=140)
         body = (await client.get("/allocations/homepage_test?for_date=2023-07-16")).json()
-        async with app.state.sessionmaker() as session:
+        async with runtime_of(app).sessionmaker() as session:
             snapshot = (await session.scalars(select(AllocationSnapshot))).one()
         variants = snapshot.inputs["variants"]
         prior = snapshot.inputs["settings"]["prior"]

@@ -10,10 +10,11 @@ import pytest
 from fastapi import FastAPI
 
 from mabapi.experiments import repository
+from mabapi.runtime import runtime_of
 
 
 async def direct_sums(app: FastAPI, experiment_id: str, before: date | None) -> dict[str, tuple]:  # type: ignore[type-arg]
-    async with app.state.sessionmaker() as session:
+    async with runtime_of(app).sessionmaker() as session:
         rows = await repository.daily_rows(session, experiment_id, before=before)
     sums: dict[str, list[float]] = {}
     for row in rows:
@@ -26,7 +27,7 @@ async def direct_sums(app: FastAPI, experiment_id: str, before: date | None) -> 
 
 
 async def via_totals(app: FastAPI, experiment_id: str, before: date | None) -> dict[str, tuple]:  # type: ignore[type-arg]
-    async with app.state.sessionmaker() as session:
+    async with runtime_of(app).sessionmaker() as session:
         totals = await repository.metric_totals(session, experiment_id, before=before)
     return {
         v: (t.impressions, t.successes, t.value_sum, t.value_sum_squares) for v, t in totals.items()

@@ -19,6 +19,7 @@ from mabapi.access.schemas import (
 from mabapi.access.service import KeyRing
 from mabapi.deps import PrincipalDep, SessionDep
 from mabapi.errors import Responses, documented_error
+from mabapi.runtime import runtime_of
 
 RESPONSES: Responses = {
     404: documented_error("No such key (or it belongs to another project)."),
@@ -44,7 +45,7 @@ def _key_out(key: ApiKey) -> KeyOut:
 
 
 def _forget_keys(request: Request) -> None:
-    keyring: KeyRing = request.app.state.keyring
+    keyring: KeyRing = runtime_of(request.app).keyring
     keyring.forget()
 
 

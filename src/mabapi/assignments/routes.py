@@ -8,7 +8,6 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from starlette.datastructures import State
 
 from mabapi.access import service as access
 from mabapi.access.service import Principal
@@ -31,6 +30,7 @@ from mabapi.experiments import service as experiments_service
 from mabapi.experiments.schemas import ExperimentOut
 from mabapi.hot_paths import hot_path
 from mabapi.observability import ASSIGNMENTS, CONVERSIONS
+from mabapi.runtime import Runtime, runtime_of
 
 RESPONSES: Responses = {
     404: documented_error("No such experiment (or variant)."),
@@ -44,7 +44,7 @@ router = APIRouter(tags=["real-time"], responses=RESPONSES)
 
 
 async def get_cache(request: Request) -> AllocationCache:
-    cache: AllocationCache = request.app.state.allocation_cache
+    cache = runtime_of(request.app).allocation_cache
     return cache
 
 
@@ -52,7 +52,7 @@ CacheDep = Annotated[AllocationCache, Depends(get_cache)]
 
 
 async def get_memo(request: Request) -> AssignmentMemo:
-    memo: AssignmentMemo = request.app.state.assignment_memo
+    memo = runtime_of(request.app).assignment_memo
     return memo
 
 
@@ -98,13 +98,13 @@ def _conversion_out(result: service.ConversionResult) -> ConversionOut:
 async def _assign_answer(
     request: Request, _principal: Principal, params: dict[str, str], body: AssignIn
 ) -> AssignOut:
-    return await assign_unit(request.app.state, params["experiment_id"], body)
+    return await assign_unit(runtime_of(request.app), params["experiment_id"], body)
 
 
 async def _convert_answer(
     request: Request, _principal: Principal, params: dict[str, str], body: ConversionIn
 ) -> ConversionOut:
-    return await convert_unit(request.app.state, params["experiment_id"], body)
+    return await convert_unit(runtime_of(request.app), params["experiment_id"], body)
 
 
 @router.post("/experiments/{experiment_id}/assign", response_model=AssignOut)
@@ -112,10 +112,10 @@ async def _convert_answer(
 async def assign(experiment_id: ExperimentId, body: AssignIn, request: Request) -> AssignOut:
     """The unit's variant: the same one on every call. The first call draws it by
     Thompson sampling from the current allocation and counts one impression."""
-    return await assign_unit(request.app.state, experiment_id, body)
+    return await assign_unit(runtime_of(request.app), experiment_id, body)
 
 
-async def assign_unit(state: State, experiment_id: str, body: AssignIn) -> AssignOut:
+async def assign_unit(state: Runtime, experiment_id: str, body: AssignIn) -> AssignOut:
     """The assign route's answer; also called by the hot path (mabapi/middleware.py).
     A new unit's row is written by the process's group-commit writer."""
     cache: AllocationCache = state.allocation_cache
@@ -166,10 +166,10 @@ async def convert(
 ) -> ConversionOut:
     """Credit a conversion to the unit's variant: once per unit (conversion metrics) or
     once per event_id (value metrics). A unit never assigned is a 409."""
-    return await convert_unit(request.app.state, experiment_id, body)
+    return await convert_unit(runtime_of(request.app), experiment_id, body)
 
 
-async def convert_unit(state: State, experiment_id: str, body: ConversionIn) -> ConversionOut:
+async def convert_unit(state: Runtime, experiment_id: str, body: ConversionIn) -> ConversionOut:
     """The conversion route's answer; also called by the hot path (mabapi/middleware.py).
     Written by the process's group-commit writer."""
     cache: AllocationCache = state.allocation_cache

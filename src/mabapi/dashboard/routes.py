@@ -15,13 +15,13 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from mabapi.access.service import KeyRing
 from mabapi.deps import KEY_COOKIE, ExperimentId, PrincipalDep, SessionDep
 from mabapi.errors import ForbiddenError, InvalidInputError, NotFoundError
 from mabapi.experiments import service
 from mabapi.experiments.models import ExperimentStatus
 from mabapi.experiments.routes import summary_out
 from mabapi.experiments.schemas import ExperimentPatch, SummaryOut
+from mabapi.runtime import runtime_of
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -220,7 +220,7 @@ async def experiment_action(
         )
     elif action == "conclude":
         await service.conclude(session, experiment_id=experiment_id, winner=winner)
-        request.app.state.allocation_cache.invalidate(experiment_id)
+        runtime_of(request.app).allocation_cache.invalidate(experiment_id)
     else:
         raise InvalidInputError("action must be pause, resume or conclude")
     return RedirectResponse(f"/ui/experiments/{experiment_id}", status_code=303)
@@ -234,7 +234,7 @@ async def login_page(request: Request, error: str = "") -> HTMLResponse:
 @router.post("/login")
 async def login(request: Request, key: Annotated[str, Form(max_length=256)]) -> Response:
     """Check a key (read scope or more) and keep it in an HttpOnly cookie."""
-    keyring: KeyRing = request.app.state.keyring
+    keyring = runtime_of(request.app).keyring
     principal = await keyring.authenticate(key.strip())
     if principal is None or not (principal.may_read):
         return templates.TemplateResponse(

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import TypeAdapter
-from starlette.datastructures import State
 
 from mabapi.access.service import Principal
 from mabapi.cache import AnswerCache
@@ -41,6 +40,7 @@ from mabapi.experiments.schemas import (
 )
 from mabapi.hot_paths import hot_path
 from mabapi.observability import ROWS_INGESTED, observe_allocation
+from mabapi.runtime import Runtime, runtime_of
 from mabapi.schemas import ID_PATTERN, IsoDate
 from mabapi.settings import Settings
 
@@ -69,7 +69,7 @@ async def _metric_answer(
     request: Request, principal: Principal, _params: dict[str, str], metric: MetricIn
 ) -> StatusOut:
     return await record_metric(
-        request.app.state, principal, metric, getattr(request.state, "audit", None)
+        runtime_of(request.app), principal, metric, getattr(request.state, "audit", None)
     )
 
 
@@ -77,7 +77,7 @@ async def _allocation_answer(
     request: Request, principal: Principal, params: dict[str, str], for_date: date | None
 ) -> AllocationOut:
     return await allocation_answer(
-        request.app.state, params["experiment_id"], for_date, record=principal.may_write
+        runtime_of(request.app), params["experiment_id"], for_date, record=principal.may_write
     )
 
 
@@ -86,12 +86,12 @@ async def _allocation_answer(
 async def post_metric(metric: MetricIn, request: Request, principal: PrincipalDep) -> StatusOut:
     """Set one variant's totals for one day. Re-posting the same day replaces it."""
     return await record_metric(
-        request.app.state, principal, metric, getattr(request.state, "audit", None)
+        runtime_of(request.app), principal, metric, getattr(request.state, "audit", None)
     )
 
 
 async def record_metric(
-    state: State, principal: Principal, metric: MetricIn, audit: dict[str, Any] | None
+    state: Runtime, principal: Principal, metric: MetricIn, audit: dict[str, Any] | None
 ) -> StatusOut:
     """POST /metrics/' answer; also called by the hot path (mabapi/middleware.py). Written
     (with its audit entry) by the process's group-commit writer, answered once committed."""
@@ -152,12 +152,12 @@ async def get_allocation(
     same process drops it at once). Answers to a key that may write (or on an open
     instance) are kept in the audit trail; a read key's are computed, not stored."""
     return await allocation_answer(
-        request.app.state, experiment_id, for_date, record=principal.may_write
+        runtime_of(request.app), experiment_id, for_date, record=principal.may_write
     )
 
 
 async def allocation_answer(
-    state: State, experiment_id: str, for_date: date | None, *, record: bool
+    state: Runtime, experiment_id: str, for_date: date | None, *, record: bool
 ) -> AllocationOut:
     """GET /allocations' answer; also called by the hot path (mabapi/middleware.py).
 

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse, Response
 from mabapi import __version__
 from mabapi.db.engine import ping
 from mabapi.observability import exposition
+from mabapi.runtime import runtime_of
 
 router = APIRouter(tags=["health"])
 
@@ -27,7 +28,7 @@ async def health() -> dict[str, str]:
 async def ready(request: Request) -> JSONResponse:
     """Ready when the database answers a trivial query within two seconds."""
     try:
-        await ping(request.app.state.engine, timeout_s=READY_TIMEOUT_S)
+        await ping(runtime_of(request.app).engine, timeout_s=READY_TIMEOUT_S)
     except Exception:  # any failure to reach the database means "not ready"
         return JSONResponse(
             {"status": "unavailable", "database": "unreachable"},
