@@ -130,3 +130,45 @@ class TestSelfContained:
     def test_the_documents_the_code_cites_exist(self) -> None:
         for name in ("ARCHITECTURE.md", "STATISTICS.md", "OPERATIONS.md", "SECURITY.md"):
             assert (self.ROOT / "docs" / name).stat().st_size > 1000, name
+
+
+# Modules that gather every package on purpose: the dashboard (web), and the table
+# registry and migrations Alembic reads.
+AGGREGATORS = ("dashboard/", "db/models.py", "db/migrations/")
+
+
+class TestPackageCycles:
+    """No import cycle between packages of src/mabapi (the web layer, which assembles
+    them, aside): a package can be read from the bottom up."""
+
+    @staticmethod
+    def graph() -> dict[str, set[str]]:
+        edges: dict[str, set[str]] = {}
+        for path in modules():
+            if path.name in WEB_MODULES or relative(path).startswith(AGGREGATORS):
+                continue
+            parts = relative(path).split("/")
+            if len(parts) < 2:
+                continue  # top-level modules (settings, errors, ...) are not packages
+            source = parts[0]
+            for name in imported_roots(path):
+                if name.startswith("mabapi."):
+                    target = name.split(".")[1]
+                    if target != source and (PACKAGE / target).is_dir():
+                        edges.setdefault(source, set()).add(target)
+        return edges
+
+    def test_no_cycle(self) -> None:
+        edges = self.graph()
+        cycles = []
+
+        def visit(node: str, trail: list[str]) -> None:
+            for nxt in sorted(edges.get(node, ())):
+                if nxt in trail:
+                    cycles.append(" -> ".join([*trail[trail.index(nxt) :], nxt]))
+                elif len(trail) < 10:
+                    visit(nxt, [*trail, nxt])
+
+        for start in sorted(edges):
+            visit(start, [start])
+        assert sorted(set(cycles)) == []

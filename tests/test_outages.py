@@ -23,7 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL
 
-from mabapi.assignments.models import Assignment, LiveMetric
+from mabapi.assignments.models import Assignment
+from mabapi.counts.models import LiveMetric
 from mabapi.db.engine import make_engine
 from mabapi.experiments.models import ExperimentMetric
 from tests.fixtures.cluster import Cluster, throwaway_cluster

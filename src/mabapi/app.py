@@ -35,6 +35,7 @@ from mabapi.db.migrate import upgrade
 from mabapi.deps import authorize
 from mabapi.errors import AppError, RateLimitedError, Responses, documented_error, error_body
 from mabapi.experiments import service as experiments
+from mabapi.experiments.owners import Owners
 from mabapi.experiments.routes import allocations_router, experiments_router, metrics_router
 from mabapi.health.routes import router as health_router
 from mabapi.hot_paths import HotPaths
@@ -310,6 +311,7 @@ async def start_runtime(app: FastAPI, settings: Settings, *, lazy: bool = False)
         assignment_memo=AssignmentMemo(),
         conversion_memo=AssignmentMemo(),
         keyring=KeyRing(sessionmaker, settings.key_cache_seconds),
+        owners=Owners(sessionmaker),
         rate_limiter=_rate_limiter(settings),
         assign_writer=assign_writer,
         convert_writer=convert_writer,

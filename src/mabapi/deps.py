@@ -232,12 +232,12 @@ async def authorize(request: Request) -> Principal:
         and principal.project_id is not None
         and ID_PATTERN.fullmatch(str(experiment_id))
     ):
-        keyring = runtime_of(request.app).keyring
-        owner, asked = await keyring.owner(str(experiment_id))
+        owners = runtime_of(request.app).owners
+        owner, asked = await owners.owner(str(experiment_id))
         if owner != principal.project_id:
             # Another project's id, or one that exists nowhere: the same 404 after the
             # same work, decided here for both (docs/SECURITY.md, "Isolation").
-            raise await keyring.refuse_hidden(str(experiment_id), asked_database=asked)
+            raise await owners.refuse_hidden(str(experiment_id), asked_database=asked)
     if request.method not in ("GET", "HEAD") and needed in (Scope.WRITE, Scope.ADMIN):
         status = route.status_code if isinstance(route, APIRoute) and route.status_code else 200
         request.state.audit = {

@@ -18,6 +18,7 @@ from mabapi.access.service import KeyRing
 from mabapi.assignments.cache import AllocationCache, AssignmentMemo
 from mabapi.cache import AnswerCache
 from mabapi.db.group_commit import GroupCommit
+from mabapi.experiments.owners import Owners
 from mabapi.settings import Settings
 
 
@@ -31,6 +32,7 @@ class Runtime:
     assignment_memo: AssignmentMemo  # units whose variant this process has seen
     conversion_memo: AssignmentMemo  # units whose (once-per-unit) conversion is counted
     keyring: KeyRing
+    owners: Owners  # the project of each experiment, cached
     rate_limiter: RateLimiter
     assign_writer: GroupCommit[Any, Any]
     convert_writer: GroupCommit[Any, Any]

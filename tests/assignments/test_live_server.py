@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL
 
-from mabapi.assignments.models import Assignment, LiveMetric
+from mabapi.assignments.models import Assignment
+from mabapi.counts.models import LiveMetric
 from mabapi.db.engine import make_engine
 from tests.fixtures.databases import (
     fresh_postgres,

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.access.models import ApiKey, AuditEntry, Project
 from mabapi.db.dialect import insert_for
-from mabapi.experiments.models import Experiment
 
 
 async def ensure_project(session: AsyncSession, project_id: str, now: datetime) -> None:
@@ -43,19 +42,6 @@ async def list_keys(session: AsyncSession, project_id: str | None) -> Sequence[A
 
 async def touch_key(session: AsyncSession, key_id: str, now: datetime) -> None:
     await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
-
-
-async def project_of(session: AsyncSession, experiment_id: str) -> str | None:
-    statement = select(Experiment.project_id).where(Experiment.id == experiment_id)
-    project: str | None = await session.scalar(statement)
-    return project
-
-
-async def projects_of(session: AsyncSession, experiment_ids: set[str]) -> dict[str, str]:
-    rows = await session.execute(
-        select(Experiment.id, Experiment.project_id).where(Experiment.id.in_(experiment_ids))
-    )
-    return {str(row[0]): str(row[1]) for row in rows}
 
 
 async def add_audits(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

@@ -13,7 +13,7 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mabapi.access import repository
 from mabapi.access.models import DEFAULT_PROJECT, ApiKey, AuditEntry, Scope
 from mabapi.db.base import utcnow
-from mabapi.errors import ConflictError, ForbiddenError, NotFoundError, no_such_experiment
+from mabapi.errors import ConflictError, ForbiddenError, NotFoundError
 
 KEY_PATTERN = re.compile(r"^mab_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 BOOTSTRAP_KEY_ID = "bootstrap"
@@ -157,19 +157,6 @@ def check_key_project(principal: Principal, project_id: str) -> None:
         )
 
 
-async def check_experiments(
-    session: AsyncSession, *, principal: Principal, experiment_ids: Iterable[str]
-) -> None:
-    """404 for any named experiment of another project, worded exactly as for one that
-    does not exist, so a key learns nothing about other projects."""
-    if principal.project_id is None:
-        return
-    owners = await repository.projects_of(session, set(experiment_ids))
-    for experiment_id in sorted(owners):
-        if owners[experiment_id] != principal.project_id:
-            raise no_such_experiment(experiment_id)
-
-
 async def record(
     session: AsyncSession,
     *,
@@ -230,7 +217,7 @@ MAX_ENTRIES = 100_000
 
 
 class KeyRing:
-    """Per-process cache of keys and experiment owners, so checking a key costs no round
+    """Per-process cache of keys, so checking a key costs no round
     trip on most requests. A key revoked through another process stops working within
     `ttl` seconds; through this one, at once (`forget`)."""
 
@@ -242,7 +229,6 @@ class KeyRing:
         self._keys: dict[str, _KnownKey] = {}
         self._any_keys: tuple[float, bool] | None = None
         self._any_keys_lock = asyncio.Lock()
-        self._owners: dict[str, str] = {}
         self._touched: dict[str, float] = {}
 
     def forget(self) -> None:
@@ -302,37 +288,3 @@ class KeyRing:
         self._touched[principal.key_id] = now
         async with self._sessionmaker() as session, session.begin():
             await repository.touch_key(session, principal.key_id, utcnow())
-
-    async def project_of(self, experiment_id: str) -> str | None:
-        """The experiment's project (an experiment never changes project, so a found
-        owner is kept), or None if there is no such experiment."""
-        return (await self.owner(experiment_id))[0]
-
-    async def owner(self, experiment_id: str) -> tuple[str | None, bool]:
-        """`project_of`, and whether the database was asked (False: a cached owner)."""
-        owner = self._owners.get(experiment_id)
-        if owner is not None:
-            return owner, False
-        async with self._sessionmaker() as session:
-            owner = await repository.project_of(session, experiment_id)
-        if owner is not None:
-            if len(self._owners) > MAX_ENTRIES:
-                self._owners.clear()
-            self._owners[experiment_id] = owner
-        return owner, True
-
-    async def refuse_hidden(self, experiment_id: str, *, asked_database: bool) -> NotFoundError:
-        """The 404 for an id the key may not see: another project's, or one that exists
-        nowhere. Both get the same answer after the same work (one database lookup), so
-        neither the body nor the time tells a key which ids other projects use."""
-        if not asked_database:
-            async with self._sessionmaker() as session:
-                await repository.project_of(session, experiment_id)
-        return no_such_experiment(experiment_id)
-        async with self._sessionmaker() as session:
-            owner = await repository.project_of(session, experiment_id)
-        if owner is not None:
-            if len(self._owners) > 100_000:
-                self._owners.clear()
-            self._owners[experiment_id] = owner
-        return owner

@@ -11,14 +11,9 @@ from typing import Any
 from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mabapi.assignments.models import (
-    LIVE_SHARDS,
-    LIVE_SOURCE,
-    Assignment,
-    ConversionEvent,
-    LiveMetric,
-    VariantTotal,
-)
+from mabapi.assignments.models import Assignment, ConversionEvent
+from mabapi.counts.models import LIVE_SHARDS, LIVE_SOURCE, LiveMetric, VariantTotal
+from mabapi.counts.repository import add_to_totals, counts, increment, increment_many
 from mabapi.db.dialect import insert_for
 from mabapi.experiments.models import Experiment
 
@@ -121,51 +116,12 @@ async def add_live(
         value_sum=value_sum,
         value_sum_squares=value_sum_squares,
     )
-    await _increment(
+    await increment(
         session,
         LiveMetric,
         {"experiment_id": experiment_id, "variant_id": variant_id, "date": day, "shard": shard},
-        _counts(impressions, successes, value_sum, value_sum_squares),
+        counts(impressions, successes, value_sum, value_sum_squares),
     )
-
-
-async def add_to_totals(
-    session: AsyncSession,
-    *,
-    experiment_id: str,
-    variant_id: str,
-    source: int,
-    shard: int,
-    impressions: float = 0,
-    successes: float = 0,
-    value_sum: float = 0.0,
-    value_sum_squares: float = 0.0,
-) -> None:
-    """Atomically add to a variant's running totals."""
-    await _increment(
-        session,
-        VariantTotal,
-        {"experiment_id": experiment_id, "variant_id": variant_id, "source": source,
-         "shard": shard},
-        _counts(impressions, successes, value_sum, value_sum_squares),
-    )  # fmt: skip
-
-
-_COUNTERS = ("impressions", "successes", "value_sum", "value_sum_squares")
-
-
-def _counts(
-    impressions: float, successes: float, value_sum: float, value_sum_squares: float
-) -> dict[str, float]:
-    return dict(zip(_COUNTERS, (impressions, successes, value_sum, value_sum_squares), strict=True))
-
-
-async def _increment(
-    session: AsyncSession, model: Any, key: dict[str, Any], amounts: dict[str, float]
-) -> None:
-    """INSERT the row, or on conflict with its unique key add to its counters in place
-    (SET n = n + excluded.n): atomic, never read-modify-write in Python."""
-    await _increment_many(session, model, list(key), [{**key, **amounts}], list(amounts))
 
 
 async def insert_event_if_new(
@@ -312,7 +268,7 @@ async def add_live_many(
         total = totals.setdefault((experiment_id, variant_id), [0, 0])
         total[0] += impressions
         total[1] += successes
-    await _increment_many(
+    await increment_many(
         session,
         VariantTotal,
         ["experiment_id", "variant_id", "source", "shard"],
@@ -322,7 +278,7 @@ async def add_live_many(
             for (e, v), (n, s) in sorted(totals.items())
         ],
     )  # fmt: skip
-    await _increment_many(
+    await increment_many(
         session,
         LiveMetric,
         ["experiment_id", "variant_id", "date", "shard"],
@@ -334,38 +290,7 @@ async def add_live_many(
     )  # fmt: skip
 
 
-async def _increment_many(
-    session: AsyncSession,
-    model: Any,
-    key: list[str],
-    rows: list[dict[str, Any]],
-    counters: Sequence[str] = ("impressions", "successes"),
-) -> None:
-    """`_increment` for many rows (one per key): one cached statement, executed with a
-    list of parameter sets (SQLAlchemy's insertmanyvalues batching), so the SQL is compiled
-    once per process instead of once per batch."""
-    await session.execute(_adding_upsert(session, model, tuple(key), tuple(counters)), rows)
-
-
 _STATEMENTS: dict[tuple[Any, ...], Any] = {}
-
-
-def _adding_upsert(
-    session: AsyncSession, model: Any, key: tuple[str, ...], counters: tuple[str, ...]
-) -> Any:
-    """INSERT ... ON CONFLICT (key) DO UPDATE SET n = n + excluded.n, built once."""
-    dialect = session.get_bind().dialect.name
-    cache_key = ("upsert", dialect, model.__tablename__, key, counters)
-    statement = _STATEMENTS.get(cache_key)
-    if statement is None:
-        table = model.__table__
-        insert = insert_for(session, table)
-        statement = insert.on_conflict_do_update(
-            index_elements=list(key),
-            set_={name: table.c[name] + insert.excluded[name] for name in counters},
-        )
-        _STATEMENTS[cache_key] = statement
-    return statement
 
 
 def _new_assignments(session: AsyncSession) -> Any:

@@ -9,7 +9,6 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 
-from mabapi.access import service as access
 from mabapi.access.service import Principal
 from mabapi.assignments import service
 from mabapi.assignments.cache import AllocationCache, AssignmentMemo, CachedAllocation
@@ -141,7 +140,7 @@ async def assign_batch(
 ) -> BatchAssignOut:
     """Assign up to 1,000 (experiment, unit) pairs in one transaction."""
     if principal.project_id is not None:
-        await access.check_experiments(
+        await experiments_service.check_experiments(
             await session(),
             principal=principal,
             experiment_ids={item.experiment_id for item in body.assignments},
@@ -191,7 +190,7 @@ async def convert_batch(
     body: BatchConversionIn, session: SessionDep, principal: PrincipalDep
 ) -> BatchConversionOut:
     """Up to 1,000 conversions in one transaction: all of them or none."""
-    await access.check_experiments(
+    await experiments_service.check_experiments(
         session,
         principal=principal,
         experiment_ids={item.experiment_id for item in body.conversions},

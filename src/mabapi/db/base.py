@@ -19,6 +19,9 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# Longest id (experiment, variant, project, key): the id pattern's 128 characters.
+ID_LENGTH = 128
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC timestamps on both databases.

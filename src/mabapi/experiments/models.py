@@ -24,9 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from mabapi.db.base import Base, UTCDateTime, utcnow
-
-ID_LENGTH = 128
+from mabapi.db.base import ID_LENGTH, Base, UTCDateTime, utcnow
 
 
 class ExperimentStatus(enum.StrEnum):

@@ -11,8 +11,8 @@ from sqlalchemy import Select, func, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from mabapi.assignments.models import REPORTED_SOURCE, LiveMetric, VariantTotal
-from mabapi.assignments.repository import add_to_totals
+from mabapi.counts.models import REPORTED_SOURCE, LiveMetric, VariantTotal
+from mabapi.counts.repository import add_to_totals
 from mabapi.db.base import utcnow
 from mabapi.db.dialect import insert_for
 from mabapi.experiments.models import (
@@ -529,3 +529,16 @@ async def count_snapshots(session: AsyncSession, experiment_id: str) -> int:
         )
         or 0
     )
+
+
+async def project_of(session: AsyncSession, experiment_id: str) -> str | None:
+    statement = select(Experiment.project_id).where(Experiment.id == experiment_id)
+    project: str | None = await session.scalar(statement)
+    return project
+
+
+async def projects_of(session: AsyncSession, experiment_ids: set[str]) -> dict[str, str]:
+    rows = await session.execute(
+        select(Experiment.id, Experiment.project_id).where(Experiment.id.in_(experiment_ids))
+    )
+    return {str(row[0]): str(row[1]) for row in rows}

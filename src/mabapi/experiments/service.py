@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -194,12 +194,25 @@ async def ingest(
         await repository.insert_experiments_if_missing(
             session, experiment_ids, principal.home_project
         )
-    await access.check_experiments(session, principal=principal, experiment_ids=experiment_ids)
+    await check_experiments(session, principal=principal, experiment_ids=experiment_ids)
     await record_metrics(
         session,
         rows=rows,
         auto_create=auto_create,
     )
+
+
+async def check_experiments(
+    session: AsyncSession, *, principal: Principal, experiment_ids: Iterable[str]
+) -> None:
+    """404 for any named experiment of another project, worded exactly as for one that
+    does not exist, so a key learns nothing about other projects."""
+    if principal.project_id is None:
+        return
+    owners = await repository.projects_of(session, set(experiment_ids))
+    for experiment_id in sorted(owners):
+        if owners[experiment_id] != principal.project_id:
+            raise no_such_experiment(experiment_id)
 
 
 @dataclass(frozen=True, slots=True)

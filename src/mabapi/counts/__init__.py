@@ -1,0 +1,1 @@
+"""Reported, live and running totals: the tables both domains read (no maths, no web)."""
