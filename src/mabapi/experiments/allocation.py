@@ -1,0 +1,280 @@
+"""Traffic shares for a day from the data before it: posteriors, the policy and its
+controls, and the allocation snapshot of the audit trail."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mabapi.errors import (
+    ConflictError,
+)
+from mabapi.experiments import repository
+from mabapi.experiments.lifecycle import experiment_settings, require_experiment
+from mabapi.experiments.models import (
+    MetricKind,
+    Variant,
+)
+from mabapi.experiments.schemas import (
+    ExperimentSettings,
+    PriorSettings,
+)
+from mabapi.stats import allocation as allocation_stats
+from mabapi.stats.history import Forgetting
+from mabapi.stats.policies import (
+    ArmData,
+    BurnIn,
+    Controls,
+    PolicyConfig,
+    PolicyName,
+    allocate,
+)
+from mabapi.stats.posterior import (
+    BetaPosterior,
+    BetaPrior,
+    BinomialCounts,
+    NormalInverseGammaPosterior,
+    NormalInverseGammaPrior,
+    Posterior,
+    ValueSummary,
+)
+
+_EMPTY = repository.VariantTotals(0, 0)
+Totals = repository.VariantTotals
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    experiment_id: str
+    for_date: date
+    variant_ids: tuple[str, ...]
+    percentages: tuple[float, ...]
+    probability_best: tuple[float, ...]
+    inputs: tuple[repository.VariantTotals, ...]
+    algorithm: str
+    algorithm_version: str
+    burned_in: bool
+    shares: tuple[float, ...]  # unrounded shares after controls (what draws use)
+
+
+def _posterior(
+    kind: MetricKind, prior: PriorSettings, totals: repository.VariantTotals
+) -> Posterior:
+    if kind is MetricKind.VALUE:
+        return NormalInverseGammaPosterior.from_summary(
+            ValueSummary(totals.impressions, totals.value_sum, totals.value_sum_squares),
+            NormalInverseGammaPrior(prior.mu, prior.kappa, prior.alpha, prior.beta),
+        )
+    return BetaPosterior.from_counts(
+        BinomialCounts(totals.impressions, totals.successes), BetaPrior(prior.alpha, prior.beta)
+    )
+
+
+def _observed_mean(kind: MetricKind, totals: repository.VariantTotals) -> float:
+    if not totals.impressions:
+        return 0.0
+    value = totals.value_sum if kind is MetricKind.VALUE else totals.successes
+    return value / totals.impressions
+
+
+def _weighted_totals(
+    rows: Sequence[repository.DailyRow], for_date: date, forgetting: Forgetting
+) -> dict[str, repository.VariantTotals]:
+    """Totals with old days down-weighted (window and/or half-life). Counts become
+    fractional pseudo-counts, as in discounted Thompson sampling."""
+    sums: dict[str, list[float]] = {}
+    if not rows:
+        return {}
+    ages = np.array([(for_date - row.date).days for row in rows], dtype=np.float64)
+    weights = forgetting.weights(ages)
+    for row, weight in zip(rows, weights, strict=True):
+        acc = sums.setdefault(row.variant_id, [0.0, 0.0, 0.0, 0.0])
+        acc[0] += weight * row.impressions
+        acc[1] += weight * row.successes
+        acc[2] += weight * row.value_sum
+        acc[3] += weight * row.value_sum_squares
+    return {
+        variant: repository.VariantTotals(
+            impressions=acc[0],
+            successes=acc[1],
+            value_sum=acc[2],
+            value_sum_squares=acc[3],
+        )
+        for variant, acc in sums.items()
+    }
+
+
+def _controls(settings: ExperimentSettings, variants: Sequence[Variant]) -> Controls:
+    index = {variant.id: i for i, variant in enumerate(variants)}
+    policy = settings.policy
+    return Controls(
+        floor=policy.floor,
+        exploration=policy.exploration,
+        reserved={index[v]: share for v, share in policy.reserved.items() if v in index},
+        burn_in=BurnIn(policy.burn_in.units, policy.burn_in.successes, policy.burn_in.days),
+        max_change=policy.max_change,
+    )
+
+
+def _inputs_hash(payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, separators=(",", ":"), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _totals_json(totals: repository.VariantTotals) -> dict[str, float]:
+    return {
+        "impressions": totals.impressions,
+        "successes": totals.successes,
+        "value_sum": totals.value_sum,
+        "value_sum_squares": totals.value_sum_squares,
+    }
+
+
+def _probability_best(
+    arms: Sequence[ArmData],
+    active: Sequence[bool],
+    weights: np.ndarray,
+    *,
+    thompson_over_all_active: bool,
+    higher_is_better: bool,
+) -> np.ndarray:
+    """P(best) among the active variants (0 for paused ones). Thompson's weights over all
+    active variants are exactly that; for other policies (or with reserved variants, which
+    take no part in the policy's weights) it is computed."""
+    if thompson_over_all_active:
+        return weights
+    live = [i for i, on in enumerate(active) if on]
+    result = np.zeros(len(arms))
+    if live:
+        result[live] = allocation_stats.probability_best(
+            [arms[i].posterior for i in live], higher_is_better=higher_is_better
+        )
+    return result
+
+
+def _days_before(day: date, days: int) -> date:
+    """`day - days`, or the first representable date for a window that reaches past year
+    1 (a long half-life planned near year 1 overflowed: a 500)."""
+    return date.fromordinal(max(1, day.toordinal() - days))
+
+
+async def compute_allocation(
+    session: AsyncSession, *, experiment_id: str, for_date: date, record: bool = True
+) -> Allocation:
+    """Traffic shares for `for_date` from data dated strictly before it: the experiment's
+    policy, then its controls (burn-in, floor, reserved shares, paused variants, maximum
+    change). Each distinct answer is stored once as an allocation snapshot."""
+    experiment = await require_experiment(session, experiment_id)
+    variants = list(experiment.variants)
+    if not any(variant.active for variant in variants):
+        raise ConflictError(
+            f"experiment {experiment_id!r} has no active variants to allocate traffic to; add "
+            "one with POST /experiments/{id}/variants or resume one"
+        )
+    settings = experiment_settings(experiment)
+    kind = MetricKind(experiment.metric_kind)
+    policy = settings.policy
+    forgetting = Forgetting(policy.window_days, policy.half_life_days)
+    if forgetting.active:
+        horizon = forgetting.horizon_days() or 0
+        rows = await repository.daily_rows(
+            session, experiment_id, before=for_date, since=_days_before(for_date, horizon)
+        )
+        totals = _weighted_totals(rows, for_date, forgetting)
+    else:
+        totals = await repository.metric_totals(session, experiment_id, before=for_date)
+    # Only burn-in needs the day count, and only up to its threshold.
+    days_needed = policy.burn_in.days
+    days_of_data = (
+        await repository.days_with_data(
+            session, experiment_id, before=for_date, at_most=days_needed
+        )
+        if days_needed
+        else 0
+    )
+    inputs = tuple(totals.get(variant.id, _EMPTY) for variant in variants)
+    arms = [
+        ArmData(
+            posterior=_posterior(kind, settings.prior, totals_),
+            units=int(totals_.impressions),
+            successes=int(totals_.successes),
+            mean=_observed_mean(kind, totals_),
+        )
+        for totals_ in inputs
+    ]
+    active = [variant.active for variant in variants]
+    controls = _controls(settings, variants)
+    config = PolicyConfig(PolicyName(policy.algorithm), policy.top_two_beta, policy.epsilon)
+    previous = None
+    if controls.max_change is not None:
+        snapshot = await repository.latest_snapshot_before(session, experiment_id, for_date)
+        if snapshot is not None:
+            previous = np.array([snapshot.allocations.get(v.id, 0.0) / 100 for v in variants])
+    shares, weights, burned_in = allocate(
+        arms,
+        config=config,
+        controls=controls,
+        active=active,
+        days_of_data=days_of_data,
+        higher_is_better=experiment.higher_is_better,
+        previous=previous,
+    )
+    percentages = allocation_stats.largest_remainder_percentages(list(shares))
+    variant_ids = tuple(variant.id for variant in variants)
+    algorithm_version = f"{policy.algorithm}-{allocation_stats.ALGORITHM_VERSION}"
+    result = Allocation(
+        experiment_id=experiment_id,
+        for_date=for_date,
+        variant_ids=variant_ids,
+        percentages=tuple(percentages),
+        probability_best=tuple(
+            float(p)
+            for p in _probability_best(
+                arms,
+                active,
+                weights,
+                thompson_over_all_active=config.name is PolicyName.THOMPSON
+                and not controls.reserved,
+                higher_is_better=experiment.higher_is_better,
+            )
+        ),
+        inputs=inputs,
+        algorithm=str(policy.algorithm),
+        algorithm_version=algorithm_version,
+        burned_in=burned_in,
+        shares=tuple(float(x) for x in shares),
+    )
+    if not record:
+        return result
+    snapshot_inputs = {
+        "metric_kind": kind.value,
+        "higher_is_better": experiment.higher_is_better,
+        "settings": settings.model_dump(mode="json"),
+        "active": dict(zip(variant_ids, active, strict=True)),
+        "days_of_data": days_of_data,
+        "previous": None if previous is None else previous.tolist(),
+        "variants": {v: _totals_json(t) for v, t in zip(variant_ids, inputs, strict=True)},
+    }
+    inputs_hash = _inputs_hash({"version": algorithm_version, **snapshot_inputs})
+    if not await repository.snapshot_exists(session, experiment_id, for_date, inputs_hash):
+        await repository.insert_snapshot_if_new(
+            session,
+            {
+                "experiment_id": experiment_id,
+                "for_date": for_date,
+                "algorithm": result.algorithm,
+                "algorithm_version": algorithm_version,
+                "inputs_hash": inputs_hash,
+                "inputs": snapshot_inputs,
+                "allocations": dict(zip(variant_ids, percentages, strict=True)),
+                "probabilities": dict(zip(variant_ids, result.probability_best, strict=True)),
+            },
+        )
+    return result

@@ -1,0 +1,193 @@
+"""Daily totals posted by clients: registering new names, checking ownership, the
+idempotent upsert. Flushes, never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mabapi.access import service as access
+from mabapi.access.service import Principal
+from mabapi.errors import (
+    AppError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    no_such_experiment,
+)
+from mabapi.experiments import repository
+from mabapi.experiments.lifecycle import require_experiment
+from mabapi.experiments.models import (
+    ExperimentMetric,
+)
+from mabapi.experiments.schemas import (
+    MAX_VARIANTS,
+    MetricIn,
+)
+
+
+async def ingest(
+    session: AsyncSession, *, rows: Sequence[MetricIn], auto_create: bool, principal: Principal
+) -> None:
+    """Daily totals sent by `principal`: experiments of other projects are a 404, new
+    ones are registered in the caller's project.
+
+    Ownership is checked on the rows that exist after the registering insert, in the same
+    transaction: when two projects create one new id at the same moment, the insert
+    (ON CONFLICT DO NOTHING) waits for the other's to commit, and the check then sees the
+    winner's project, so the loser gets 404 and writes nothing. Checking before the
+    insert let the loser's rows land in the winner's experiment."""
+    experiment_ids = {row.experiment_id for row in rows}
+    if auto_create:
+        await repository.insert_experiments_if_missing(
+            session, experiment_ids, principal.home_project
+        )
+    await check_experiments(session, principal=principal, experiment_ids=experiment_ids)
+    await record_metrics(
+        session,
+        rows=rows,
+        auto_create=auto_create,
+    )
+
+
+async def check_experiments(
+    session: AsyncSession, *, principal: Principal, experiment_ids: Iterable[str]
+) -> None:
+    """404 for any named experiment of another project, worded exactly as for one that
+    does not exist, so a key learns nothing about other projects."""
+    if principal.project_id is None:
+        return
+    owners = await repository.projects_of(session, set(experiment_ids))
+    for experiment_id in sorted(owners):
+        if owners[experiment_id] != principal.project_id:
+            raise no_such_experiment(experiment_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One POST /metrics/: the row, who sent it, and its audit entry (if audited)."""
+
+    row: MetricIn
+    principal: Principal
+    audit: dict[str, Any] | None = None
+
+
+async def ingest_many(
+    session: AsyncSession, reports: Sequence[Report], *, auto_create: bool
+) -> list[AppError | None]:
+    """Many single-row posts in one transaction (group commit): a few statements for the
+    whole batch. A refusal (unknown or archived experiment, another project's...) is
+    raised for the batch; the group commit then writes the batch one post per
+    transaction, so only the refused post is refused.
+
+    Two posts of the same (experiment, variant, day) in one batch were concurrent, so
+    either order is a valid one: the later in the queue wins, as if it came second."""
+    await _ingest_together(session, reports, auto_create=auto_create)
+    return [None] * len(reports)
+
+
+async def _ingest_together(
+    session: AsyncSession, reports: Sequence[Report], *, auto_create: bool
+) -> None:
+    by_principal: dict[Principal, dict[tuple[str, str, date], MetricIn]] = {}
+    for report in reports:
+        rows = by_principal.setdefault(report.principal, {})
+        key = (report.row.experiment_id, report.row.variant_id, report.row.date)
+        rows.pop(key, None)
+        rows[key] = report.row
+    for principal, rows in by_principal.items():
+        await ingest(
+            session, rows=list(rows.values()), auto_create=auto_create, principal=principal
+        )
+    await access.record_many(session, [r.audit for r in reports if r.audit is not None])
+
+
+async def record_metrics(
+    session: AsyncSession,
+    *,
+    rows: Sequence[MetricIn],
+    auto_create: bool,
+) -> None:
+    """Set daily totals (an idempotent upsert), registering unknown variants if allowed
+    (`ingest` has registered the experiments and checked their owner)."""
+    experiment_ids = {row.experiment_id for row in rows}
+    variant_keys = {(row.experiment_id, row.variant_id) for row in rows}
+    if auto_create:
+        await repository.insert_variants_if_missing(session, variant_keys)
+        counts = await repository.variant_counts(session, experiment_ids)
+        crowded = sorted(e for e, count in counts.items() if count > MAX_VARIANTS)
+        if crowded:  # the whole request rolls back, registrations included
+            raise ConflictError(
+                f"experiment(s) {', '.join(crowded)} would have more than {MAX_VARIANTS} "
+                "variants; post metrics for fewer distinct variant ids"
+            )
+    else:
+        missing_experiments = experiment_ids - await repository.existing_experiment_ids(
+            session, experiment_ids
+        )
+        if missing_experiments:
+            raise NotFoundError(
+                f"unknown experiment(s): {', '.join(sorted(missing_experiments))}; create them "
+                "first with POST /experiments (automatic creation is off)"
+            )
+        missing_variants = variant_keys - await repository.existing_variant_keys(
+            session, variant_keys
+        )
+        if missing_variants:
+            names = ", ".join(f"{e}/{v}" for e, v in sorted(missing_variants))
+            raise NotFoundError(
+                f"unknown variant(s): {names}; add them with POST /experiments/{{id}}/variants "
+                "first (automatic creation is off)"
+            )
+    archived = await repository.archived_experiment_ids(session, experiment_ids)
+    if archived:
+        raise ConflictError(
+            f"experiment(s) {', '.join(sorted(archived))} are archived and take no new "
+            "metrics; restore them with POST /experiments/{id}/restore"
+        )
+    value_experiments = await repository.value_experiment_ids(session, experiment_ids)
+    missing_values = [
+        index
+        for index, row in enumerate(rows)
+        if row.experiment_id in value_experiments and row.value_sum is None
+    ]
+    if missing_values:
+        first = rows[missing_values[0]]
+        raise InvalidInputError(
+            f"experiment {first.experiment_id!r} measures values: every row needs value_sum and "
+            f"value_sum_squares ({len(missing_values)} row(s) lack them, first at index "
+            f"{missing_values[0]})"
+        )
+    await repository.upsert_daily_metrics(
+        session,
+        [
+            {
+                "experiment_id": row.experiment_id,
+                "variant_id": row.variant_id,
+                "date": row.date,
+                "impressions": row.impressions,
+                "successes": row.successes,
+                "value_sum": row.value_sum,
+                "value_sum_squares": row.value_sum_squares,
+            }
+            for row in rows
+        ],
+    )
+
+
+async def daily_metrics(
+    session: AsyncSession,
+    *,
+    experiment_id: str,
+    start: date | None,
+    end: date | None,
+    variant_id: str | None,
+) -> Sequence[ExperimentMetric]:
+    await require_experiment(session, experiment_id)
+    return await repository.list_daily_metrics(
+        session, experiment_id, start=start, end=end, variant_id=variant_id
+    )

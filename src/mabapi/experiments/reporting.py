@@ -1,0 +1,302 @@
+"""How sure, and the story so far: the summary (intervals, P(best), stop advice, sample
+ratio) and the day-by-day history. Reads only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mabapi.experiments import repository
+from mabapi.experiments.allocation import _EMPTY, _observed_mean, _posterior
+from mabapi.experiments.lifecycle import experiment_settings, require_experiment
+from mabapi.experiments.models import (
+    Experiment,
+    MetricKind,
+    Variant,
+)
+from mabapi.experiments.schemas import (
+    PriorSettings,
+)
+from mabapi.stats import allocation as allocation_stats
+from mabapi.stats import decision
+from mabapi.stats.posterior import (
+    Posterior,
+    density_curves,
+)
+
+CREDIBLE_MASS = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class VariantStatistics:
+    variant: Variant
+    totals: repository.VariantTotals
+    posterior: Posterior
+    credible_interval: tuple[float, float]
+    probability_best: float
+    expected_loss: float
+    probability_beats_control: float | None
+    uplift: decision.Interval | None
+    stratified: decision.StratifiedEstimate
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    experiment: Experiment
+    variants: list[VariantStatistics]
+    days_of_data: int
+    value_remaining: float
+    recommendation: decision.Recommendation
+    gain: decision.Interval
+    sample_ratio: decision.SampleRatioCheck | None
+    stop_rule: decision.StopRule
+    seed: int
+    draws: int
+
+
+async def summarize(session: AsyncSession, *, experiment_id: str) -> Summary:
+    """Everything about how sure we are, over all data so far."""
+    experiment = await require_experiment(session, experiment_id)
+    settings = experiment_settings(experiment)
+    kind = MetricKind(experiment.metric_kind)
+    variants = list(experiment.variants)
+    totals = await repository.metric_totals(session, experiment_id)
+    inputs = [totals.get(variant.id, _EMPTY) for variant in variants]
+    posteriors = [_posterior(kind, settings.prior, t) for t in inputs]
+    days_of_data = await repository.days_with_data(session, experiment_id)
+    rule = decision.StopRule(
+        settings.stop_rule.probability_threshold,
+        settings.stop_rule.value_remaining_threshold,
+        settings.stop_rule.min_days,
+        settings.stop_rule.equivalence_margin,
+    )
+    # Decisions are among the active variants: those traffic can still reach.
+    active = [i for i, variant in enumerate(variants) if variant.active]
+    control_positions = [k for k, i in enumerate(active) if variants[i].is_control]
+    names = [variants[i].id for i in active]
+    rows = await repository.daily_rows(session, experiment_id)
+    stratified = _stratified(kind, variants, rows)
+    empty_decision = not active
+    outcome = (
+        None
+        if empty_decision
+        else decision.decide(
+            [posteriors[i] for i in active],
+            names=names,
+            control=control_positions[0] if control_positions else None,
+            days_of_data=days_of_data,
+            rule=rule,
+            higher_is_better=experiment.higher_is_better,
+        )
+    )
+    stats: list[VariantStatistics] = []
+    for i, variant in enumerate(variants):
+        position = active.index(i) if i in active else None
+        stats.append(
+            VariantStatistics(
+                variant=variant,
+                totals=inputs[i],
+                posterior=posteriors[i],
+                credible_interval=posteriors[i].credible_interval(CREDIBLE_MASS),
+                probability_best=(
+                    float(outcome.probability_best[position])
+                    if outcome is not None and position is not None
+                    else 0.0
+                ),
+                expected_loss=(
+                    float(outcome.expected_loss[position])
+                    if outcome is not None and position is not None
+                    else float("nan")
+                ),
+                probability_beats_control=_beats(outcome, position),
+                uplift=outcome.uplift[position]
+                if outcome is not None and position is not None
+                else None,
+                stratified=stratified[i],
+            )
+        )
+    gain = decision.gain_over_even_split(
+        [posteriors[i] for i in active],
+        np.array([float(inputs[i].impressions) for i in active]),
+        higher_is_better=experiment.higher_is_better,
+    )
+    return Summary(
+        experiment=experiment,
+        variants=stats,
+        days_of_data=days_of_data,
+        value_remaining=outcome.value_remaining if outcome is not None else float("nan"),
+        recommendation=(
+            outcome.recommendation
+            if outcome is not None
+            else decision.Recommendation(
+                decision.Action.CONTINUE, None, "continue: no active variants"
+            )
+        ),
+        gain=gain,
+        sample_ratio=await _sample_ratio(session, experiment_id, variants, rows),
+        stop_rule=rule,
+        seed=decision.DEFAULT_SEED,
+        draws=decision.DEFAULT_DRAWS,
+    )
+
+
+def _beats(outcome: decision.Decision | None, position: int | None) -> float | None:
+    if outcome is None or position is None or outcome.probability_beats_control is None:
+        return None
+    value = float(outcome.probability_beats_control[position])
+    return None if np.isnan(value) else value
+
+
+def _period_arrays(
+    variants: Sequence[Variant], rows: Sequence[repository.DailyRow]
+) -> tuple[list[date], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    dates = sorted({row.date for row in rows})
+    column = {day: k for k, day in enumerate(dates)}
+    row_of = {variant.id: i for i, variant in enumerate(variants)}
+    shape = (len(variants), len(dates))
+    units, successes, sums, squares = (np.zeros(shape) for _ in range(4))
+    for row in rows:
+        if row.variant_id in row_of:
+            i, k = row_of[row.variant_id], column[row.date]
+            units[i, k] = row.impressions
+            successes[i, k] = row.successes
+            sums[i, k] = row.value_sum
+            squares[i, k] = row.value_sum_squares
+    return dates, units, successes, sums, squares
+
+
+def _stratified(
+    kind: MetricKind, variants: Sequence[Variant], rows: Sequence[repository.DailyRow]
+) -> list[decision.StratifiedEstimate]:
+    _, units, successes, sums, squares = _period_arrays(variants, rows)
+    if kind is MetricKind.VALUE:
+        return decision.stratified_means(units, sums, squares)
+    return decision.stratified_means(units, successes)
+
+
+async def _sample_ratio(
+    session: AsyncSession,
+    experiment_id: str,
+    variants: Sequence[Variant],
+    rows: Sequence[repository.DailyRow],
+) -> decision.SampleRatioCheck | None:
+    """SRM against the allocations actually served, on days that have one."""
+    served = await repository.served_allocations(session, experiment_id)
+    dates, units, _, _, _ = _period_arrays(variants, rows)
+    keep = [k for k, day in enumerate(dates) if day in served]
+    if not keep:
+        return None
+    shares = np.array(
+        [[served[dates[k]].get(variant.id, 0.0) / 100.0 for k in keep] for variant in variants]
+    )
+    return decision.sample_ratio_mismatch(units[:, keep], shares)
+
+
+HISTORY_DAYS = 366  # P(best) over time: one quadrature per day, the last year at most
+
+
+@dataclass(frozen=True, slots=True)
+class DailyPoint:
+    """One variant's own numbers for one day, and its 95% credible interval."""
+
+    impressions: int
+    successes: int
+    mean: float | None
+    lower: float | None
+    upper: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What the dashboard charts: the day-by-day story of an experiment."""
+
+    experiment: Experiment
+    variant_ids: list[str]
+    days: list[date]
+    daily: dict[str, list[DailyPoint]]
+    served_days: list[date]
+    served: dict[str, list[float]]
+    best_days: list[date]
+    probability_best: dict[str, list[float]]
+    density_x: list[float]
+    densities: dict[str, list[float]]
+
+
+async def history(session: AsyncSession, *, experiment_id: str) -> History:
+    """Daily rates with credible bands, the allocations served, P(best) after each day
+    (from the totals up to and including it) and today's posterior densities."""
+    experiment = await require_experiment(session, experiment_id)
+    settings = experiment_settings(experiment)
+    kind = MetricKind(experiment.metric_kind)
+    variant_ids = [variant.id for variant in experiment.variants]
+    rows = await repository.daily_rows(session, experiment_id)
+    days = sorted({row.date for row in rows})
+    by_key = {(row.variant_id, row.date): row for row in rows}
+    daily: dict[str, list[DailyPoint]] = {v: [] for v in variant_ids}
+    running = {v: repository.VariantTotals(0, 0, 0.0, 0.0) for v in variant_ids}
+    best_days: list[date] = []
+    best: dict[str, list[float]] = {v: [] for v in variant_ids}
+    first_best_day = days[-HISTORY_DAYS] if len(days) > HISTORY_DAYS else None
+    for day in days:
+        for variant_id in variant_ids:
+            row = by_key.get((variant_id, day))
+            totals = (
+                repository.VariantTotals(
+                    row.impressions, row.successes, row.value_sum, row.value_sum_squares
+                )
+                if row
+                else _EMPTY
+            )
+            daily[variant_id].append(_daily_point(kind, settings.prior, totals))
+            before = running[variant_id]
+            running[variant_id] = repository.VariantTotals(
+                before.impressions + totals.impressions,
+                before.successes + totals.successes,
+                before.value_sum + totals.value_sum,
+                before.value_sum_squares + totals.value_sum_squares,
+            )
+        if variant_ids and (first_best_day is None or day >= first_best_day):
+            posteriors = [_posterior(kind, settings.prior, running[v]) for v in variant_ids]
+            probabilities = allocation_stats.probability_best(
+                posteriors, higher_is_better=experiment.higher_is_better
+            )
+            best_days.append(day)
+            for variant_id, probability in zip(variant_ids, probabilities, strict=True):
+                best[variant_id].append(float(probability))
+    served_by_day = await repository.served_allocations(session, experiment_id)
+    served_days = sorted(served_by_day)
+    served = {v: [float(served_by_day[d].get(v, 0.0)) for d in served_days] for v in variant_ids}
+    grid: list[float] = []
+    densities: dict[str, list[float]] = {}
+    if variant_ids:
+        posteriors = [_posterior(kind, settings.prior, running[v]) for v in variant_ids]
+        grid, curves = density_curves(posteriors)
+        densities = dict(zip(variant_ids, curves, strict=True))
+    return History(
+        experiment,
+        variant_ids,
+        days,
+        daily,
+        served_days,
+        served,
+        best_days,
+        best,
+        grid,
+        densities,
+    )
+
+
+def _daily_point(
+    kind: MetricKind, prior: PriorSettings, totals: repository.VariantTotals
+) -> DailyPoint:
+    if totals.impressions <= 0:
+        return DailyPoint(0, 0, None, None, None)
+    posterior = _posterior(kind, prior, totals)
+    lower, upper = posterior.credible_interval(0.95)
+    return DailyPoint(
+        int(totals.impressions), int(totals.successes), _observed_mean(kind, totals), lower, upper
+    )
