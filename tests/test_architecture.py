@@ -172,3 +172,26 @@ class TestPackageCycles:
         for start in sorted(edges):
             visit(start, [start])
         assert sorted(set(cycles)) == []
+
+
+class TestTransactionOwners:
+    """Three places begin and commit transactions, and no fourth: the request session
+    (deps.py), the group commit (db/group_commit.py) and the helper for background work
+    (db/transactions.py); plus the schema's own (db/migrate.py, Alembic's env.py)."""
+
+    OWNERS = frozenset({"deps.py", "db/group_commit.py", "db/transactions.py"})
+    SCHEMA = frozenset({"db/migrate.py", "db/migrations/env.py"})
+    BEGINS = re.compile(r"\.(begin|commit|begin_nested)\(")
+
+    def test_no_fourth_owner(self) -> None:
+        found = sorted(
+            relative(path)
+            for path in modules()
+            if self.BEGINS.search(path.read_text())
+            and relative(path) not in self.OWNERS | self.SCHEMA
+        )
+        assert found == []
+
+    def test_the_owners_are_there(self) -> None:
+        for owner in self.OWNERS:
+            assert self.BEGINS.search((PACKAGE / owner).read_text()), owner

@@ -32,6 +32,7 @@ from mabapi.dashboard.routes import router as dashboard_router
 from mabapi.db.engine import engine_from_settings, is_unavailable, make_sessionmaker
 from mabapi.db.group_commit import GroupCommit
 from mabapi.db.migrate import upgrade
+from mabapi.db.transactions import background_transaction
 from mabapi.deps import authorize
 from mabapi.errors import AppError, RateLimitedError, Responses, documented_error, error_body
 from mabapi.experiments import service as experiments
@@ -401,7 +402,7 @@ def _rate_limiter(settings: Settings) -> RateLimiter:
 async def _bootstrap_access(runtime: Runtime) -> None:
     settings = runtime.settings
     if settings.bootstrap_admin_key is not None:
-        async with runtime.sessionmaker() as session, session.begin():
+        async with background_transaction(runtime.sessionmaker) as session:
             await access.ensure_bootstrap_key(
                 session, token=settings.bootstrap_admin_key.get_secret_value()
             )

@@ -20,6 +20,7 @@ from mabapi.access import service as access
 from mabapi.access.models import Scope
 from mabapi.db import migrate
 from mabapi.db.engine import engine_from_settings, make_sessionmaker
+from mabapi.db.transactions import background_transaction
 from mabapi.errors import NotFoundError
 from mabapi.schemas import ID_PATTERN
 from mabapi.settings import Settings
@@ -247,7 +248,7 @@ async def _with_session(settings: Settings, work: Callable[[AsyncSession], Await
     engine = engine_from_settings(settings)
     try:
         await migrate.upgrade(engine)
-        async with make_sessionmaker(engine)() as session, session.begin():
+        async with background_transaction(make_sessionmaker(engine)) as session:
             return await work(session)
     finally:
         await engine.dispose()

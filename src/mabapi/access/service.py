@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mabapi.access import repository
 from mabapi.access.models import DEFAULT_PROJECT, ApiKey, AuditEntry, Scope
 from mabapi.db.base import utcnow
+from mabapi.db.transactions import background_transaction
 from mabapi.errors import ConflictError, ForbiddenError, NotFoundError
 
 KEY_PATTERN = re.compile(r"^mab_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -286,5 +287,5 @@ class KeyRing:
         if last is not None and now - last < self.TOUCH_EVERY_S:
             return
         self._touched[principal.key_id] = now
-        async with self._sessionmaker() as session, session.begin():
+        async with background_transaction(self._sessionmaker) as session:
             await repository.touch_key(session, principal.key_id, utcnow())

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mabapi.cache import KeyedLocks
+from mabapi.db.transactions import background_transaction
 from mabapi.experiments import service as experiments
 from mabapi.experiments.models import MetricKind
 from mabapi.stats.allocation import largest_remainder_percentages
@@ -94,7 +95,7 @@ class AllocationCache:
         # so "strictly before tomorrow"). Not recorded as a snapshot on every refresh.
         tomorrow = datetime.now(UTC).date() + timedelta(days=1)
         version = self._versions.get(experiment_id, 0)
-        async with self._sessionmaker() as session, session.begin():
+        async with background_transaction(self._sessionmaker) as session:
             result = await experiments.compute_allocation(
                 session, experiment_id=experiment_id, for_date=tomorrow, record=False
             )

@@ -11,6 +11,7 @@ from pydantic import TypeAdapter
 
 from mabapi.access.service import Principal
 from mabapi.cache import AnswerCache
+from mabapi.db.transactions import background_transaction
 from mabapi.deps import ExperimentId, PrincipalDep, SessionDep, SettingsDep
 from mabapi.errors import Responses, documented_error
 from mabapi.experiments import service
@@ -170,7 +171,7 @@ async def allocation_answer(
 
     async def compute() -> service.Allocation:
         # Its own transaction: the cache may run this after the request has ended.
-        async with state.sessionmaker() as session, session.begin():
+        async with background_transaction(state.sessionmaker) as session:
             computed = await service.compute_allocation(
                 session, experiment_id=experiment_id, for_date=day, record=record
             )
