@@ -258,12 +258,14 @@ def _cli_audit(route: str, path: str) -> Callable[[AsyncSession], Awaitable[None
     async def record(session: AsyncSession) -> None:
         await access.record(
             session,
-            principal=access.OPEN,
-            method="CLI",
-            route=route,
-            path=path,
-            status_code=0,
-            request_id="",
+            access.AuditEvent(
+                principal=access.OPEN,
+                method="CLI",
+                route=route,
+                path=path,
+                status_code=0,
+                request_id="",
+            ),
         )
 
     return record

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from fastapi.routing import APIRoute
@@ -42,9 +42,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with sessionmaker() as session, session.begin():
         yield session
         # The audit entry of a write commits with the write, or not at all.
-        audit: dict[str, Any] | None = getattr(request.state, "audit", None)
+        audit: access.AuditEvent | None = getattr(request.state, "audit", None)
         if audit is not None:
-            await access.record(session, **audit)
+            await access.record(session, audit)
     _committed(request)
 
 
@@ -240,14 +240,14 @@ async def authorize(request: Request) -> Principal:
             raise await owners.refuse_hidden(str(experiment_id), asked_database=asked)
     if request.method not in ("GET", "HEAD") and needed in (Scope.WRITE, Scope.ADMIN):
         status = route.status_code if isinstance(route, APIRoute) and route.status_code else 200
-        request.state.audit = {
-            "principal": principal,
-            "method": request.method,
-            "route": template,
-            "path": path,
-            "status_code": status,
-            "request_id": request_id_var.get(),
-        }
+        request.state.audit = access.AuditEvent(
+            principal=principal,
+            method=request.method,
+            route=template,
+            path=path,
+            status_code=status,
+            request_id=request_id_var.get(),
+        )
     return principal
 
 

@@ -15,7 +15,6 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -158,42 +157,39 @@ def check_key_project(principal: Principal, project_id: str) -> None:
         )
 
 
-async def record(
-    session: AsyncSession,
-    *,
-    principal: Principal,
-    method: str,
-    route: str,
-    path: str,
-    status_code: int,
-    request_id: str,
-) -> None:
-    await record_many(
-        session,
-        [
-            {"principal": principal, "method": method, "route": route, "path": path,
-             "status_code": status_code, "request_id": request_id}
-        ],
-    )  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One write to record in the audit log, in the transaction of the write itself."""
+
+    principal: Principal
+    method: str
+    route: str
+    path: str
+    status_code: int
+    request_id: str
 
 
-async def record_many(session: AsyncSession, audits: Sequence[dict[str, Any]]) -> None:
-    """Audit entries, each given as `record`'s keyword arguments, in one statement."""
+async def record(session: AsyncSession, event: AuditEvent) -> None:
+    await record_many(session, [event])
+
+
+async def record_many(session: AsyncSession, events: Sequence[AuditEvent]) -> None:
+    """Audit entries in one statement."""
     now = utcnow()
     await repository.add_audits(
         session,
         [
             {
                 "at": now,
-                "key_id": audit["principal"].key_id,
-                "project_id": audit["principal"].project_id,
-                "method": audit["method"],
-                "route": audit["route"],
-                "path": audit["path"][:1000],
-                "status_code": audit["status_code"],
-                "request_id": audit["request_id"],
+                "key_id": event.principal.key_id,
+                "project_id": event.principal.project_id,
+                "method": event.method,
+                "route": event.route,
+                "path": event.path[:1000],
+                "status_code": event.status_code,
+                "request_id": event.request_id,
             }
-            for audit in audits
+            for event in events
         ],
     )
 

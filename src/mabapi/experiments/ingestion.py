@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.access import service as access
-from mabapi.access.service import Principal
+from mabapi.access.service import AuditEvent, Principal
 from mabapi.errors import (
     AppError,
     ConflictError,
@@ -73,7 +72,7 @@ class Report:
 
     row: MetricIn
     principal: Principal
-    audit: dict[str, Any] | None = None
+    audit: AuditEvent | None = None
 
 
 async def ingest_many(

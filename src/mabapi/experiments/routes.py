@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import TypeAdapter
 
-from mabapi.access.service import Principal
+from mabapi.access.service import AuditEvent, Principal
 from mabapi.cache import AnswerCache
 from mabapi.db.transactions import background_transaction
 from mabapi.deps import ExperimentId, PrincipalDep, SessionDep, SettingsDep
@@ -92,7 +92,7 @@ async def post_metric(metric: MetricIn, request: Request, principal: PrincipalDe
 
 
 async def record_metric(
-    state: Runtime, principal: Principal, metric: MetricIn, audit: dict[str, Any] | None
+    state: Runtime, principal: Principal, metric: MetricIn, audit: AuditEvent | None
 ) -> StatusOut:
     """POST /metrics/' answer; also called by the hot path (mabapi/middleware.py). Written
     (with its audit entry) by the process's group-commit writer, answered once committed."""
