@@ -85,6 +85,30 @@ class TestAnswerCache:
         assert await cache.get("k", compute_during_write) == 1
         assert await cache.get("k", compute_during_write) == 2
 
+    async def test_invalidating_one_key_keeps_the_others(self) -> None:
+        cache: AnswerCache[str, int] = AnswerCache(ttl=60)
+        values = iter(range(100))
+
+        async def compute() -> int:
+            return next(values)
+
+        assert [await cache.get("a", compute), await cache.get("b", compute)] == [0, 1]
+        cache.invalidate("a")
+        assert await cache.get("a", compute) == 2  # recomputed
+        assert await cache.get("b", compute) == 1  # still cached
+
+    async def test_answer_computed_across_an_invalidation_is_not_kept(self) -> None:
+        cache: AnswerCache[str, int] = AnswerCache(ttl=60)
+        values = iter([1, 2])
+
+        async def compute_while_paused() -> int:
+            cache.invalidate("k")  # the experiment changes while this is being computed
+            return next(values)
+
+        assert await cache.get("k", compute_while_paused) == 1
+        assert await cache.get("k", compute_while_paused) == 2
+        await cache.close()
+
     async def test_zero_ttl_never_caches(self) -> None:
         cache: AnswerCache[str, int] = AnswerCache(ttl=0)
         values = iter([1, 2])

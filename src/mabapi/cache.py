@@ -1,4 +1,7 @@
-"""A short-lived, per-process cache of answers that a committed write invalidates."""
+"""The one per-process cache of computed answers: a TTL with stale-while-revalidate, one
+computation per key at a time, bounded, invalidated per key or all at once, closed at
+shutdown. Used for GET /allocations' answers and for the allocation assignment draws
+from (assignments/cache.py)."""
 
 from __future__ import annotations
 
@@ -39,16 +42,16 @@ class KeyedLocks(Generic[Key]):
 
 
 class AnswerCache(Generic[Key, Value]):
-    """Answers reused for up to `ttl` seconds, dropped as soon as this process commits a write.
-    An answer older than `ttl` is still served while one background task recomputes it
+    """Answers reused for up to `ttl` seconds (ttl <= 0: computed every time). An answer
+    older than `ttl` is still served while one background task recomputes it
     (stale-while-revalidate): recomputing on the request path made every request that
     arrived in that moment wait (p99 of 300 ms under load, 28 dates per experiment).
 
-    Serves `GET /allocations`: most callers ask the same question many times a second.
-    A write committed by this process (any POST/PATCH/DELETE) bumps `epoch`, and an
-    answer computed before it is not served again, so a client that writes then reads
-    through one process sees its write. Another process's writes show within `ttl`.
-    One computation per key at a time; the others wait for its answer.
+    `note_write()` bumps `epoch`: no answer computed before it is served again (GET
+    /allocations: a client that writes then reads through one process sees its write).
+    `invalidate(key)` drops one key the same way (an experiment's own change, for the
+    allocation assignment draws from). Another process's writes show within `ttl`. One
+    computation per key at a time; the others wait for its answer.
     """
 
     def __init__(self, ttl: float, capacity: int = 10_000) -> None:
@@ -60,6 +63,8 @@ class AnswerCache(Generic[Key, Value]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresh_slot = asyncio.Semaphore(1)
         self.epoch = 0
+        # Bumped by invalidate(key): a computation that started before must not store.
+        self._key_versions: dict[Key, int] = {}
 
     def _expiry(self) -> float:
         """Now + ttl, less up to a quarter at random, so answers computed together do
@@ -68,6 +73,19 @@ class AnswerCache(Generic[Key, Value]):
 
     def note_write(self) -> None:
         self.epoch += 1
+
+    def invalidate(self, key: Key) -> None:
+        self._key_versions[key] = self._key_versions.get(key, 0) + 1
+        self._entries.pop(key, None)
+
+    def _store(self, key: Key, epoch: int, version: int, value: Value) -> None:
+        """Keep `value` unless a write or an invalidation came since it was computed."""
+        if epoch != self.epoch or version != self._key_versions.get(key, 0):
+            return
+        if len(self._entries) >= self._capacity:
+            self._entries.clear()
+            self._key_versions.clear()
+        self._entries[key] = (self._expiry(), epoch, value)
 
     def _refresh(self, key: Key, compute: Callable[[], Awaitable[Value]]) -> None:
         """Recompute an expired answer off the request path (one task per key); until it
@@ -83,10 +101,9 @@ class AnswerCache(Generic[Key, Value]):
                 # the dates asked about) are recomputed one after the other, with
                 # requests served in between, instead of in one long burst of CPU.
                 async with self._refresh_slot, self.locks.hold(key):
-                    epoch = self.epoch
+                    epoch, version = self.epoch, self._key_versions.get(key, 0)
                     value = await compute()
-                    if epoch == self.epoch:
-                        self._entries[key] = (self._expiry(), epoch, value)
+                    self._store(key, epoch, version, value)
             except Exception:  # the next request computes it again (and sees the error)
                 self._entries.pop(key, None)
             finally:
@@ -123,10 +140,7 @@ class AnswerCache(Generic[Key, Value]):
             value = self._fresh(key)
             if value is not None:
                 return value
-            epoch = self.epoch
+            epoch, version = self.epoch, self._key_versions.get(key, 0)
             value = await compute()
-            if epoch == self.epoch:
-                if len(self._entries) >= self._capacity:
-                    self._entries.clear()
-                self._entries[key] = (self._expiry(), epoch, value)
+            self._store(key, epoch, version, value)
             return value

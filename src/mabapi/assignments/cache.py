@@ -9,16 +9,14 @@ worker simply has its own cache, at most `ttl` seconds apart.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mabapi.cache import KeyedLocks
+from mabapi.cache import AnswerCache, KeyedLocks
 from mabapi.db.transactions import background_transaction
 from mabapi.experiments import service as experiments
 from mabapi.experiments.models import MetricKind
@@ -29,7 +27,6 @@ from mabapi.stats.allocation import largest_remainder_percentages
 class CachedAllocation:
     variant_ids: tuple[str, ...]
     shares: tuple[float, ...]
-    expires: float
     # The experiment's state when computed (at most `ttl` seconds old).
     winner_variant_id: str | None = None
     live_generation: int = 0
@@ -79,69 +76,39 @@ class AssignmentMemo:
 
 
 class AllocationCache:
+    """The allocation real-time assignment draws from, per experiment: the one cache
+    (`mabapi.cache.AnswerCache`) keyed by experiment id, with a computation of its own."""
+
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], ttl: float) -> None:
         self._sessionmaker = sessionmaker
-        self._ttl = ttl
-        self._entries: dict[str, CachedAllocation] = {}
-        self.locks: KeyedLocks[str] = KeyedLocks()
-        self._refreshing: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        # Bumped by invalidate(): a computation that started before an invalidation
-        # must not store its (older) result over it.
-        self._versions: dict[str, int] = {}
+        self._cache: AnswerCache[str, CachedAllocation] = AnswerCache(ttl)
+
+    @property
+    def locks(self) -> KeyedLocks[str]:
+        return self._cache.locks
 
     async def _compute(self, experiment_id: str) -> CachedAllocation:
         # Real time: everything observed so far counts (the day being planned is today,
         # so "strictly before tomorrow"). Not recorded as a snapshot on every refresh.
         tomorrow = datetime.now(UTC).date() + timedelta(days=1)
-        version = self._versions.get(experiment_id, 0)
         async with background_transaction(self._sessionmaker) as session:
             result = await experiments.compute_allocation(
                 session, experiment_id=experiment_id, for_date=tomorrow, record=False
             )
             experiment = await experiments.require_experiment(session, experiment_id)
-        entry = CachedAllocation(
+        return CachedAllocation(
             result.variant_ids,
             result.shares,
-            time.monotonic() + self._ttl,
             winner_variant_id=experiment.winner_variant_id,
             live_generation=experiment.live_generation,
             counts_conversions=experiment.metric_kind != MetricKind.VALUE,
         )
-        if self._versions.get(experiment_id, 0) == version:
-            self._entries[experiment_id] = entry
-        return entry
 
     async def get(self, experiment_id: str) -> CachedAllocation:
-        entry = self._entries.get(experiment_id)
-        now = time.monotonic()
-        if entry is not None:
-            if now >= entry.expires and experiment_id not in self._refreshing:
-                self._refreshing.add(experiment_id)
-                task = asyncio.create_task(self._refresh(experiment_id))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            return entry
-        # One computation per experiment, however many requests wait.
-        async with self.locks.hold(experiment_id):
-            entry = self._entries.get(experiment_id)
-            if entry is not None:
-                return entry
-            return await self._compute(experiment_id)
-
-    async def _refresh(self, experiment_id: str) -> None:
-        try:
-            await self._compute(experiment_id)
-        except Exception:  # keep serving the stale entry; the next request retries
-            self._entries.pop(experiment_id, None)
-        finally:
-            self._refreshing.discard(experiment_id)
+        return await self._cache.get(experiment_id, lambda: self._compute(experiment_id))
 
     def invalidate(self, experiment_id: str) -> None:
-        self._versions[experiment_id] = self._versions.get(experiment_id, 0) + 1
-        self._entries.pop(experiment_id, None)
+        self._cache.invalidate(experiment_id)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        self._tasks.clear()
+        await self._cache.close()
