@@ -24,7 +24,7 @@ from mabapi.access.limits import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from mabapi.access.routes import router as access_router
 from mabapi.access.service import KeyRing
 from mabapi.assignments import service as assignments
-from mabapi.assignments.cache import AllocationCache, AssignmentMemo
+from mabapi.assignments.cache import AllocationCache, UnitMemo
 from mabapi.assignments.routes import router as assignments_router
 from mabapi.cache import AnswerCache
 from mabapi.dashboard.routes import STATIC_DIR as DASHBOARD_STATIC
@@ -309,8 +309,8 @@ async def start_runtime(app: FastAPI, settings: Settings, *, lazy: bool = False)
         sessionmaker=sessionmaker,
         answers=answers,
         allocation_cache=AllocationCache(sessionmaker, settings.allocation_cache_seconds),
-        assignment_memo=AssignmentMemo(),
-        conversion_memo=AssignmentMemo(),
+        assignment_memo=UnitMemo(),
+        conversion_memo=UnitMemo(),
         keyring=KeyRing(sessionmaker, settings.key_cache_seconds),
         owners=Owners(sessionmaker),
         rate_limiter=_rate_limiter(settings),

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mabapi.access.limits import RateLimiter
 from mabapi.access.service import KeyRing
-from mabapi.assignments.cache import AllocationCache, AssignmentMemo
+from mabapi.assignments.cache import AllocationCache, UnitMemo
 from mabapi.cache import AnswerCache
 from mabapi.db.group_commit import GroupCommit
 from mabapi.experiments.owners import Owners
@@ -29,8 +29,8 @@ class Runtime:
     sessionmaker: async_sessionmaker[AsyncSession]
     answers: AnswerCache[Any, Any]  # GET /allocations answers
     allocation_cache: AllocationCache  # the allocation assignment draws from
-    assignment_memo: AssignmentMemo  # units whose variant this process has seen
-    conversion_memo: AssignmentMemo  # units whose (once-per-unit) conversion is counted
+    assignment_memo: UnitMemo  # units whose variant this process has seen
+    conversion_memo: UnitMemo  # units whose (once-per-unit) conversion is counted
     keyring: KeyRing
     owners: Owners  # the project of each experiment, cached
     rate_limiter: RateLimiter

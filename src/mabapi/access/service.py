@@ -1,4 +1,5 @@
-"""API keys, scopes and projects; the audit log. Never commits.
+"""API keys, scopes and projects; the audit log. The use cases flush and never commit;
+the key ring's own bookkeeping (a key's last use) runs in a background transaction.
 
 A key is `mab_<id>_<secret>`: the id finds the row, the SHA-256 of the whole key is
 compared in constant time (`hmac.compare_digest`), and the secret is shown once, at

@@ -1,10 +1,12 @@
-"""Per-process cache of each experiment's current allocation.
+"""Per-process memory of real-time mode: each experiment's current allocation, and the
+units whose assignment (or counted conversion) this process has seen.
 
 Assignment reads the allocation on every request; computing it (a few SQL aggregates and
-the quadrature) on every request would cost more than the request itself. Entries live
-for `ttl` seconds; a stale entry is served while one background task recomputes it, so
-the recomputation is off the request path. Nothing else depends on this process: another
-worker simply has its own cache, at most `ttl` seconds apart.
+the quadrature) on every request would cost more than the request itself, so it is kept
+in the one answer cache (`mabapi.cache.AnswerCache`): up to `ttl` seconds, a stale entry
+served while one background task recomputes it, dropped at once by a change to the
+experiment through this process. Nothing else depends on this process: another worker
+simply has its own, at most `ttl` seconds apart.
 """
 
 from __future__ import annotations
@@ -49,15 +51,13 @@ class CachedAllocation:
         return dict(zip(self.variant_ids, rounded, strict=True))
 
 
-class AssignmentMemo:
-    """Assignments this process has seen, keyed by (experiment, generation, unit).
+class UnitMemo:
+    """Units this process has seen, keyed by (experiment, generation, unit): one instance
+    for assignments, one for counted (once-per-unit) conversions.
 
-    An assignment never changes until the experiment is reset, and a reset bumps the
-    generation, so a remembered answer is the database's answer; returning units are then
-    served without a round trip. Bounded: the oldest entries are dropped first.
-
-    A second instance remembers units whose (once-per-unit) conversion is counted: that
-    too holds until a reset, so a retried conversion is answered without a round trip.
+    Neither changes until the experiment is reset, and a reset bumps the generation, so a
+    remembered answer is the database's answer: returning units and retried conversions
+    are answered without a round trip. Bounded: the oldest entries are dropped first.
     """
 
     def __init__(self, capacity: int = 200_000) -> None:

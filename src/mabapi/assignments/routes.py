@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 
 from mabapi.access.service import Principal
 from mabapi.assignments import service
-from mabapi.assignments.cache import AllocationCache, AssignmentMemo, CachedAllocation
+from mabapi.assignments.cache import AllocationCache, CachedAllocation, UnitMemo
 from mabapi.assignments.schemas import (
     AssignIn,
     AssignOut,
@@ -50,12 +50,12 @@ async def get_cache(request: Request) -> AllocationCache:
 CacheDep = Annotated[AllocationCache, Depends(get_cache)]
 
 
-async def get_memo(request: Request) -> AssignmentMemo:
+async def get_memo(request: Request) -> UnitMemo:
     memo = runtime_of(request.app).assignment_memo
     return memo
 
 
-MemoDep = Annotated[AssignmentMemo, Depends(get_memo)]
+MemoDep = Annotated[UnitMemo, Depends(get_memo)]
 
 
 _generators: dict[int, np.random.Generator] = {}

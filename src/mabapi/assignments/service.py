@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.assignments import repository
-from mabapi.assignments.cache import AssignmentMemo, CachedAllocation
+from mabapi.assignments.cache import CachedAllocation, UnitMemo
 from mabapi.db.base import utcnow
 from mabapi.errors import AppError, ConflictError, InvalidInputError, no_such_experiment
 from mabapi.experiments import repository as experiments_repository
@@ -81,7 +81,7 @@ def prepare_assignment(
     unit_id: str,
     allocation: CachedAllocation,
     rng: np.random.Generator,
-    memo: AssignmentMemo | None,
+    memo: UnitMemo | None,
 ) -> AssignResult | NewAssignment:
     """The answer without the database if there is one (a declared winner, or a unit this
     process has seen in the same generation), else the draw to store.
@@ -104,9 +104,7 @@ def prepare_assignment(
     )
 
 
-def _remember(
-    memo: AssignmentMemo | None, allocation: CachedAllocation, result: AssignResult
-) -> None:
+def _remember(memo: UnitMemo | None, allocation: CachedAllocation, result: AssignResult) -> None:
     # Called only once committed: a unit whose insert was lost with its transaction
     # (database crash, rollback) must not be answered from memory later.
     if memo is not None and not result.concluded:
@@ -125,7 +123,7 @@ async def assign(
     unit_id: str,
     allocation: CachedAllocation,
     rng: np.random.Generator,
-    memo: AssignmentMemo | None = None,
+    memo: UnitMemo | None = None,
 ) -> AssignResult:
     """The unit's variant: the stored one if it has one, else a fresh Thompson draw from
     the current allocation, stored with its probability and counted as one impression.
@@ -148,7 +146,7 @@ async def assign_batch(
     *,
     allocations: dict[str, CachedAllocation],
     rng: np.random.Generator,
-    memo: AssignmentMemo | None = None,
+    memo: UnitMemo | None = None,
 ) -> list[AssignResult]:
     """POST /assign/batch: every (experiment, unit) in the request's one transaction, all
     of them or none (the first refusal is raised)."""
@@ -274,7 +272,7 @@ async def convert(
     conversion: Conversion,
     *,
     allocation: CachedAllocation | None = None,
-    memo: AssignmentMemo | None = None,
+    memo: UnitMemo | None = None,
 ) -> ConversionResult:
     """Credit a conversion to the unit's variant (see `convert_many`), through the
     group-commit `writer`: the answer comes back once it has committed.
