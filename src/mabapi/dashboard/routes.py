@@ -219,8 +219,8 @@ async def experiment_action(
             session, experiment_id=experiment_id, patch=ExperimentPatch(status=ACTIONS[action])
         )
     elif action == "conclude":
+        # The allocation cache is dropped after the commit (deps._committed).
         await service.conclude(session, experiment_id=experiment_id, winner=winner)
-        runtime_of(request.app).allocation_cache.invalidate(experiment_id)
     else:
         raise InvalidInputError("action must be pause, resume or conclude")
     return RedirectResponse(f"/ui/experiments/{experiment_id}", status_code=303)

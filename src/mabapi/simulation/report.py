@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,14 +50,15 @@ def write_tables(results: Sequence[Aggregate], folder: Path, scenario: dict[str,
 
 def write_charts(results: Sequence[Aggregate], folder: Path) -> list[Path]:
     """Allocation over time (first policy, stacked) and cumulative regret with 10-90%
-    bands, as PNG and SVG. Returns the files written; [] without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    bands, as PNG and SVG. Returns the files written; [] without matplotlib, which is the
+    optional `plots` extra (`pip install 'mabapi[plots]'`): a plain install has none."""
+    if importlib.util.find_spec("matplotlib") is None:
         return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     written: list[Path] = []
     figure, axis = plt.subplots(figsize=(8, 4.5))
     for aggregate in results:
