@@ -175,6 +175,33 @@ class TestDatabaseDown:
             assert time.monotonic() - back < 2.0
             assert httpx.get(f"{base}/ready").status_code == 200
 
+    def test_first_writes_after_a_restart_succeed_on_fresh_connections(
+        self, cluster: Cluster, database: URL
+    ) -> None:
+        """The engine does not ping a pooled connection before use; after the server
+        restarted, the group commit's first batch meets a dead connection and runs again
+        on a new one, so the client sees a 200, not a 503 (and the write counts once)."""
+        port = free_port()
+        with started(serve(port), env=env_for(database), port=port) as (base, _):
+            created = httpx.post(
+                f"{base}/experiments", json={"id": "e", "variants": [{"id": "v1"}, {"id": "v2"}]}
+            )
+            assert created.status_code == 201, created.text
+            for unit in ("warm1", "warm2"):  # the pool holds connections now
+                assign = httpx.post(f"{base}/experiments/e/assign", json={"unit_id": unit})
+                assert assign.status_code == 200, assign.text
+            assert httpx.post(f"{base}/metrics/", json=_metric("v1", 5)).status_code == 200
+            cluster.stop("fast")
+            cluster.start()
+            first = httpx.post(f"{base}/experiments/e/assign", json={"unit_id": "after"})
+            assert first.status_code == 200, first.text
+            posted = httpx.post(f"{base}/metrics/", json=_metric("v1", 7))
+            assert posted.status_code == 200, posted.text
+        found = asyncio.run(counts(database))
+        assert found["units"] == {"warm1", "warm2", "after"}
+        assert found["impressions"] == 3
+        assert found["metric_rows"] == [("v1", "2024-01-01", 7)]
+
 
 def _metric(variant: str, impressions: int = 100, day: str = "2024-01-01") -> dict[str, Any]:
     return {

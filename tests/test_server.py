@@ -98,3 +98,35 @@ class TestPostgresServer:
             assert sum(allocation["inputs"][v]["impressions"] for v in allocation["inputs"]) == (
                 50_000
             )
+
+
+def test_start_up_objects_are_frozen_once_out_of_the_garbage_collectors_reach(
+    tmp_path: Path,
+) -> None:
+    """A worker's start-up (modules, routes, models) is moved to the permanent generation,
+    so full collections under load do not walk it again; a second app in the same process
+    does not freeze again (test processes start many)."""
+    script = f"""
+import gc
+calls = []
+real_freeze = gc.freeze
+gc.freeze = lambda: (calls.append(1), real_freeze())[1]
+from fastapi.testclient import TestClient
+from mabapi.app import create_app
+from mabapi.settings import Settings
+settings = Settings(database_url="sqlite:///{tmp_path}/gc.db")
+before = gc.get_freeze_count()
+with TestClient(create_app(settings)) as client:
+    assert client.get("/health").status_code == 200
+    first = gc.get_freeze_count()
+with TestClient(create_app(settings)) as client:
+    assert client.get("/health").status_code == 200
+print(before, first, len(calls))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+    before, first, freezes = (int(word) for word in out)
+    assert before == 0
+    assert first > 100_000  # the whole start-up, not a handful of objects
+    assert freezes == 1

@@ -59,7 +59,13 @@ def make_engine(
         return engine
     if pooled:
         pool = {"pool_size": pool_size, "max_overflow": max_overflow}
-    return create_async_engine(url, pool_pre_ping=True, **pool)
+    # No pre-ping: it cost a round trip per checkout, i.e. per group commit, and under a
+    # fixed load it was a third of a new unit's latency (benchmarks/README.md). A
+    # connection that died with the server fails its first statement instead; SQLAlchemy
+    # then drops every pooled connection older than the failure, the group commit runs the
+    # batch again on a new one (nothing had committed), and a request that hit it outside
+    # the group commit gets the documented 503 with Retry-After.
+    return create_async_engine(url, **pool)
 
 
 def engine_from_settings(settings: Settings, *, pooled: bool = True) -> AsyncEngine:

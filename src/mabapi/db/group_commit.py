@@ -17,7 +17,7 @@ path used (unique keys, ON CONFLICT). One bad item must not sink its neighbours:
 returns an error per item for the refusals it knows (AppError), and if the transaction
 itself fails for one item's sake, the batch is retried one item per transaction so only
 that item's request gets the error. Deadlocks and serialisation failures (other
-processes' batches) are retried a few times.
+processes' batches) are retried a few times, a connection the server dropped once.
 
 State is per process and per event loop; nothing depends on another process: two
 workers run two writers against the same unique keys and counters.
@@ -167,7 +167,11 @@ class GroupCommit(Generic[Item, Result]):
                     return results
             except sa_exc.DBAPIError as error:
                 sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
-                if sqlstate not in RETRYABLE_SQLSTATES or attempt == RETRIES:
+                # A pooled connection the server dropped (restart, failover; the engine
+                # does not ping before use). Once more on a new connection: if the lost
+                # COMMIT did land, the idempotent statements change nothing the second time.
+                stale = error.connection_invalidated and attempt == 0
+                if (sqlstate not in RETRYABLE_SQLSTATES and not stale) or attempt == RETRIES:
                     raise
                 await asyncio.sleep(0.001 * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
