@@ -80,3 +80,36 @@ class TestRunningTotals:
             assert actual.keys() == expected.keys(), before
             for variant, values in expected.items():
                 assert actual[variant] == pytest.approx(values), (before, variant)
+
+    async def test_reposted_values_move_the_value_sums_by_new_minus_old(
+        self, client: httpx.AsyncClient, app: FastAPI
+    ) -> None:
+        created = await client.post(
+            "/experiments",
+            json={"id": "v", "metric_kind": "value", "variants": [{"id": "a"}, {"id": "b"}]},
+        )
+        assert created.status_code == 201, created.text
+        rng = random.Random(5)
+        start = date(2024, 1, 1)
+        for _ in range(25):
+            rows = {}
+            for _ in range(rng.randrange(1, 4)):
+                n = rng.randrange(1, 300)
+                total = rng.uniform(0, 5 * n)
+                row = {
+                    "experiment_id": "v",
+                    "variant_id": rng.choice("ab"),
+                    "date": (start + timedelta(days=rng.randrange(6))).isoformat(),
+                    "impressions": n,
+                    "successes": rng.randrange(0, n + 1),
+                    "value_sum": total,
+                    "value_sum_squares": total * total / n + rng.uniform(0, 50),
+                }
+                rows[row["variant_id"], row["date"]] = row
+            response = await client.post("/metrics/batch", json={"metrics": list(rows.values())})
+            assert response.status_code == 200, response.text
+        expected = await direct_sums(app, "v", None)
+        actual = await via_totals(app, "v", None)
+        assert actual.keys() == expected.keys() == {"a", "b"}
+        for variant, values in expected.items():
+            assert actual[variant] == pytest.approx(values), variant
