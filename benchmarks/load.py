@@ -79,8 +79,10 @@ def server(command: list[str], env: dict[str, str], port: int) -> Iterator[subpr
 
 
 def worker_peak_memory_mib(parent: int) -> list[float]:
+    """VmHWM of each worker process (with one worker, uvicorn serves in the parent)."""
     peaks = []
-    for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    for child in children or [str(parent)]:
         status = Path(f"/proc/{child}/status").read_text()
         match = re.search(r"VmHWM:\s+(\d+) kB", status)
         if match:

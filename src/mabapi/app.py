@@ -378,6 +378,11 @@ def _writers(
     common: dict[str, Any] = {
         "max_batch": settings.group_commit_max_batch,
     }
+    if settings.is_sqlite:
+        # One write transaction at a time in this process, queued here rather than in
+        # SQLite's sleeping busy handler (mabapi/db/group_commit.py).
+        write_lock = asyncio.Lock()
+        common["one_writer"] = lambda: write_lock
 
     async def ingest(
         session: AsyncSession, reports: Sequence[experiments.Report]

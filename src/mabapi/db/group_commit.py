@@ -21,6 +21,13 @@ processes' batches) are retried a few times, a connection the server dropped onc
 
 State is per process and per event loop; nothing depends on another process: two
 workers run two writers against the same unique keys and counters.
+
+`one_writer` (SQLite): a lock the writers of a process share around each transaction.
+SQLite has one write lock per database, and a connection that finds it taken sleeps in
+SQLite's busy handler (1, 2, 5 ... 100 ms) instead of queueing: with three writers and two
+batches each in flight, those sleeps were the p99 of assignment and conversions (195 and
+378 ms at 16 clients, benchmarks/README.md). Waiting on an asyncio lock hands the write
+lock over the moment it is free.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -76,6 +84,7 @@ class GroupCommit(Generic[Item, Result]):
         after_commit: Callable[[], None] | None = None,
         observe_batch: Callable[[int], None] | None = None,
         name: str = "group-commit",
+        one_writer: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._apply = apply
@@ -84,6 +93,7 @@ class GroupCommit(Generic[Item, Result]):
         self._after_commit = after_commit
         self._observe_batch = observe_batch
         self._name = name
+        self._one_writer = one_writer
         self._loops: dict[asyncio.AbstractEventLoop, _LoopState[Item, Result]] = {}
 
     async def submit(self, item: Item) -> Result:
@@ -161,7 +171,10 @@ class GroupCommit(Generic[Item, Result]):
     async def _transaction(self, items: list[Item]) -> Sequence[Result | Exception]:
         for attempt in range(RETRIES + 1):
             try:
-                async with self._sessionmaker() as session:  # closing rolls back
+                async with (
+                    self._one_writer() if self._one_writer else nullcontext(),
+                    self._sessionmaker() as session,  # closing rolls back
+                ):
                     results = await self._apply(session, items)
                     await session.commit()
                     return results

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mabapi.db.base import utcnow
 from mabapi.errors import (
     ConflictError,
 )
-from mabapi.experiments import repository
+from mabapi.experiments import late_conversions, repository
 from mabapi.experiments.lifecycle import experiment_settings, require_experiment
 from mabapi.experiments.models import (
     MetricKind,
@@ -182,14 +183,25 @@ async def compute_allocation(
     kind = MetricKind(experiment.metric_kind)
     policy = settings.policy
     forgetting = Forgetting(policy.window_days, policy.half_life_days)
+    day_weights: dict[date, float] | None = None
     if forgetting.active:
         horizon = forgetting.horizon_days() or 0
         rows = await repository.daily_rows(
             session, experiment_id, before=for_date, since=_days_before(for_date, horizon)
         )
         totals = _weighted_totals(rows, for_date, forgetting)
+        day_weights = {
+            row.date: float(forgetting.weights(np.array([float((for_date - row.date).days)]))[0])
+            for row in rows
+        }
     else:
         totals = await repository.metric_totals(session, experiment_id, before=for_date)
+    today = utcnow().date()
+    curve = await late_conversions.delay_curve(session, experiment_id, policy, today)
+    if curve is not None and kind is MetricKind.CONVERSION:
+        totals = await late_conversions.matured(
+            session, experiment_id, totals, curve, before=for_date, today=today, weights=day_weights
+        )
     # Only burn-in needs the day count, and only up to its threshold.
     days_needed = policy.burn_in.days
     days_of_data = (

@@ -142,6 +142,34 @@ class ExperimentMetric(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+class MetricRevision(Base):
+    """Each change of a reported day's totals, as it arrived: the day's history of
+    revisions (an audit trail, and what the conversion delay curve is learnt from: how a
+    re-posted day grows with its age)."""
+
+    __tablename__ = "metric_revisions"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["experiment_id", "variant_id"],
+            ["variants.experiment_id", "variants.id"],
+            ondelete="CASCADE",
+        ),
+        Index("ix_metric_revisions_experiment_date", "experiment_id", "date"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    experiment_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    variant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    date: Mapped[date] = mapped_column(Date)
+    impressions: Mapped[int] = mapped_column(BigInteger)
+    successes: Mapped[int] = mapped_column(BigInteger)
+    value_sum: Mapped[float | None] = mapped_column(Float, nullable=True)
+    value_sum_squares: Mapped[float | None] = mapped_column(Float, nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class AllocationSnapshot(Base):
     """An allocation as served: its inputs, the algorithm that made it, and the answer."""
 

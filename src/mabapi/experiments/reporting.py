@@ -10,7 +10,8 @@ from datetime import date
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mabapi.experiments import repository
+from mabapi.db.base import utcnow
+from mabapi.experiments import late_conversions, repository
 from mabapi.experiments.allocation import _EMPTY, _observed_mean, _posterior
 from mabapi.experiments.lifecycle import experiment_settings, require_experiment
 from mabapi.experiments.models import (
@@ -42,6 +43,9 @@ class VariantStatistics:
     probability_beats_control: float | None
     uplift: decision.Interval | None
     stratified: decision.StratifiedEstimate
+    # Impressions whose conversions should have been reported by now (late conversions);
+    # the impressions themselves unless conversion_delay_days is set.
+    effective_impressions: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +70,15 @@ async def summarize(session: AsyncSession, *, experiment_id: str) -> Summary:
     variants = list(experiment.variants)
     totals = await repository.metric_totals(session, experiment_id)
     inputs = [totals.get(variant.id, _EMPTY) for variant in variants]
-    posteriors = [_posterior(kind, settings.prior, t) for t in inputs]
+    today = utcnow().date()
+    curve = await late_conversions.delay_curve(session, experiment_id, settings.policy, today)
+    counted = inputs
+    if curve is not None and kind is MetricKind.CONVERSION:
+        matured = await late_conversions.matured(
+            session, experiment_id, totals, curve, before=None, today=today
+        )
+        counted = [matured.get(variant.id, _EMPTY) for variant in variants]
+    posteriors = [_posterior(kind, settings.prior, t) for t in counted]
     days_of_data = await repository.days_with_data(session, experiment_id)
     rule = decision.StopRule(
         settings.stop_rule.probability_threshold,
@@ -117,6 +129,7 @@ async def summarize(session: AsyncSession, *, experiment_id: str) -> Summary:
                 if outcome is not None and position is not None
                 else None,
                 stratified=stratified[i],
+                effective_impressions=float(counted[i].impressions),
             )
         )
     gain = decision.gain_over_even_split(

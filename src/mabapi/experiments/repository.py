@@ -7,19 +7,32 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, text, union_all, update
+from sqlalchemy import (
+    Date,
+    Select,
+    String,
+    cast,
+    column,
+    func,
+    select,
+    table,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from mabapi.counts.models import REPORTED_SOURCE, LiveMetric, VariantTotal
 from mabapi.counts.repository import add_to_totals
-from mabapi.db.base import utcnow
+from mabapi.db.base import UTCDateTime, utcnow
 from mabapi.db.dialect import insert_for
 from mabapi.experiments.models import (
     AllocationSnapshot,
     Experiment,
     ExperimentMetric,
     ExperimentStatus,
+    MetricRevision,
     Variant,
 )
 
@@ -183,7 +196,11 @@ async def upsert_daily_metrics(session: AsyncSession, rows: Sequence[dict[str, A
         for chunk in _chunks(rows):
             await session.execute(_SET_REPORTED, _columns(chunk, now))
         return
-    deltas = await _deltas(session, rows)
+    deltas, revised = await _deltas(session, rows)
+    if revised:
+        await session.execute(
+            insert_for(session, MetricRevision), [{**row, "recorded_at": now} for row in revised]
+        )
     values = [{**row, "created_at": now, "updated_at": now} for row in rows]
     for chunk in _chunks(values):
         statement = insert_for(session, ExperimentMetric).values(list(chunk))
@@ -215,7 +232,8 @@ async def upsert_daily_metrics(session: AsyncSession, rows: Sequence[dict[str, A
 
 # PostgreSQL: the rows as arrays (unnest), the rows they replace (read from the
 # statement's snapshot, taken after the experiment lock, so nothing can change them in
-# between), the upsert, and the running totals moved by new - old, all in one statement.
+# between), the upsert, a revision for each row that is new or changes the stored one,
+# and the running totals moved by new - old, all in one statement.
 # Data-modifying CTEs all run, referenced or not; every part sees the same snapshot.
 _SET_REPORTED = text(
     """
@@ -228,7 +246,7 @@ WITH new AS (
            value_sum_squares)
 ),
 old AS (
-    SELECT m.experiment_id, m.variant_id, m.impressions, m.successes, m.value_sum,
+    SELECT m.experiment_id, m.variant_id, m.date, m.impressions, m.successes, m.value_sum,
            m.value_sum_squares
     FROM experiment_metrics AS m
     JOIN new ON new.experiment_id = m.experiment_id AND new.variant_id = m.variant_id
@@ -244,6 +262,20 @@ upserted AS (
         impressions = excluded.impressions, successes = excluded.successes,
         value_sum = excluded.value_sum, value_sum_squares = excluded.value_sum_squares,
         updated_at = excluded.updated_at
+    RETURNING 1
+),
+revised AS (
+    INSERT INTO metric_revisions (experiment_id, variant_id, date, impressions, successes,
+                                  value_sum, value_sum_squares, recorded_at)
+    SELECT new.experiment_id, new.variant_id, new.date, new.impressions, new.successes,
+           new.value_sum, new.value_sum_squares, CAST(:now AS TIMESTAMPTZ)
+    FROM new
+    LEFT JOIN old ON old.experiment_id = new.experiment_id
+                 AND old.variant_id = new.variant_id AND old.date = new.date
+    WHERE old.date IS NULL
+       OR (old.impressions, old.successes, old.value_sum, old.value_sum_squares)
+          IS DISTINCT FROM (new.impressions, new.successes, new.value_sum,
+                            new.value_sum_squares)
     RETURNING 1
 ),
 moved AS (
@@ -288,9 +320,11 @@ def _columns(rows: Sequence[dict[str, Any]], now: datetime) -> dict[str, Any]:
 
 async def _deltas(
     session: AsyncSession, rows: Sequence[dict[str, Any]]
-) -> dict[tuple[str, str], list[float]]:
-    """Per (experiment, variant): the new rows' sums minus the sums of the rows they replace."""
+) -> tuple[dict[tuple[str, str], list[float]], list[dict[str, Any]]]:
+    """Per (experiment, variant): the new rows' sums minus the sums of the rows they
+    replace; and the rows that are new or change what was stored (the revisions)."""
     deltas: dict[tuple[str, str], list[float]] = {}
+    stored: dict[tuple[str, str, date], tuple[Any, ...]] = {}
     keys: dict[str, set[tuple[str, date]]] = {}
     for row in rows:
         delta = deltas.setdefault((row["experiment_id"], row["variant_id"]), [0, 0, 0.0, 0.0])
@@ -318,12 +352,23 @@ async def _deltas(
         )
         for variant_id, day, impressions, successes, value_sum, squares in existing:
             if (variant_id, day) in wanted:
+                stored[experiment_id, variant_id, day] = (impressions, successes, value_sum,
+                                                          squares)  # fmt: skip
                 delta = deltas[(experiment_id, variant_id)]
                 delta[0] -= impressions
                 delta[1] -= successes
                 delta[2] -= value_sum or 0.0
                 delta[3] -= squares or 0.0
-    return deltas
+    revised = [
+        row
+        for row in rows
+        if stored.get((row["experiment_id"], row["variant_id"], row["date"]))
+        != tuple(row[name] for name in _REVISED)
+    ]
+    return deltas, revised
+
+
+_REVISED = ("impressions", "successes", "value_sum", "value_sum_squares")
 
 
 def _all_rows(experiment_id: str) -> Any:
@@ -621,3 +666,99 @@ async def projects_of(session: AsyncSession, experiment_ids: set[str]) -> dict[s
         select(Experiment.id, Experiment.project_id).where(Experiment.id.in_(experiment_ids))
     )
     return {str(row[0]): str(row[1]) for row in rows}
+
+
+# --- Late conversions (experiments/late_conversions.py) ---
+
+
+@dataclass(frozen=True, slots=True)
+class RecentRow:
+    """A recent day's counts of one variant, and the day they are complete up to: for
+    reported totals the day of their last post, for live counts None (they are counted
+    as they happen: complete up to now)."""
+
+    variant_id: str
+    day: date
+    impressions: int
+    successes: int
+    reported_on: date | None
+
+
+async def recent_rows(session: AsyncSession, experiment_id: str, since: date) -> list[RecentRow]:
+    """Reported and live rows dated on or after `since`, apart."""
+    reported = await session.execute(
+        select(
+            ExperimentMetric.variant_id,
+            ExperimentMetric.date,
+            ExperimentMetric.impressions,
+            ExperimentMetric.successes,
+            ExperimentMetric.updated_at,
+        ).where(ExperimentMetric.experiment_id == experiment_id, ExperimentMetric.date >= since)
+    )
+    live = await session.execute(
+        select(
+            LiveMetric.variant_id,
+            LiveMetric.date,
+            func.sum(LiveMetric.impressions),
+            func.sum(LiveMetric.successes),
+        )
+        .where(LiveMetric.experiment_id == experiment_id, LiveMetric.date >= since)
+        .group_by(LiveMetric.variant_id, LiveMetric.date)
+    )
+    rows = [RecentRow(r[0], r[1], int(r[2]), int(r[3]), r[4].date()) for r in reported]
+    rows += [RecentRow(r[0], r[1], int(r[2]), int(r[3]), None) for r in live]
+    return rows
+
+
+async def revisions_since(
+    session: AsyncSession, experiment_id: str, since: date
+) -> list[tuple[str, date, date, int]]:
+    """(variant, day, day it was posted, successes) of every revision of the days dated on
+    or after `since`, in the order they arrived."""
+    rows = await session.execute(
+        select(
+            MetricRevision.variant_id,
+            MetricRevision.date,
+            MetricRevision.recorded_at,
+            MetricRevision.successes,
+        )
+        .where(MetricRevision.experiment_id == experiment_id, MetricRevision.date >= since)
+        .order_by(MetricRevision.recorded_at, MetricRevision.id)
+    )
+    return [(r[0], r[1], r[2].date(), int(r[3])) for r in rows]
+
+
+# The assignments table, named without importing the assignments package (which sits
+# above this one): only what the conversion delays need.
+_ASSIGNMENTS = table(
+    "assignments",
+    column("experiment_id", String),
+    column("assigned_date", Date),
+    column("converted_at", UTCDateTime),
+)
+
+
+async def conversion_lags(
+    session: AsyncSession, experiment_id: str, since: date
+) -> list[tuple[date, date, int]]:
+    """(exposure day, conversion day (UTC), conversions) of the real-time units exposed on
+    or after `since`."""
+    converted = _ASSIGNMENTS.c.converted_at
+    day = (
+        func.date(converted)
+        if session.get_bind().dialect.name == "sqlite"
+        else cast(func.timezone("UTC", converted), Date)
+    )
+    rows = await session.execute(
+        select(_ASSIGNMENTS.c.assigned_date, day, func.count())
+        .where(
+            _ASSIGNMENTS.c.experiment_id == experiment_id,
+            _ASSIGNMENTS.c.assigned_date >= since,
+            converted.is_not(None),
+        )
+        .group_by(_ASSIGNMENTS.c.assigned_date, day)
+    )
+    return [
+        (r[0], r[1] if isinstance(r[1], date) else date.fromisoformat(str(r[1])), int(r[2]))
+        for r in rows
+    ]

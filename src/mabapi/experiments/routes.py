@@ -409,8 +409,11 @@ def _variant_summary(item: service.VariantStatistics, kind: MetricKind) -> Varia
         impressions=int(totals.impressions),
         successes=int(totals.successes),
         value_sum=totals.value_sum,
-        conversion_rate=totals.successes / totals.impressions if totals.impressions else None,
-        mean=observed / totals.impressions if totals.impressions else None,
+        effective_impressions=item.effective_impressions,
+        conversion_rate=(
+            totals.successes / item.effective_impressions if item.effective_impressions else None
+        ),
+        mean=observed / item.effective_impressions if item.effective_impressions else None,
         posterior_mean=item.posterior.mean,
         credible_interval=CredibleInterval(
             lower=item.credible_interval[0], upper=item.credible_interval[1], mass=mass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from itertools import pairwise
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, model_validator
@@ -43,6 +44,10 @@ class BurnInSettings(StrictModel):
     days: Annotated[int, Strict(), Field(ge=0, le=3650)] = 0
 
 
+# Conversions reported more than two months after exposure: a different product question.
+MAX_DELAY_DAYS = 60
+
+
 class PolicySettings(StrictModel):
     """How traffic is split. Every field has a default; send only what you change."""
 
@@ -75,12 +80,51 @@ class PolicySettings(StrictModel):
     )
     epsilon: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = 0.1
     top_two_beta: Share = 0.5
+    conversion_delay_days: Annotated[int, Strict(), Field(ge=0, le=MAX_DELAY_DAYS)] = Field(
+        default=0,
+        description="Conversions may be reported up to this many days after the exposure "
+        "day. Recent days then count as effective exposures in proportion to the share of "
+        "their conversions expected so far (learnt from the data unless "
+        "conversion_delay_cdf is given). 0: every day's data is taken as complete.",
+    )
+    conversion_delay_cdf: (
+        list[Annotated[float, Strict(), Field(gt=0.0, le=1.0, allow_inf_nan=False)]] | None
+    ) = Field(
+        default=None,
+        description="The share of a day's conversions reported by the end of day 0, 1, ... "
+        "L after exposure (conversion_delay_days + 1 values, non-decreasing, the last 1.0), "
+        "e.g. [0.5, 0.8, 1.0]. Absent: learnt from how re-posted days grow and from "
+        "exposure-to-conversion times.",
+        max_length=MAX_DELAY_DAYS + 1,
+    )
 
     @model_validator(mode="after")
     def _reserved_leaves_room(self) -> PolicySettings:
         if sum(self.reserved.values()) >= 1.0:
             raise PydanticCustomError(
                 "reserved_total", "reserved shares must add up to less than 1"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _delay_curve_fits(self) -> PolicySettings:
+        cdf = self.conversion_delay_cdf
+        if cdf is None:
+            return self
+        if len(cdf) != self.conversion_delay_days + 1:
+            raise PydanticCustomError(
+                "delay_curve_length",
+                "conversion_delay_cdf needs conversion_delay_days + 1 values ({days} + 1), "
+                "one per day from the exposure day on; it has {length}",
+                {"days": self.conversion_delay_days, "length": len(cdf)},
+            )
+        if any(later < earlier for earlier, later in pairwise(cdf)):
+            raise PydanticCustomError("delay_curve_order", "conversion_delay_cdf must not decrease")
+        if cdf[-1] != 1.0:
+            raise PydanticCustomError(
+                "delay_curve_end",
+                "conversion_delay_cdf must end at 1.0: every conversion is reported by day "
+                "conversion_delay_days",
             )
         return self
 
@@ -382,9 +426,17 @@ class VariantSummary(BaseModel):
     impressions: int
     successes: int
     value_sum: float
-    conversion_rate: float | None = Field(description="successes / impressions; null if none.")
+    effective_impressions: float = Field(
+        description="Impressions whose conversions should have been reported by now: the "
+        "impressions, unless conversion_delay_days corrects recent days for conversions "
+        "not yet reported."
+    )
+    conversion_rate: float | None = Field(
+        description="successes / effective impressions; null if none."
+    )
     mean: float | None = Field(
-        description="Observed metric per unit: the rate, or value per unit for value metrics."
+        description="Observed metric per effective unit: the rate, or value per unit for "
+        "value metrics."
     )
     posterior_mean: float
     credible_interval: CredibleInterval

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from mabapi.simulation.environments import Environment, FloatArray, Outcome
 from mabapi.stats.decision import Action, StopRule, decide
+from mabapi.stats.delay import DelayCurve, chain_ladder, effective_units
 from mabapi.stats.history import Forgetting
 from mabapi.stats.policies import ArmData, Controls, PolicyConfig, allocate, sample_choice
 from mabapi.stats.posterior import (
@@ -42,6 +43,10 @@ class PolicySpec:
     forgetting: Forgetting = field(default_factory=Forgetting)
     use_values: bool = True  # on value environments: value posterior (else conversions)
     custom: Allocator | None = None  # replaces the mabapi allocation when given
+    # Late conversions (the experiment's conversion_delay_days and conversion_delay_cdf):
+    # 0 = delay-unaware; cdf None = learnt from the reports so far (chain ladder).
+    delay_days: int = 0
+    delay_cdf: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -116,12 +121,18 @@ def run(
     seed: int,
     stop_rule: StopRule | None = None,
     cadence: Literal["daily", "event"] = "daily",
+    reporting: Sequence[float] | None = None,
 ) -> RunResult:
     """One simulated experiment. Bit-for-bit reproducible for a given seed.
 
     cadence "daily": one allocation per day from the data before it, the day's traffic
     split by per-request draws from it (the original README's batches). "event": every
     unit's outcome updates the posterior before the next unit is assigned.
+
+    reporting: late conversions (daily cadence): reporting[a] is the chance that a
+    conversion is reported a days after its exposure day (0: the same day), and a day's
+    conversions show up to the policy only as they are reported. The regret counts every
+    conversion, reported or not.
     """
     rng = np.random.default_rng(seed)
     arms = environment.arms
@@ -136,17 +147,19 @@ def run(
     first_advice: Action | None = None
     first_advice_day: int | None = None
     first_advice_correct: bool | None = None
+    delays = _Reports(days, arms, reporting) if reporting is not None else None
     for day in range(days):
+        seen = delays.seen(history, day, spec) if delays is not None else history
         posteriors, units_so_far, means = _posteriors(
-            history, day, value=value, forgetting=spec.forgetting
+            seen, day, value=value, forgetting=spec.forgetting
         )
         if spec.custom is not None:
-            shares = spec.custom(history, day, rng)
+            shares = spec.custom(delays.seen(history, day) if delays else history, day, rng)
         else:
             arm_data = [
                 ArmData(p, int(n), int(s), float(m))
                 for p, n, s, m in zip(
-                    posteriors, units_so_far, history.successes[:day].sum(0), means, strict=True
+                    posteriors, units_so_far, seen.successes[:day].sum(0), means, strict=True
                 )
             ]
             shares, _, _ = allocate(
@@ -170,6 +183,8 @@ def run(
         history.successes[day] = outcome.successes
         history.value_sum[day] = outcome.value_sum
         history.value_sum_squares[day] = outcome.value_sum_squares
+        if delays is not None:
+            delays.record(day, outcome.successes, rng)
         expected = environment.expected_reward(day)
         best = float(expected.max())
         collected = float((units * expected).sum())
@@ -182,7 +197,10 @@ def run(
         )
         if stop_rule is not None and winner_day is None:
             posteriors_after, _, _ = _posteriors(
-                history, day + 1, value=value, forgetting=Forgetting()
+                delays.seen(history, day + 1, spec) if delays is not None else history,
+                day + 1,
+                value=value,
+                forgetting=Forgetting(),
             )
             outcome_decision = decide(
                 posteriors_after,
@@ -223,6 +241,51 @@ def run(
         first_advice_day=first_advice_day,
         first_advice_correct=first_advice_correct,
     )
+
+
+class _Reports:
+    """Each day's conversions split by reporting delay, and the history as the service
+    sees it when planning a day: conversions reported by then, and (for a delay-aware
+    policy) each recent day's units counted as effective exposures."""
+
+    def __init__(self, days: int, arms: int, reporting: Sequence[float]) -> None:
+        self.pmf = np.asarray(reporting, dtype=np.float64) / float(np.sum(reporting))
+        self.by_delay = np.zeros((days, self.pmf.size, arms))
+
+    def record(self, day: int, successes: npt.NDArray[Any], rng: np.random.Generator) -> None:
+        for arm, count in enumerate(np.asarray(successes, dtype=np.int64)):
+            self.by_delay[day, :, arm] = rng.multinomial(count, self.pmf)
+
+    def seen(self, history: History, day: int, spec: PolicySpec | None = None) -> History:
+        """The data before `day` as known when planning it: day d is `day - 1 - d` days
+        old, and its conversions reported at delays 0..age are in."""
+        ages = day - 1 - np.arange(day)
+        cumulative = np.cumsum(self.by_delay[:day], axis=1)  # (day, delays, arms)
+        index = np.clip(ages, 0, self.pmf.size - 1)
+        successes = np.zeros_like(history.successes)
+        successes[:day] = cumulative[np.arange(day), index]
+        units = history.units.copy()
+        if spec is not None and spec.delay_days > 0 and day > 0:
+            curve = (
+                DelayCurve(spec.delay_cdf)
+                if spec.delay_cdf is not None
+                else self.learnt(cumulative.sum(axis=2), day, spec.delay_days)
+            )
+            units[:day] = effective_units(
+                history.units[:day], successes[:day], curve.share(ages.astype(np.float64))[:, None]
+            )
+        return History(units, successes, history.value_sum, history.value_sum_squares)
+
+    @staticmethod
+    def learnt(cumulative: FloatArray, day: int, days: int) -> DelayCurve:
+        """Chain ladder on what has been reported: day d known at ages 0..day - 1 - d,
+        from the last 8 L + 8 days (as the service reads)."""
+        last = cumulative.shape[1] - 1
+        triangle = {
+            d: [float(cumulative[d, min(a, last)]) for a in range(min(day - 1 - d, days) + 1)]
+            for d in range(max(0, day - 8 * days - 8), day)
+        }
+        return chain_ladder(triangle, days)
 
 
 def _event_day(
