@@ -192,3 +192,36 @@ async def test_close_fails_nothing_that_was_answered(size: int) -> None:
     # A new request after close starts a new writer (e.g. a test's next event loop).
     assert await commit.submit(4) == 8
     await commit.close()
+
+
+class TestOneWriter:
+    """SQLite: the writers of a process share one lock around each transaction, so no
+    two write transactions are ever open at once (they would wait in SQLite's busy
+    handler, which sleeps)."""
+
+    @staticmethod
+    async def most_at_once(one_writer: Any) -> int:
+        open_now = most = 0
+
+        async def slow(session: Any, items: Sequence[int]) -> list[int | Exception]:
+            nonlocal open_now, most
+            open_now += 1
+            most = max(most, open_now)
+            await asyncio.sleep(0.002)
+            open_now -= 1
+            return list(items)
+
+        log = Log()
+        writers = [writer(log, slow, parallel=2, max_batch=3, one_writer=one_writer)
+                   for _ in range(3)]  # fmt: skip
+        await asyncio.gather(*(w.submit(n) for w in writers for n in range(30)))
+        for each in writers:
+            await each.close()
+        return most
+
+    async def test_a_shared_lock_keeps_one_transaction_open_at_a_time(self) -> None:
+        lock = asyncio.Lock()
+        assert await self.most_at_once(lambda: lock) == 1
+
+    async def test_without_it_transactions_overlap(self) -> None:
+        assert await self.most_at_once(None) > 1

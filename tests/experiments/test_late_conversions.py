@@ -206,3 +206,32 @@ class TestLearning:
             )
         assert curve is not None
         assert curve.cdf == pytest.approx((0.5, 0.8, 1.0), abs=1e-9)
+
+
+class TestRevisionsEndpoint:
+    async def test_lists_each_change_in_arrival_order_with_filters(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await create(client, "r")
+        await post(client, "r", [("a", date(2024, 1, 1), 100, 5), ("b", date(2024, 1, 1), 90, 4)])
+        await post(client, "r", [("a", date(2024, 1, 1), 100, 5)])  # unchanged: no revision
+        await post(client, "r", [("a", date(2024, 1, 1), 100, 8), ("a", date(2024, 1, 2), 50, 1)])
+        response = await client.get("/experiments/r/metrics/revisions")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert [(r["variant_id"], r["date"], r["successes"]) for r in body["revisions"]] == [
+            ("a", "2024-01-01", 5),
+            ("a", "2024-01-01", 8),
+            ("b", "2024-01-01", 4),
+            ("a", "2024-01-02", 1),
+        ]
+        only = await client.get(
+            "/experiments/r/metrics/revisions?variant_id=a&from=2024-01-02&to=2024-01-02"
+        )
+        assert [r["successes"] for r in only.json()["revisions"]] == [1]
+        # What the daily rows say now is the last revision of each.
+        rows = (await client.get("/experiments/r/metrics")).json()["metrics"]
+        assert [(r["variant_id"], r["successes"]) for r in rows] == [("a", 8), ("b", 4), ("a", 1)]
+
+    async def test_unknown_experiment_is_a_404(self, client: httpx.AsyncClient) -> None:
+        assert (await client.get("/experiments/nope/metrics/revisions")).status_code == 404

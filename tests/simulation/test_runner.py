@@ -163,3 +163,34 @@ class TestEventCadence:
         first = run(TWO_ARMS, spec, days=2, traffic_per_day=200, seed=3, cadence="event")
         second = run(TWO_ARMS, spec, days=2, traffic_per_day=200, seed=3, cadence="event")
         assert np.array_equal(first.units, second.units)
+
+
+class TestLateConversions:
+    ENV = Environment(rates=(0.05, 0.06))
+
+    def regrets(self, spec: PolicySpec, reporting: tuple[float, ...] | None) -> float:
+        results = [
+            run(self.ENV, spec, days=20, traffic_per_day=4000, seed=seed, reporting=reporting)
+            for seed in range(12)
+        ]
+        return float(np.mean([r.regret[-1] for r in results]))
+
+    def test_delayed_reports_cost_regret_and_the_learnt_correction_wins_it_back(self) -> None:
+        unaware = policy_spec("thompson")
+        aware = PolicySpec(unaware.name, unaware.config, unaware.controls, delay_days=2)
+        delayed = (0.5, 0.3, 0.2)
+        oracle = self.regrets(unaware, None)
+        blind = self.regrets(unaware, delayed)
+        corrected = self.regrets(aware, delayed)
+        assert blind > 1.3 * oracle  # the delay hurts a delay-unaware policy
+        assert corrected < oracle + 0.5 * (blind - oracle)  # half the gap closed, at least
+
+    def test_with_no_delay_the_correction_changes_nothing(self) -> None:
+        unaware = policy_spec("thompson")
+        aware = PolicySpec(unaware.name, unaware.config, unaware.controls, delay_days=3)
+        for seed in range(3):
+            plain = run(self.ENV, unaware, days=15, traffic_per_day=2000, seed=seed)
+            learnt = run(
+                self.ENV, aware, days=15, traffic_per_day=2000, seed=seed, reporting=(1.0,)
+            )
+            assert np.array_equal(plain.allocations, learnt.allocations)

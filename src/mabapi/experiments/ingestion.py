@@ -22,6 +22,7 @@ from mabapi.experiments import repository
 from mabapi.experiments.lifecycle import require_experiment
 from mabapi.experiments.models import (
     ExperimentMetric,
+    MetricRevision,
 )
 from mabapi.experiments.schemas import (
     MAX_VARIANTS,
@@ -188,5 +189,19 @@ async def daily_metrics(
 ) -> Sequence[ExperimentMetric]:
     await require_experiment(session, experiment_id)
     return await repository.list_daily_metrics(
+        session, experiment_id, start=start, end=end, variant_id=variant_id
+    )
+
+
+async def revisions(
+    session: AsyncSession,
+    *,
+    experiment_id: str,
+    start: date | None,
+    end: date | None,
+    variant_id: str | None,
+) -> Sequence[MetricRevision]:
+    await require_experiment(session, experiment_id)
+    return await repository.list_revisions(
         session, experiment_id, start=start, end=end, variant_id=variant_id
     )

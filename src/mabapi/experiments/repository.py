@@ -538,15 +538,45 @@ async def list_daily_metrics(
     end: date | None = None,
     variant_id: str | None = None,
 ) -> Sequence[ExperimentMetric]:
-    statement = select(ExperimentMetric).where(ExperimentMetric.experiment_id == experiment_id)
-    if start is not None:
-        statement = statement.where(ExperimentMetric.date >= start)
-    if end is not None:
-        statement = statement.where(ExperimentMetric.date <= end)
-    if variant_id is not None:
-        statement = statement.where(ExperimentMetric.variant_id == variant_id)
+    statement = _metric_filter(select(ExperimentMetric), ExperimentMetric, experiment_id,
+                               start, end, variant_id)  # fmt: skip
     statement = statement.order_by(ExperimentMetric.date, ExperimentMetric.variant_id)
     return (await session.scalars(statement)).all()
+
+
+async def list_revisions(
+    session: AsyncSession,
+    experiment_id: str,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    variant_id: str | None = None,
+) -> Sequence[MetricRevision]:
+    statement = _metric_filter(select(MetricRevision), MetricRevision, experiment_id,
+                               start, end, variant_id)  # fmt: skip
+    statement = statement.order_by(
+        MetricRevision.date, MetricRevision.variant_id, MetricRevision.recorded_at,
+        MetricRevision.id,
+    )  # fmt: skip
+    return (await session.scalars(statement)).all()
+
+
+def _metric_filter(
+    statement: Select[Any],
+    model: type[ExperimentMetric] | type[MetricRevision],
+    experiment_id: str,
+    start: date | None,
+    end: date | None,
+    variant_id: str | None,
+) -> Select[Any]:
+    statement = statement.where(model.experiment_id == experiment_id)
+    if start is not None:
+        statement = statement.where(model.date >= start)
+    if end is not None:
+        statement = statement.where(model.date <= end)
+    if variant_id is not None:
+        statement = statement.where(model.variant_id == variant_id)
+    return statement
 
 
 def _experiment_filter(

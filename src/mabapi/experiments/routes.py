@@ -30,6 +30,8 @@ from mabapi.experiments.schemas import (
     MetricRowsOut,
     MetricsBatchIn,
     RecommendationOut,
+    RevisionOut,
+    RevisionsOut,
     SampleRatioOut,
     StatusOut,
     StratifiedOut,
@@ -335,6 +337,29 @@ async def get_metrics(
     )
     return MetricRowsOut(
         experiment_id=experiment_id, metrics=[MetricRowOut.model_validate(row) for row in rows]
+    )
+
+
+@experiments_router.get(
+    "/{experiment_id}/metrics/revisions", response_model=RevisionsOut, responses=NOT_FOUND
+)
+async def get_revisions(
+    experiment_id: ExperimentId,
+    session: SessionDep,
+    start: Annotated[
+        IsoDate | None, Query(alias="from", description="First day (inclusive).")
+    ] = None,
+    end: Annotated[IsoDate | None, Query(alias="to", description="Last day (inclusive).")] = None,
+    variant_id: Annotated[str | None, Query(pattern=ID_PATTERN.pattern, max_length=128)] = None,
+) -> RevisionsOut:
+    """Every change of each day's reported totals, as it arrived (a re-post that changes
+    nothing adds none): the audit trail of late data, and what conversion delays are
+    learnt from. By day, variant, then arrival."""
+    rows = await service.revisions(
+        session, experiment_id=experiment_id, start=start, end=end, variant_id=variant_id
+    )
+    return RevisionsOut(
+        experiment_id=experiment_id, revisions=[RevisionOut.model_validate(row) for row in rows]
     )
 
 

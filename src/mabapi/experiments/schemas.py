@@ -397,6 +397,25 @@ class MetricRowsOut(BaseModel):
     metrics: list[MetricRowOut]
 
 
+class RevisionOut(BaseModel):
+    """One post that set a day's totals to new values, as it arrived."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    variant_id: str
+    date: date
+    impressions: int
+    successes: int
+    value_sum: float | None
+    value_sum_squares: float | None
+    recorded_at: datetime
+
+
+class RevisionsOut(BaseModel):
+    experiment_id: str
+    revisions: list[RevisionOut]
+
+
 class CredibleInterval(BaseModel):
     lower: float
     upper: float

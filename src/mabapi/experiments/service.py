@@ -30,6 +30,9 @@ from mabapi.experiments.ingestion import (
 from mabapi.experiments.ingestion import (
     record_metrics as record_metrics,
 )
+from mabapi.experiments.ingestion import (
+    revisions as revisions,
+)
 from mabapi.experiments.lifecycle import (
     add_variant as add_variant,
 )

@@ -147,7 +147,7 @@ def run(
     first_advice: Action | None = None
     first_advice_day: int | None = None
     first_advice_correct: bool | None = None
-    delays = _Reports(days, arms, reporting) if reporting is not None else None
+    delays = DelayedReports(days, arms, reporting) if reporting is not None else None
     for day in range(days):
         seen = delays.seen(history, day, spec) if delays is not None else history
         posteriors, units_so_far, means = _posteriors(
@@ -243,7 +243,7 @@ def run(
     )
 
 
-class _Reports:
+class DelayedReports:
     """Each day's conversions split by reporting delay, and the history as the service
     sees it when planning a day: conversions reported by then, and (for a delay-aware
     policy) each recent day's units counted as effective exposures."""
