@@ -351,3 +351,41 @@ class TestUpliftNearZeroControl:
         assert b["uplift"] is None or all(
             isinstance(b["uplift"][k], float) for k in ("mean", "lower", "upper")
         )
+
+
+class TestAutoForgetting:
+    @staticmethod
+    async def post_days(client: httpx.AsyncClient, rates: list[tuple[float, float]]) -> None:
+        rng = np.random.default_rng(4)
+        rows = []
+        for day, (a, b) in enumerate(rates):
+            for variant, rate in (("control", a), ("b", b), ("c", a)):
+                rows.append({
+                    "experiment_id": "exp", "variant_id": variant,
+                    "date": (np.datetime64("2024-01-01") + day).item().isoformat(),
+                    "impressions": 5000, "successes": int(rng.binomial(5000, rate)),
+                })  # fmt: skip
+        response = await client.post("/metrics/batch", json={"metrics": rows})
+        assert response.status_code == 200, response.text
+
+    async def test_keeps_everything_while_nothing_changes(self, client: httpx.AsyncClient) -> None:
+        await create(client, settings={"policy": {"forgetting": "auto"}})
+        await self.post_days(client, [(0.05, 0.06)] * 40)
+        body = await allocation(client, "2024-02-10")
+        assert body["inputs"]["b"]["impressions"] == 40 * 5000
+
+    async def test_forgets_what_came_before_a_change(self, client: httpx.AsyncClient) -> None:
+        await create(client, settings={"policy": {"forgetting": "auto"}})
+        await self.post_days(client, [(0.05, 0.06)] * 30 + [(0.06, 0.05)] * 20)
+        body = await allocation(client, "2024-02-20")  # the day after the 50th
+        kept = body["inputs"]["b"]["impressions"] / 5000
+        assert 17 <= kept <= 23  # the 20 days since the change, give or take the estimate
+        # With the change forgotten, the variant that is better now leads.
+        assert body["allocations"]["control"] > body["allocations"]["b"]
+
+    async def test_other_values_are_refused(self, client: httpx.AsyncClient) -> None:
+        response = await client.post(
+            "/experiments", json={"id": "x", "settings": {"policy": {"forgetting": "sometimes"}}}
+        )
+        assert response.status_code == 422
+        assert "forgetting" in response.text

@@ -194,3 +194,10 @@ class TestLateConversions:
                 self.ENV, aware, days=15, traffic_per_day=2000, seed=seed, reporting=(1.0,)
             )
             assert np.array_equal(plain.allocations, learnt.allocations)
+
+
+def test_scenario_files_take_auto_forgetting() -> None:
+    scenario = from_mapping({"rates": [0.05, 0.06], "forgetting": "auto", "policies": ["thompson"]})
+    assert all(spec.forgetting.auto for spec in scenario.policies)
+    with pytest.raises(ValueError, match="forgetting"):
+        from_mapping({"rates": [0.05, 0.06], "forgetting": "often"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -19,7 +21,7 @@ from mabapi.stats.decision import (
     stratified_means,
     value_remaining,
 )
-from mabapi.stats.history import Forgetting
+from mabapi.stats.history import Forgetting, segment_start
 from mabapi.stats.posterior import (
     BetaPosterior,
     BinomialCounts,
@@ -273,3 +275,35 @@ class TestForgetting:
             Forgetting(window_days=0)
         with pytest.raises(ValueError, match="half_life"):
             Forgetting(half_life_days=0)
+
+
+class TestChangePoint:
+    """`segment_start`: the Bernoulli GLR change-point test (Besson et al. 2022)."""
+
+    @staticmethod
+    def data(rates: list[list[float]], units: int = 2500, seed: int = 0) -> tuple[Any, Any]:
+        rng = np.random.default_rng(seed)
+        n = np.full((len(rates), len(rates[0])), float(units))
+        return n, rng.binomial(units, np.array(rates)).astype(float)
+
+    def test_no_change_keeps_everything_in_almost_every_run(self) -> None:
+        alarms = sum(
+            segment_start(*self.data([[0.05, 0.06]] * 60, seed=seed)) > 0 for seed in range(200)
+        )
+        assert alarms <= 4  # delta = 1% over the whole run, shared by the arms
+
+    def test_a_swap_is_found_within_days_and_placed_near_the_change(self) -> None:
+        found = []
+        for seed in range(20):
+            units, successes = self.data([[0.05, 0.06]] * 30 + [[0.06, 0.05]] * 30, seed=seed)
+            first = next(t for t in range(30, 61) if segment_start(units[:t], successes[:t]))
+            found.append(first)
+            assert 27 <= segment_start(units, successes) <= 33
+        # 5% <-> 6% with 2,500 units an arm a day: about 11 days (here: 37 to 55).
+        assert np.median(found) <= 45
+
+    def test_golden_and_deterministic(self) -> None:
+        units, successes = self.data([[0.05, 0.06]] * 30 + [[0.06, 0.05]] * 30, seed=7)
+        assert segment_start(units, successes) == segment_start(units.copy(), successes.copy())
+        assert segment_start(units[:30], successes[:30]) == 0
+        assert segment_start(units[:0], successes[:0]) == 0

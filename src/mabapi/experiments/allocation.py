@@ -7,7 +7,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from mabapi.experiments.schemas import (
     PriorSettings,
 )
 from mabapi.stats import allocation as allocation_stats
-from mabapi.stats.history import Forgetting
+from mabapi.stats.history import Forgetting, segment_start
 from mabapi.stats.policies import (
     ArmData,
     BurnIn,
@@ -160,6 +160,30 @@ def _probability_best(
     return result
 
 
+# How far back the change-point test looks (and so the most data auto-forgetting keeps).
+AUTO_FORGETTING_DAYS = 365
+
+
+def _since_last_change(
+    rows: Sequence[repository.DailyRow], variant_ids: Sequence[str]
+) -> list[repository.DailyRow]:
+    """The rows from the first day of the current stationary segment on
+    (`stats.history.segment_start`, over every day from the first row to the last)."""
+    if not rows:
+        return []
+    first = rows[0].date
+    days = (rows[-1].date - first).days + 1
+    column = {variant: i for i, variant in enumerate(variant_ids)}
+    units = np.zeros((days, len(variant_ids)))
+    successes = np.zeros_like(units)
+    for row in rows:
+        if row.variant_id in column:
+            units[(row.date - first).days, column[row.variant_id]] += row.impressions
+            successes[(row.date - first).days, column[row.variant_id]] += row.successes
+    start = first + timedelta(days=segment_start(units, successes))
+    return [row for row in rows if row.date >= start]
+
+
 def _days_before(day: date, days: int) -> date:
     """`day - days`, or the first representable date for a window that reaches past year
     1 (a long half-life planned near year 1 overflowed: a 500)."""
@@ -182,13 +206,19 @@ async def compute_allocation(
     settings = experiment_settings(experiment)
     kind = MetricKind(experiment.metric_kind)
     policy = settings.policy
-    forgetting = Forgetting(policy.window_days, policy.half_life_days)
+    forgetting = Forgetting(
+        policy.window_days, policy.half_life_days, auto=policy.forgetting == "auto"
+    )
     day_weights: dict[date, float] | None = None
     if forgetting.active:
         horizon = forgetting.horizon_days() or 0
+        if forgetting.auto:
+            horizon = min(horizon, AUTO_FORGETTING_DAYS) if horizon else AUTO_FORGETTING_DAYS
         rows = await repository.daily_rows(
             session, experiment_id, before=for_date, since=_days_before(for_date, horizon)
         )
+        if forgetting.auto:
+            rows = _since_last_change(rows, [variant.id for variant in variants])
         totals = _weighted_totals(rows, for_date, forgetting)
         day_weights = {
             row.date: float(forgetting.weights(np.array([float((for_date - row.date).days)]))[0])

@@ -78,6 +78,12 @@ class PolicySettings(StrictModel):
     half_life_days: Annotated[float, Strict(), Field(gt=0.0, le=3650.0)] | None = Field(
         default=None, description="Exponential decay of old data (discounted Thompson)."
     )
+    forgetting: Literal["none", "auto"] = Field(
+        default="none",
+        description="auto: forget the data before the last change a change-point test finds "
+        "in any variant's rate (within the last year), and nothing otherwise. Not the "
+        "default: a change common to all variants (weekly seasonality) also triggers it.",
+    )
     epsilon: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = 0.1
     top_two_beta: Share = 0.5
     conversion_delay_days: Annotated[int, Strict(), Field(ge=0, le=MAX_DELAY_DAYS)] = Field(

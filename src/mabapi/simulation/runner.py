@@ -17,7 +17,7 @@ import numpy.typing as npt
 from mabapi.simulation.environments import Environment, FloatArray, Outcome
 from mabapi.stats.decision import Action, StopRule, decide
 from mabapi.stats.delay import DelayCurve, chain_ladder, effective_units
-from mabapi.stats.history import Forgetting
+from mabapi.stats.history import Forgetting, segment_start
 from mabapi.stats.policies import ArmData, Controls, PolicyConfig, allocate, sample_choice
 from mabapi.stats.posterior import (
     BetaPosterior,
@@ -89,6 +89,9 @@ def _posteriors(
     else:
         ages = day - np.arange(day, dtype=np.float64)
         weights = forgetting.weights(ages)[:, None] if forgetting.active else 1.0
+        if forgetting.auto:
+            start = segment_start(history.units[:day], history.successes[:day])
+            weights = np.where(np.arange(day)[:, None] >= start, weights, 0.0)
         units = (history.units[:day] * weights).sum(axis=0)
         successes = (history.successes[:day] * weights).sum(axis=0)
         sums = (history.value_sum[:day] * weights).sum(axis=0)

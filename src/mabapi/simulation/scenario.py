@@ -30,6 +30,7 @@ policies = ["thompson", "top_two_thompson", "uniform"]
 # exploration = 0.001       # total share kept for measuring, split over the arms
 # half_life_days = 7
 # window_days = 7
+# forgetting = "auto"       # forget only when a change-point test fires
 # burn_in_units = 100
 # cadence = "event"         # update after every unit instead of once a day
 """
@@ -55,7 +56,10 @@ def policy_spec(
     window_days: int | None = None,
     burn_in_units: int = 0,
     epsilon: float = 0.1,
+    forgetting: str = "none",
 ) -> PolicySpec:
+    if forgetting not in ("none", "auto"):
+        raise ValueError(f"forgetting is 'none' or 'auto', not {forgetting!r}")
     try:
         policy = PolicyName(name)
     except ValueError:
@@ -67,7 +71,9 @@ def policy_spec(
         controls=Controls(
             floor=floor, exploration=exploration, burn_in=BurnIn(units=burn_in_units)
         ),
-        forgetting=Forgetting(window_days=window_days, half_life_days=half_life_days),
+        forgetting=Forgetting(
+            window_days=window_days, half_life_days=half_life_days, auto=forgetting == "auto"
+        ),
     )
 
 
@@ -77,6 +83,7 @@ def from_mapping(data: dict[str, Any]) -> Scenario:
         "name", "rates", "days", "traffic_per_day", "seeds", "policies", "switch_day",
         "switch_rates", "value_log_mean", "value_log_sigma", "weekly_amplitude", "floor",
         "exploration", "half_life_days", "window_days", "burn_in_units", "epsilon", "cadence",
+        "forgetting",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -101,6 +108,7 @@ def from_mapping(data: dict[str, Any]) -> Scenario:
             window_days=data.get("window_days"),
             burn_in_units=int(data.get("burn_in_units", 0)),
             epsilon=float(data.get("epsilon", 0.1)),
+            forgetting=str(data.get("forgetting", "none")),
         )
         for name in data.get("policies", ["thompson", "uniform"])
     )

@@ -1,5 +1,6 @@
-"""Turning daily rows into sufficient statistics: everything, a lookback window, or
-exponentially decayed (discounted Thompson sampling, Raj & Kalyani 2017)."""
+"""Turning daily rows into sufficient statistics: everything, a lookback window,
+exponentially decayed (discounted Thompson sampling, Raj & Kalyani 2017), or everything
+since the last change the data show (a GLR change-point test, Besson et al. 2022)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class Forgetting:
 
     window_days: int | None = None
     half_life_days: float | None = None
+    # Forget only when a change is detected: data before the last change point is dropped.
+    auto: bool = False
 
     def __post_init__(self) -> None:
         if self.window_days is not None and self.window_days < 1:
@@ -31,7 +34,7 @@ class Forgetting:
 
     @property
     def active(self) -> bool:
-        return self.window_days is not None or self.half_life_days is not None
+        return self.window_days is not None or self.half_life_days is not None or self.auto
 
     def horizon_days(self) -> int | None:
         """How far back data can still matter (weights below 1e-12 are dropped)."""
@@ -50,3 +53,52 @@ class Forgetting:
         if self.half_life_days is not None:
             weights = weights * np.power(0.5, (ages_days - 1.0) / self.half_life_days)
         return weights
+
+
+# The false-alarm budget of the change-point test over an experiment's whole life.
+CHANGE_DELTA = 0.01
+
+
+def _bernoulli_kl(p: FloatArray, q: FloatArray) -> FloatArray:
+    """kl(p, q) = p log(p / q) + (1 - p) log((1 - p) / (1 - q)), with 0 log 0 = 0."""
+    eps = 1e-15
+    q = np.clip(q, eps, 1 - eps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(p > 0, p * np.log(np.clip(p, eps, 1) / q), 0.0)
+        b = np.where(p < 1, (1 - p) * np.log(np.clip(1 - p, eps, 1) / (1 - q)), 0.0)
+    result: FloatArray = a + b
+    return result
+
+
+def segment_start(units: FloatArray, successes: FloatArray, delta: float = CHANGE_DELTA) -> int:
+    """The first day (index) of the current stationary segment of daily data (days, arms).
+
+    A Bernoulli GLR change-point test per arm (Besson, Kaufmann, Maillard & Seznec 2022,
+    "Efficient change-point detection for tackling piecewise-stationary bandits", JMLR
+    23(77)), run day by day as the data arrived: after day t, for every split tau of the
+    current segment [start, t], GLR(tau) = n1 kl(p1, p) + n2 kl(p2, p) (p1, p2 the rates
+    before and after tau, p the segment's); a change is declared when the largest exceeds
+    beta(n) = log(3 K n^(3/2) / delta), n the arm's units in the segment (their threshold,
+    with delta shared over the K arms), and the segment restarts at the best split.
+    Deterministic: the same rows give the same segment.
+    """
+    days, arms = units.shape
+    start = 0
+    for t in range(1, days):
+        n = np.cumsum(units[start : t + 1], axis=0)
+        s = np.cumsum(successes[start : t + 1], axis=0)
+        total_n, total_s = n[-1], s[-1]
+        n1, s1 = n[:-1], s[:-1]
+        n2, s2 = total_n - n1, total_s - s1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pooled = np.where(total_n > 0, total_s / total_n, 0.0)
+            p1 = np.where(n1 > 0, s1 / n1, 0.0)
+            p2 = np.where(n2 > 0, s2 / n2, 0.0)
+        glr = n1 * _bernoulli_kl(p1, pooled) + n2 * _bernoulli_kl(p2, pooled)
+        glr = np.where((n1 > 0) & (n2 > 0), glr, 0.0)
+        threshold = np.log(3.0 * arms * np.power(np.maximum(total_n, 1.0), 1.5) / delta)
+        excess = glr - threshold  # (splits, arms)
+        if excess.size and excess.max() > 0:
+            split, _ = np.unravel_index(int(np.argmax(excess)), excess.shape)
+            start = start + int(split) + 1
+    return start
