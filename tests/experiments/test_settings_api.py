@@ -362,7 +362,7 @@ class TestAutoForgetting:
             for variant, rate in (("control", a), ("b", b), ("c", a)):
                 rows.append({
                     "experiment_id": "exp", "variant_id": variant,
-                    "date": (np.datetime64("2024-01-01") + day).item().isoformat(),
+                    "date": str(np.datetime64("2024-01-01") + day),
                     "impressions": 5000, "successes": int(rng.binomial(5000, rate)),
                 })  # fmt: skip
         response = await client.post("/metrics/batch", json={"metrics": rows})
