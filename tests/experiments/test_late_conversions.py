@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from mabapi.assignments.models import Assignment
-from mabapi.experiments import late_conversions, repository
+from mabapi.experiments import late_conversions, reported
 from mabapi.experiments.models import MetricRevision
 from mabapi.experiments.schemas import PolicySettings
 from mabapi.runtime import runtime_of
@@ -138,7 +138,7 @@ class TestLearning:
         for offset in range(12):
             today = start + timedelta(days=offset)
             moment = datetime(today.year, today.month, today.day, 18, tzinfo=UTC)
-            monkeypatch.setattr(repository, "utcnow", lambda moment=moment: moment)
+            monkeypatch.setattr(reported, "utcnow", lambda moment=moment: moment)
             rows = []
             for age, share in ((0, 0.5), (1, 0.8), (2, 1.0)):
                 day = today - timedelta(days=age)

@@ -18,7 +18,7 @@ from mabapi.errors import (
     NotFoundError,
     no_such_experiment,
 )
-from mabapi.experiments import repository
+from mabapi.experiments import reported, repository
 from mabapi.experiments.lifecycle import require_experiment
 from mabapi.experiments.models import (
     ExperimentMetric,
@@ -162,7 +162,7 @@ async def record_metrics(
             f"value_sum_squares ({len(missing_values)} row(s) lack them, first at index "
             f"{missing_values[0]})"
         )
-    await repository.upsert_daily_metrics(
+    await reported.upsert_daily_metrics(
         session,
         [
             {
@@ -202,6 +202,6 @@ async def revisions(
     variant_id: str | None,
 ) -> Sequence[MetricRevision]:
     await require_experiment(session, experiment_id)
-    return await repository.list_revisions(
+    return await reported.list_revisions(
         session, experiment_id, start=start, end=end, variant_id=variant_id
     )

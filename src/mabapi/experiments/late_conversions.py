@@ -25,7 +25,7 @@ from datetime import date, timedelta
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mabapi.experiments import repository
+from mabapi.experiments import reported, repository
 from mabapi.experiments.schemas import PolicySettings
 from mabapi.stats.delay import DelayCurve, chain_ladder, effective_units
 
@@ -45,10 +45,10 @@ async def delay_curve(
         return DelayCurve(tuple(policy.conversion_delay_cdf))
     since = today - timedelta(days=LEARNING_DAYS_PER_DELAY_DAY * days + LEARNING_MARGIN_DAYS)
     triangle = _reported_triangle(
-        await repository.revisions_since(session, experiment_id, since), days, today
+        await reported.revisions_since(session, experiment_id, since), days, today
     )
     for day, cumulative in _live_triangle(
-        await repository.conversion_lags(session, experiment_id, since), days, today
+        await reported.conversion_lags(session, experiment_id, since), days, today
     ).items():
         known = triangle.setdefault(day, [0.0] * len(cumulative))
         for age, count in enumerate(cumulative):
@@ -107,7 +107,7 @@ async def matured(
     each day, when the totals are weighted."""
     now = min(today, before - timedelta(days=1)) if before is not None else today
     since = now - timedelta(days=curve.days)
-    rows = await repository.recent_rows(session, experiment_id, since)
+    rows = await reported.recent_rows(session, experiment_id, since)
     missing: dict[str, float] = defaultdict(float)
     for row in rows:
         if before is not None and row.day >= before:
