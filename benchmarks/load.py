@@ -37,6 +37,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -44,7 +45,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from benchmarks.openloop import open_loop, request_bytes
+from benchmarks.openloop import Result, open_loop, request_bytes
 from mabapi.settings import to_async_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +77,22 @@ def server(command: list[str], env: dict[str, str], port: int) -> Iterator[subpr
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine so far (/proc/stat)."""
+    values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def measured_busy(run: Callable[[], Result]) -> dict[str, float]:
+    """`run()`'s row plus "busy": the share of both cores in use meanwhile (server,
+    database and load generator together)."""
+    busy0, total0 = cpu_ticks()
+    row = run().row()
+    busy1, total1 = cpu_ticks()
+    return {**row, "busy": (busy1 - busy0) / max(total1 - total0, 1)}
 
 
 def worker_peak_memory_mib(parent: int) -> list[float]:
@@ -206,8 +223,8 @@ WRK_NUMBER = {
     "POST /metrics/": "1000 + counter % 1000",
 }
 BARE = "bare FastAPI endpoint"
-# Ratios to the bare endpoint before the structural step (session 3's run), kept within 10%.
-BEFORE = {"assign, returning units": 0.89, "GET /allocations": 0.77}
+# Kept within 10% of their ratio to bare before the structural step (--baseline).
+BEFORE = ("assign, returning units", "GET /allocations")
 
 PGBENCH_SCRIPT = """\\set n random(1, 2000000000)
 INSERT INTO pgbench_assignments (experiment_id, unit_id, variant_id, probability,
@@ -261,6 +278,8 @@ def measure(args: argparse.Namespace, database: str, workers: int, maxima: Table
             "--workers", str(workers), "--log-level", "warning", "--no-access-log"]  # fmt: skip
     command = [str(BIN / "mabapi"), "serve", "--port", str(port), "--workers", str(workers)]
     env = {"MABAPI_DATABASE_URL": database, "MABAPI_LOG_LEVEL": "warning"}
+    if args.baseline and workers == max(args.worker_counts):
+        measure_baseline(args, database, workers, maxima, command, env, bare)
     with server(bare, {}, bare_port), server(command, env, port) as process:
         bare_url, base = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{port}"
         seed(base)
@@ -287,15 +306,55 @@ def measure(args: argparse.Namespace, database: str, workers: int, maxima: Table
             for level in args.levels:
                 rate = peak["rps"] * level / 100
                 tag = 10**9 * (1 + workers) + 10**7 * number + 10**5 * level
-                fixed[endpoint.label, workers, level] = open_loop(
-                    "127.0.0.1", port, endpoint.factory(f"127.0.0.1:{port}", tag), rate,
-                    args.seconds, args.connections,
-                ).row()  # fmt: skip
+                make = endpoint.factory(f"127.0.0.1:{port}", tag)
+                fixed[endpoint.label, workers, level] = measured_busy(
+                    partial(open_loop, "127.0.0.1", port, make, rate, args.seconds,
+                            args.connections)
+                )  # fmt: skip
                 fixed[f"{BARE} at {endpoint.label}'s rate", workers, level] = open_loop(
                     "127.0.0.1", bare_port, lambda _: bare_request, rate, args.seconds,
                     args.connections,
                 ).row()  # fmt: skip
         return worker_peak_memory_mib(process.pid)
+
+
+def measure_baseline(args: argparse.Namespace, database: str, workers: int, maxima: Table,
+                     command: list[str], env: dict[str, str], bare: list[str]) -> None:  # fmt: skip
+    """The same maxima for `args.baseline`'s code (its src/ on PYTHONPATH, this venv's
+    dependencies) on a database of its own, beside the bare endpoint, as "LABEL @ REF"."""
+    with tempfile.TemporaryDirectory() as tree:
+        archive = subprocess.run(["git", "archive", args.baseline, "src"], cwd=REPO,
+                                 capture_output=True, check=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+        name = f"mabapi_base_{uuid.uuid4().hex[:8]}"
+        asyncio.run(admin(args.postgres, f'CREATE DATABASE "{name}"'))
+        try:
+            bare_port, port = free_port(), free_port()
+            old = [sys.executable, "-m", "mabapi", "serve", "--port", str(port),
+                   "--workers", str(workers)]  # fmt: skip
+            old_env = {**env, "PYTHONPATH": f"{tree}/src",
+                       "MABAPI_DATABASE_URL": database.rsplit("/", 1)[0] + f"/{name}"}  # fmt: skip
+            bare_command = [*bare[:3], str(bare_port), *bare[4:]]
+            with server(bare_command, {}, bare_port), server(old, old_env, port):
+                base = f"http://127.0.0.1:{port}"
+                seed(base)
+                bare_url = f"http://127.0.0.1:{bare_port}"
+                wrk(bare_url, lua("GET", "/"), args.warmup or 1, args.connections)
+                maxima[f"{BARE} @ {args.baseline}", workers] = wrk(
+                    bare_url, lua("GET", "/"), args.seconds, args.connections
+                )
+                for endpoint in ENDPOINTS:
+                    if endpoint.label not in BEFORE:
+                        continue
+                    script = endpoint.script(WRK_NUMBER[endpoint.label])
+                    warmup = args.returning_warmup if "returning" in endpoint.label else 2
+                    wrk(base, script, warmup, args.connections)
+                    maxima[f"{endpoint.label} @ {args.baseline}", workers] = wrk(
+                        base, script, args.seconds, args.connections
+                    )
+        finally:
+            drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+            asyncio.run(admin(args.postgres, drop))
 
 
 def main() -> None:
@@ -315,11 +374,19 @@ def main() -> None:
         help="Seconds of unmeasured load before each maximum (0: none).",
     )
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="A git revision to measure in the same run (returning units and allocations, "
+        "with the largest worker count), e.g. fd936c3, the last commit before the "
+        "structural step: before/after ratios to the same bare endpoint.",
+    )
     args = parser.parse_args()
     postgres = args.database == "postgresql"
     args.connections = args.connections or (64 if postgres else 16)
     args.levels = [int(level) for level in args.levels.split(",")]
     worker_counts = [int(w) for w in (args.workers or ("1,2" if postgres else "1")).split(",")]
+    args.worker_counts = worker_counts
     maxima: Table = {}
     fixed: dict[tuple[str, int, int], dict[str, float]] = {}
     memory: dict[int, list[float]] = {}
@@ -362,7 +429,8 @@ def report(
     print("| endpoint | workers | requests/s | ratio to bare | p50 ms | p95 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|---|")
     for (label, workers), row in maxima.items():
-        ceiling = maxima[BARE, workers]["rps"]
+        ref = label.split(" @ ", 1)[1] if " @ " in label else None
+        ceiling = maxima[BARE if ref is None else f"{BARE} @ {ref}", workers]["rps"]
         print(
             f"| {label} | {workers} | {row['rps']:,.0f} | {row['rps'] / ceiling:.2f} "
             f"| {row['p50']:.1f} | {row['p95']:.1f} | {row['p99']:.1f} | {int(row['errors'])} |"
@@ -370,9 +438,9 @@ def report(
     print("\nFixed offered load (open loop; latency from when each request was due):\n")
     print(
         "| endpoint | workers | offered | requests/s | p50 ms | p95 ms | p99 ms | errors "
-        "| bare endpoint p99 ms at the same rate |"
+        "| CPU busy | bare endpoint p99 ms at the same rate |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (label, workers, level), row in fixed.items():
         if label.startswith(BARE):
             continue
@@ -380,7 +448,7 @@ def report(
         print(
             f"| {label} | {workers} | {level}% = {row['offered']:,.0f}/s | {row['rps']:,.0f} "
             f"| {row['p50']:.1f} | {row['p95']:.1f} | {row['p99']:.1f} | {int(row['errors'])} "
-            f"| {bare['p99']:.1f} |"
+            f"| {row['busy']:.0%} | {bare['p99']:.1f} |"
         )
     for workers, peaks in memory.items():
         print(
@@ -415,17 +483,15 @@ def report(
                         found["p99"] < 25,
                     )
                 )
-        for label, before in BEFORE.items():
+        for label in BEFORE:
             found = maxima.get((label, top))
-            if found:
+            old = maxima.get((f"{label} @ {args.baseline}", top))
+            if found and old:
                 ratio = found["rps"] / maxima[BARE, top]["rps"]
-                targets.append(
-                    (
-                        f"{label}, {top} workers: {ratio:.2f}x of bare (before: "
-                        f"{before:.2f}x; within 10%)",
-                        ratio >= 0.9 * before,
-                    )
-                )
+                before = old["rps"] / maxima[f"{BARE} @ {args.baseline}", top]["rps"]
+                kept = ratio >= 0.9 * before
+                targets.append((f"{label}, {top} workers: {ratio:.2f}x of bare, {before:.2f}x at "
+                                f"{args.baseline} (within 10%)", kept))  # fmt: skip
     else:
         for label in ("assign, new units", "assign, returning units", "conversions"):
             found = maxima.get((label, top))
