@@ -212,6 +212,7 @@ def simulate(
                         seed=seed,
                         stop_rule=chosen.stop_rule,
                         cadence=chosen.cadence,
+                        reporting=chosen.reporting,
                     )
                 )
                 progress.advance(task)

@@ -201,3 +201,28 @@ def test_scenario_files_take_auto_forgetting() -> None:
     assert all(spec.forgetting.auto for spec in scenario.policies)
     with pytest.raises(ValueError, match="forgetting"):
         from_mapping({"rates": [0.05, 0.06], "forgetting": "often"})
+
+
+def test_scenario_files_take_late_conversions(tmp_path: Path) -> None:
+    scenario = from_mapping({
+        "rates": [0.05, 0.06], "reporting_delay": [0.5, 0.3, 0.2], "conversion_delay_days": 2,
+        "policies": ["thompson"],
+    })  # fmt: skip
+    assert scenario.reporting == (0.5, 0.3, 0.2)
+    assert scenario.policies[0].delay_days == 2
+    for bad, message in (
+        ({"reporting_delay": [-1.0, 2.0]}, "reporting_delay"),
+        ({"reporting_delay": [0.5, 0.5], "cadence": "event"}, "cadence"),
+        ({"conversion_delay_days": -1}, "conversion_delay_days"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            from_mapping({"rates": [0.05, 0.06], **bad})
+    path = tmp_path / "late.toml"
+    path.write_text(
+        "rates = [0.05, 0.06]\ndays = 6\ntraffic_per_day = 500\nseeds = 2\n"
+        'policies = ["thompson"]\nreporting_delay = [0.5, 0.3, 0.2]\nconversion_delay_days = 2\n'
+    )
+    result = CliRunner().invoke(app, ["simulate", "--scenario", str(path), "--out",
+                                      str(tmp_path / "out")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "thompson" in result.output

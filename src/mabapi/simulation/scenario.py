@@ -31,6 +31,8 @@ policies = ["thompson", "top_two_thompson", "uniform"]
 # half_life_days = 7
 # window_days = 7
 # forgetting = "auto"       # forget only when a change-point test fires
+# reporting_delay = [0.5, 0.3, 0.2]  # conversions reported 0, 1, 2 days late
+# conversion_delay_days = 2  # the policies correct for it (curve learnt)
 # burn_in_units = 100
 # cadence = "event"         # update after every unit instead of once a day
 """
@@ -45,6 +47,8 @@ class Scenario:
     policies: tuple[PolicySpec, ...]
     stop_rule: StopRule = field(default_factory=StopRule)
     cadence: Literal["daily", "event"] = "daily"
+    # Late conversions: the chance that a conversion is reported 0, 1, ... days late.
+    reporting: tuple[float, ...] | None = None
 
 
 def policy_spec(
@@ -57,7 +61,10 @@ def policy_spec(
     burn_in_units: int = 0,
     epsilon: float = 0.1,
     forgetting: str = "none",
+    conversion_delay_days: int = 0,
 ) -> PolicySpec:
+    if conversion_delay_days < 0:
+        raise ValueError("conversion_delay_days must be 0 or more")
     if forgetting not in ("none", "auto"):
         raise ValueError(f"forgetting is 'none' or 'auto', not {forgetting!r}")
     try:
@@ -74,6 +81,7 @@ def policy_spec(
         forgetting=Forgetting(
             window_days=window_days, half_life_days=half_life_days, auto=forgetting == "auto"
         ),
+        delay_days=conversion_delay_days,
     )
 
 
@@ -83,7 +91,7 @@ def from_mapping(data: dict[str, Any]) -> Scenario:
         "name", "rates", "days", "traffic_per_day", "seeds", "policies", "switch_day",
         "switch_rates", "value_log_mean", "value_log_sigma", "weekly_amplitude", "floor",
         "exploration", "half_life_days", "window_days", "burn_in_units", "epsilon", "cadence",
-        "forgetting",
+        "forgetting", "reporting_delay", "conversion_delay_days",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -109,6 +117,7 @@ def from_mapping(data: dict[str, Any]) -> Scenario:
             burn_in_units=int(data.get("burn_in_units", 0)),
             epsilon=float(data.get("epsilon", 0.1)),
             forgetting=str(data.get("forgetting", "none")),
+            conversion_delay_days=int(data.get("conversion_delay_days", 0)),
         )
         for name in data.get("policies", ["thompson", "uniform"])
     )
@@ -119,7 +128,16 @@ def from_mapping(data: dict[str, Any]) -> Scenario:
     cadence = data.get("cadence", "daily")
     if cadence not in ("daily", "event"):
         raise ValueError("cadence must be daily or event")
-    return Scenario(environment, days, traffic, seeds, policies, cadence=cadence)
+    reporting = data.get("reporting_delay")
+    if reporting is not None:
+        shares = [float(x) for x in reporting]
+        if not shares or any(x < 0 for x in shares) or sum(shares) <= 0:
+            raise ValueError("reporting_delay: non-negative chances, one per day of delay")
+        if cadence != "daily":
+            raise ValueError("reporting_delay needs cadence = daily")
+        reporting = tuple(shares)
+    return Scenario(environment, days, traffic, seeds, policies, cadence=cadence,
+                    reporting=reporting)  # fmt: skip
 
 
 def load(path: Path) -> Scenario:
