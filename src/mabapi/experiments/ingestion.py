@@ -99,11 +99,13 @@ async def _ingest_together(
         key = (report.row.experiment_id, report.row.variant_id, report.row.date)
         rows.pop(key, None)
         rows[key] = report.row
+    # The audit entries first: ingest ends holding the experiment's lock until COMMIT, and
+    # every round trip made while holding it delays the other processes' batches.
+    await access.record_many(session, [r.audit for r in reports if r.audit is not None])
     for principal, rows in by_principal.items():
         await ingest(
             session, rows=list(rows.values()), auto_create=auto_create, principal=principal
         )
-    await access.record_many(session, [r.audit for r in reports if r.audit is not None])
 
 
 async def record_metrics(
@@ -118,8 +120,8 @@ async def record_metrics(
     variant_keys = {(row.experiment_id, row.variant_id) for row in rows}
     if auto_create:
         await repository.insert_variants_if_missing(session, variant_keys)
-        counts = await repository.variant_counts(session, experiment_ids)
-        crowded = sorted(e for e, count in counts.items() if count > MAX_VARIANTS)
+        facts = await repository.experiment_facts(session, experiment_ids)
+        crowded = sorted(e for e, fact in facts.items() if fact.variants > MAX_VARIANTS)
         if crowded:  # the whole request rolls back, registrations included
             raise ConflictError(
                 f"experiment(s) {', '.join(crowded)} would have more than {MAX_VARIANTS} "
@@ -143,13 +145,14 @@ async def record_metrics(
                 f"unknown variant(s): {names}; add them with POST /experiments/{{id}}/variants "
                 "first (automatic creation is off)"
             )
-    archived = await repository.archived_experiment_ids(session, experiment_ids)
+        facts = await repository.experiment_facts(session, experiment_ids)
+    archived = {e for e, fact in facts.items() if fact.archived}
     if archived:
         raise ConflictError(
             f"experiment(s) {', '.join(sorted(archived))} are archived and take no new "
             "metrics; restore them with POST /experiments/{id}/restore"
         )
-    value_experiments = await repository.value_experiment_ids(session, experiment_ids)
+    value_experiments = {e for e, fact in facts.items() if fact.metric_kind == "value"}
     missing_values = [
         index
         for index, row in enumerate(rows)
