@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,9 +51,10 @@ def write_charts(results: Sequence[Aggregate], folder: Path) -> list[Path]:
     """Allocation over time (first policy, stacked) and cumulative regret with 10-90%
     bands, as PNG and SVG. Returns the files written; [] without matplotlib, which is the
     optional `plots` extra (`pip install 'mabapi[plots]'`): a plain install has none."""
-    if importlib.util.find_spec("matplotlib") is None:
+    try:
+        import matplotlib
+    except ImportError:  # the plots extra is not installed: no charts, no error
         return []
-    import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
