@@ -18,7 +18,7 @@ from functools import partial
 
 import numpy as np
 
-from benchmarks.policies import mabwiser_allocator
+from benchmarks.policies import mabwiser_allocator, mabwiser_installed, print_verdicts
 from mabapi.simulation.environments import Environment
 from mabapi.simulation.runner import PolicySpec, run
 from mabapi.simulation.scenario import policy_spec
@@ -69,13 +69,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20 seeds, for a smoke test")
     args = parser.parse_args()
     seeds = 20 if args.quick else args.seeds
-    names = [NONE, AUTO, HALF_LIFE, EXACT]
-    try:
-        import mabwiser  # noqa: F401
-
-        names.append(MABWISER)
-    except ImportError:
-        print("MABWiser not installed (pip install -e '.[bench]'): its rows are skipped\n")
+    names = [NONE, AUTO, HALF_LIFE, EXACT] + ([MABWISER] if mabwiser_installed() else [])
     print(f"{seeds} seeds per row; regret: mean ± standard error\n")
     print("| scenario | policy | regret | vs no forgetting |")
     print("|---|---|---|---|")
@@ -96,10 +90,7 @@ def main() -> None:
         (f"stationary: auto / none = {stationary:.2f} (<= 1.15)", stationary <= 1.15),
         (f"swap on day 30: auto / none = {swap:.2f} (<= 0.40)", swap <= 0.40),
     ]
-    print()
-    for text, met in verdicts:
-        print(f"- {text}: {'met' if met else 'MISSED'}")
-    print(f"\n{sum(m for _, m in verdicts)} of {len(verdicts)} targets met")
+    print_verdicts(verdicts)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from benchmarks.policies import mabwiser_allocator
+from benchmarks.policies import mabwiser_allocator, mabwiser_installed, print_verdicts
 from mabapi.simulation.environments import Environment
 from mabapi.simulation.runner import PolicySpec, run
 from mabapi.simulation.scenario import policy_spec
@@ -91,13 +91,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="10 seeds, for a smoke test")
     args = parser.parse_args()
-    try:
-        import mabwiser  # noqa: F401
-
-        with_mabwiser = True
-    except ImportError:
-        with_mabwiser = False
-        print("MABWiser not installed (pip install -e '.[bench]'): its rows are skipped\n")
+    with_mabwiser = mabwiser_installed()
     print("| scenario | policy | regret (mean ± se) | vs floorless |")
     print("|---|---|---|---|")
     verdicts: list[tuple[str, bool]] = []
@@ -123,10 +117,7 @@ def main() -> None:
                 # A tie: within two standard errors of the difference (independent seeds).
                 met = default <= mean + 2 * math.hypot(default_se, se)
                 verdicts.append((f"{label}: default beats or ties {peer}", met))
-    print()
-    for text, met in verdicts:
-        print(f"- {text}: {'met' if met else 'MISSED'}")
-    print(f"\n{sum(m for _, m in verdicts)} of {len(verdicts)} targets met")
+    print_verdicts(verdicts)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from functools import partial
 
 import numpy as np
 
-from benchmarks.policies import mabwiser_allocator
+from benchmarks.policies import mabwiser_allocator, mabwiser_installed, print_verdicts
 from mabapi.simulation.environments import Environment
 from mabapi.simulation.runner import DelayedReports, History, PolicySpec, run
 from mabapi.simulation.scenario import policy_spec
@@ -138,13 +138,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20 seeds, for a smoke test")
     args = parser.parse_args()
     seeds = 20 if args.quick else args.seeds
-    try:
-        import mabwiser  # noqa: F401
-
-        with_mabwiser = True
-    except ImportError:
-        with_mabwiser = False
-        print("MABWiser not installed (pip install -e '.[bench]'): its rows are skipped\n")
+    with_mabwiser = mabwiser_installed()
     print(f"{seeds} seeds per row; regret: mean ± standard error\n")
     print("| scenario | policy | regret | vs delay-unaware |")
     print("|---|---|---|---|")
@@ -184,10 +178,7 @@ def main() -> None:
             near = bool(np.all(np.abs(share - 0.95) <= 0.015))
             verdicts.append((f"corrected 95% intervals cover {share[0]:.1%} and {share[1]:.1%} "
                              "(within 93.5-96.5%)", near))  # fmt: skip
-    print()
-    for text, met in verdicts:
-        print(f"- {text}: {'met' if met else 'MISSED'}")
-    print(f"\n{sum(m for _, m in verdicts)} of {len(verdicts)} targets met")
+    print_verdicts(verdicts)
 
 
 if __name__ == "__main__":

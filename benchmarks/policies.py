@@ -170,6 +170,24 @@ def scenarios() -> list[Scenario]:
     ]
 
 
+def mabwiser_installed() -> bool:
+    """MABWiser is the `bench` extra; without it, its rows are skipped (and we say so)."""
+    try:
+        import mabwiser  # noqa: F401
+    except ImportError:
+        print("MABWiser not installed (pip install -e '.[bench]'): its rows are skipped\n")
+        return False
+    return True
+
+
+def print_verdicts(verdicts: list[tuple[str, bool]]) -> None:
+    """Each target, met or MISSED, then the count."""
+    print()
+    for text, met in verdicts:
+        print(f"- {text}: {'met' if met else 'MISSED'}")
+    print(f"\n{sum(met for _, met in verdicts)} of {len(verdicts)} targets met")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=200)
@@ -177,13 +195,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 seeds, for a smoke test")
     args = parser.parse_args()
     seeds = 10 if args.quick else args.seeds
-    try:
-        import mabwiser  # noqa: F401
-
-        have_mabwiser = True
-    except ImportError:
-        have_mabwiser = False
-        print("MABWiser not installed (pip install -e '.[bench]'): its rows are skipped\n")
+    have_mabwiser = mabwiser_installed()
     table: dict[str, dict[str, Aggregate]] = {}
     for scenario in scenarios():
         started = time.perf_counter()

@@ -319,17 +319,21 @@ async def restore_experiment(experiment_id: ExperimentId, session: SessionDep) -
     return _experiment_out(experiment)
 
 
+# The filters GET .../metrics and GET .../metrics/revisions share.
+FromDay = Annotated[IsoDate | None, Query(alias="from", description="First day (inclusive).")]
+ToDay = Annotated[IsoDate | None, Query(alias="to", description="Last day (inclusive).")]
+VariantFilter = Annotated[str | None, Query(pattern=ID_PATTERN.pattern, max_length=128)]
+
+
 @experiments_router.get(
     "/{experiment_id}/metrics", response_model=MetricRowsOut, responses=NOT_FOUND
 )
 async def get_metrics(
     experiment_id: ExperimentId,
     session: SessionDep,
-    start: Annotated[
-        IsoDate | None, Query(alias="from", description="First day (inclusive).")
-    ] = None,
-    end: Annotated[IsoDate | None, Query(alias="to", description="Last day (inclusive).")] = None,
-    variant_id: Annotated[str | None, Query(pattern=ID_PATTERN.pattern, max_length=128)] = None,
+    start: FromDay = None,
+    end: ToDay = None,
+    variant_id: VariantFilter = None,
 ) -> MetricRowsOut:
     """The daily rows, oldest first."""
     rows = await service.daily_metrics(
@@ -346,11 +350,9 @@ async def get_metrics(
 async def get_revisions(
     experiment_id: ExperimentId,
     session: SessionDep,
-    start: Annotated[
-        IsoDate | None, Query(alias="from", description="First day (inclusive).")
-    ] = None,
-    end: Annotated[IsoDate | None, Query(alias="to", description="Last day (inclusive).")] = None,
-    variant_id: Annotated[str | None, Query(pattern=ID_PATTERN.pattern, max_length=128)] = None,
+    start: FromDay = None,
+    end: ToDay = None,
+    variant_id: VariantFilter = None,
 ) -> RevisionsOut:
     """Every change of each day's reported totals, as it arrived (a re-post that changes
     nothing adds none): the audit trail of late data, and what conversion delays are
