@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -39,6 +40,7 @@ from mabapi.errors import AppError, RateLimitedError, Responses, documented_erro
 from mabapi.experiments import service as experiments
 from mabapi.experiments.owners import Owners
 from mabapi.experiments.routes import allocations_router, experiments_router, metrics_router
+from mabapi.experiments.watch import watch_all
 from mabapi.health.routes import router as health_router
 from mabapi.hot_paths import HotPaths
 from mabapi.middleware import (
@@ -49,6 +51,9 @@ from mabapi.middleware import (
 )
 from mabapi.runtime import Runtime, runtime_of
 from mabapi.settings import Settings
+from mabapi.webhooks.routes import router as webhooks_router
+from mabapi.webhooks.runner import WebhookRunner
+from mabapi.webhooks.service import DeliveryConfig
 
 logger = logging.getLogger("mabapi")
 outage_logger = logging.getLogger("mabapi.outage")
@@ -283,6 +288,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(experiments_router)
     app.include_router(health_router)
     app.include_router(access_router)
+    app.include_router(webhooks_router)
     app.include_router(dashboard_router)
     app.mount("/ui/static", StaticFiles(directory=DASHBOARD_STATIC), name="dashboard-static")
     return app
@@ -344,6 +350,16 @@ async def start_runtime(app: FastAPI, settings: Settings, *, lazy: bool = False)
     app.state.runtime = runtime
     if first:
         await _bootstrap_access(runtime)
+    if settings.webhook_delivery and not lazy:
+        # Not for a lazily started runtime: its event loop may end with the request.
+        runtime.webhooks = WebhookRunner(
+            sessionmaker,
+            DeliveryConfig(settings.public_url, settings.webhook_allow_private),
+            poll_seconds=settings.webhook_poll_seconds,
+            watch_seconds=settings.webhook_watch_seconds,
+            watch=partial(watch_all, sessionmaker),
+        )
+        runtime.webhooks.start()
     app.state.started_once = True
     app.state.runtime_loop = asyncio.get_running_loop()
 
@@ -351,6 +367,8 @@ async def start_runtime(app: FastAPI, settings: Settings, *, lazy: bool = False)
 async def stop_runtime(app: FastAPI) -> None:
     """Close what `start_runtime` opened (requests have drained: writers go last)."""
     runtime = runtime_of(app)
+    if runtime.webhooks is not None:
+        await runtime.webhooks.close()
     for writer in (runtime.assign_writer, runtime.convert_writer, runtime.ingest_writer):
         await writer.close()
     await runtime.allocation_cache.close()

@@ -137,7 +137,7 @@ INGESTION_ROUTES = frozenset({"/metrics/", "/metrics", "/metrics/batch"})
 OPEN_ROUTES = frozenset({"/health", "/ready", "/ui/login", "/ui/logout"})
 # The dashboard's browser sessions carry their key in this HttpOnly cookie (path /ui).
 KEY_COOKIE = "mabapi_key"
-ADMIN_ONLY_PREFIXES = ("/keys", "/audit")
+ADMIN_ONLY_PREFIXES = ("/keys", "/audit", "/webhooks")
 QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "key", "token", "access_token"})
 
 

@@ -20,6 +20,7 @@ from mabapi.cache import AnswerCache
 from mabapi.db.group_commit import GroupCommit
 from mabapi.experiments.owners import Owners
 from mabapi.settings import Settings
+from mabapi.webhooks.runner import WebhookRunner
 
 
 @dataclass(slots=True)
@@ -37,6 +38,7 @@ class Runtime:
     assign_writer: GroupCommit[Any, Any]
     convert_writer: GroupCommit[Any, Any]
     ingest_writer: GroupCommit[Any, Any]
+    webhooks: WebhookRunner | None = None  # the delivery loop (when this process runs one)
 
 
 def runtime_of(app: Any) -> Runtime:

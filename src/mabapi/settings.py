@@ -89,6 +89,30 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest body for the batch endpoints (10,000 rows fit well inside).",
     )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhooks reach loopback, link-local and private addresses (off: "
+        "refused at creation and at every delivery, after DNS resolution and redirects).",
+    )
+    webhook_delivery: bool = Field(
+        default=True,
+        description="Run the webhook delivery loop in this process (one process of the "
+        "deployment holds its lease at a time; the others stand by).",
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0, gt=0.0, le=3600.0, description="How often the delivery loop looks for work."
+    )
+    webhook_watch_seconds: float = Field(
+        default=60.0,
+        gt=0.0,
+        le=86400.0,
+        description="How often running experiments are checked for events (recommendation "
+        "changes, sample-ratio mismatches, guardrail breaches without traffic).",
+    )
+    public_url: str = Field(
+        default="http://localhost:8000",
+        description="Where the dashboard is reached: webhook payloads link to its pages.",
+    )
     allocation_cache_seconds: float = Field(
         default=2.0,
         ge=0.0,

@@ -182,7 +182,9 @@ async def convert_unit(state: Runtime, experiment_id: str, body: ConversionIn) -
 
 
 def _conversion(experiment_id: str, body: ConversionIn) -> service.Conversion:
-    return service.Conversion(experiment_id, body.unit_id, body.value, body.event_id)
+    return service.Conversion(
+        experiment_id, body.unit_id, body.value, body.event_id, body.metric_id
+    )
 
 
 @router.post("/conversions/batch", response_model=BatchConversionOut)

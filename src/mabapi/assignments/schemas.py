@@ -64,6 +64,11 @@ class ConversionIn(StrictModel):
     event_id: Identifier | None = Field(
         default=None, description="Value metrics: counts once per event_id, however retried."
     )
+    metric_id: Identifier | None = Field(
+        default=None,
+        description="A guardrail's metric_id: the conversion is that guardrail's (once per "
+        "unit and metric). Absent: the primary metric.",
+    )
 
 
 class ConversionOut(BaseModel):

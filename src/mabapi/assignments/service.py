@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -14,6 +14,7 @@ from mabapi.assignments import repository
 from mabapi.assignments.cache import CachedAllocation, UnitMemo
 from mabapi.db.base import utcnow
 from mabapi.errors import AppError, ConflictError, InvalidInputError, no_such_experiment
+from mabapi.experiments import guardrails as experiments_guardrails
 from mabapi.experiments import repository as experiments_repository
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
 from mabapi.stats.policies import draw_cumulative
@@ -265,6 +266,7 @@ class Conversion:
     unit_id: str
     value: float | None = None
     event_id: str | None = None
+    metric_id: str | None = None  # a guardrail's; None: the primary metric
 
 
 async def convert(
@@ -280,7 +282,12 @@ async def convert(
     With a `memo` (and the experiment's cached `allocation`, for its generation): a
     conversion metric's unit this process has seen counted is answered "already counted"
     without the database, as the database would answer it until a reset."""
-    if memo is None or allocation is None or not allocation.counts_conversions:
+    if (
+        memo is None
+        or allocation is None
+        or not allocation.counts_conversions
+        or conversion.metric_id is not None
+    ):
         return await writer.submit(conversion)
     experiment_id, unit_id = conversion.experiment_id, conversion.unit_id
     generation = allocation.live_generation
@@ -320,6 +327,8 @@ async def convert_many(
         state = states.get(item.experiment_id)
         if state is None:
             results[index] = no_such_experiment(item.experiment_id)
+        elif item.metric_id is not None:
+            continue  # a guardrail's conversion: one at a time, below
         elif state.metric_kind != MetricKind.VALUE.value:
             binary.setdefault(item.experiment_id, []).append(index)
     successes: dict[tuple[str, str, date], tuple[int, int]] = {}
@@ -345,7 +354,12 @@ async def convert_many(
                 results[index] = _never_assigned(experiment_id, unit_id)
     await repository.add_live_many(session, successes)
     for index, item in enumerate(items):
-        if results[index] is None:  # value metrics
+        if results[index] is None and item.metric_id is not None:
+            try:
+                results[index] = await _convert_guardrail(session, item, now)
+            except AppError as error:
+                results[index] = error
+        elif results[index] is None:  # value metrics
             try:
                 results[index] = await _convert_one(
                     session,
@@ -357,6 +371,30 @@ async def convert_many(
             except AppError as error:  # raised before this item wrote anything
                 results[index] = error
     return _filled(results)
+
+
+async def _convert_guardrail(
+    session: AsyncSession, item: Conversion, now: datetime
+) -> ConversionResult:
+    """A conversion on a guardrail metric, credited to the unit's variant on its exposure
+    day (once per unit and metric; value guardrails once per event_id). Refused before it
+    writes anything: a unit never assigned (409), a metric not declared (422)."""
+    assert item.metric_id is not None
+    experiment = await _experiment(session, item.experiment_id)
+    assignment = await repository.find_assignment(session, item.experiment_id, item.unit_id)
+    if assignment is None:
+        raise _never_assigned(item.experiment_id, item.unit_id)
+    counted = await experiments_guardrails.record_conversion(
+        session,
+        experiment,
+        metric_id=item.metric_id,
+        unit_id=item.unit_id,
+        variant_id=assignment.variant_id,
+        exposure_day=assignment.assigned_date,
+        value=item.value,
+        event_id=item.event_id,
+    )
+    return ConversionResult(item.experiment_id, item.unit_id, assignment.variant_id, counted)
 
 
 def _never_assigned(experiment_id: str, unit_id: str) -> ConflictError:
@@ -414,6 +452,7 @@ async def reset(session: AsyncSession, *, experiment_id: str) -> None:
     (POST /metrics/) are kept."""
     experiment = await _experiment(session, experiment_id)
     await repository.reset_live_data(session, experiment_id)
+    await experiments_guardrails.reset(session, experiment_id)
     experiment.live_generation += 1
     experiment.winner_variant_id = None
     experiment.status = ExperimentStatus.RUNNING

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ from mabapi.db.base import utcnow
 from mabapi.errors import (
     ConflictError,
 )
-from mabapi.experiments import late_conversions, repository
+from mabapi.experiments import guardrails, late_conversions, repository
 from mabapi.experiments.lifecycle import experiment_settings, require_experiment
 from mabapi.experiments.models import (
     MetricKind,
@@ -63,6 +63,8 @@ class Allocation:
     algorithm_version: str
     burned_in: bool
     shares: tuple[float, ...]  # unrounded shares after controls (what draws use)
+    # Breached variants: metric_id, probability_harm, action, since (guardrails.breach_view).
+    guardrails: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _posterior(
@@ -184,6 +186,32 @@ def _since_last_change(
     return [row for row in rows if row.date >= start]
 
 
+def _floor_only(
+    shares: np.ndarray, floored: Sequence[bool], active: Sequence[bool], policy: Any
+) -> np.ndarray:
+    """A guardrail's "floor" action: each floored variant keeps at most its floor (the
+    larger of `floor` and `exploration` / K); what it gives up goes to the other active
+    variants in proportion to their shares (evenly if they have none)."""
+    live = sum(active)
+    least = max(policy.floor, policy.exploration / live) if live else 0.0
+    result = np.array(shares, dtype=np.float64)
+    excess = 0.0
+    for i, capped in enumerate(floored):
+        if capped and active[i] and result[i] > least:
+            excess += result[i] - least
+            result[i] = least
+    takers = [i for i, on in enumerate(active) if on and not floored[i]]
+    if excess > 0 and takers:
+        weights = result[takers]
+        weights = (
+            weights / weights.sum() if weights.sum() > 0 else np.full(len(takers), 1 / len(takers))
+        )
+        result[takers] += excess * weights
+    elif excess > 0:  # every active variant is floored: keep the policy's shares
+        return np.array(shares, dtype=np.float64)
+    return result
+
+
 def _days_before(day: date, days: int) -> date:
     """`day - days`, or the first representable date for a window that reaches past year
     1 (a long half-life planned near year 1 overflowed: a 500)."""
@@ -252,6 +280,19 @@ async def compute_allocation(
         for totals_ in inputs
     ]
     active = [variant.active for variant in variants]
+    breaches = await guardrails.enforce(
+        session, experiment, day=guardrails.check_day(today, for_date)
+    )
+    stopped = {v for v, breach in breaches.items() if breach.action == "stop"}
+    floored = {v for v, breach in breaches.items() if breach.action == "floor"}
+    active = [
+        on and variant.id not in stopped for on, variant in zip(active, variants, strict=True)
+    ]
+    if not any(active):
+        raise ConflictError(
+            f"every active variant of {experiment_id!r} breached a guardrail; clear it with "
+            "POST /experiments/{id}/guardrails/{metric_id}/clear or resume another variant"
+        )
     controls = _controls(settings, variants)
     config = PolicyConfig(PolicyName(policy.algorithm), policy.top_two_beta, policy.epsilon)
     previous = None
@@ -268,6 +309,8 @@ async def compute_allocation(
         higher_is_better=experiment.higher_is_better,
         previous=previous,
     )
+    if floored:
+        shares = _floor_only(shares, [v.id in floored for v in variants], active, policy)
     percentages = allocation_stats.largest_remainder_percentages(list(shares))
     variant_ids = tuple(variant.id for variant in variants)
     algorithm_version = f"{policy.algorithm}-{allocation_stats.ALGORITHM_VERSION}"
@@ -292,6 +335,7 @@ async def compute_allocation(
         algorithm_version=algorithm_version,
         burned_in=burned_in,
         shares=tuple(float(x) for x in shares),
+        guardrails={v: guardrails.breach_view(b) for v, b in breaches.items()},
     )
     if not record:
         return result
@@ -301,6 +345,7 @@ async def compute_allocation(
         "settings": settings.model_dump(mode="json"),
         "active": dict(zip(variant_ids, active, strict=True)),
         "days_of_data": days_of_data,
+        "guardrails": result.guardrails,
         "previous": None if previous is None else previous.tolist(),
         "variants": {v: _totals_json(t) for v, t in zip(variant_ids, inputs, strict=True)},
     }

@@ -18,7 +18,7 @@ from mabapi.errors import (
     NotFoundError,
     no_such_experiment,
 )
-from mabapi.experiments import reported, repository
+from mabapi.experiments import guardrails, reported, repository
 from mabapi.experiments.lifecycle import require_experiment
 from mabapi.experiments.models import (
     ExperimentMetric,
@@ -47,11 +47,24 @@ async def ingest(
             session, experiment_ids, principal.home_project
         )
     await check_experiments(session, principal=principal, experiment_ids=experiment_ids)
-    await record_metrics(
-        session,
-        rows=rows,
-        auto_create=auto_create,
-    )
+    primary = [row for row in rows if row.metric_id is None]
+    if primary:
+        await record_metrics(session, rows=primary, auto_create=auto_create)
+    if len(primary) < len(rows):
+        await _record_guardrail_rows(session, [row for row in rows if row.metric_id is not None])
+
+
+async def _record_guardrail_rows(session: AsyncSession, rows: Sequence[MetricIn]) -> None:
+    experiments = {}
+    for experiment_id in sorted({row.experiment_id for row in rows}):
+        experiment = await require_experiment(session, experiment_id)
+        if experiment.archived:
+            raise ConflictError(
+                f"experiment {experiment_id!r} is archived and takes no new metrics; restore it "
+                "with POST /experiments/{id}/restore"
+            )
+        experiments[experiment_id] = experiment
+    await guardrails.record_rows(session, experiments, rows)
 
 
 async def check_experiments(
@@ -93,10 +106,11 @@ async def ingest_many(
 async def _ingest_together(
     session: AsyncSession, reports: Sequence[Report], *, auto_create: bool
 ) -> None:
-    by_principal: dict[Principal, dict[tuple[str, str, date], MetricIn]] = {}
+    by_principal: dict[Principal, dict[tuple[str, ...], MetricIn]] = {}
     for report in reports:
         rows = by_principal.setdefault(report.principal, {})
-        key = (report.row.experiment_id, report.row.variant_id, report.row.date)
+        row = report.row
+        key = (row.experiment_id, row.variant_id, row.date.isoformat(), row.metric_id or "")
         rows.pop(key, None)
         rows[key] = report.row
     # The audit entries first: ingest ends holding the experiment's lock until COMMIT, and

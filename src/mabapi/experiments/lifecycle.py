@@ -28,6 +28,7 @@ from mabapi.experiments.schemas import (
     VariantIn,
     VariantPatch,
 )
+from mabapi.webhooks import outbox
 
 
 def experiment_settings(experiment: Experiment) -> ExperimentSettings:
@@ -72,6 +73,7 @@ async def create_experiment(
         metric_kind=payload.metric_kind.value,
         higher_is_better=payload.higher_is_better,
         settings=payload.settings.model_dump(mode="json"),
+        guardrails=[guardrail.model_dump(mode="json") for guardrail in payload.guardrails],
         variants=_variant_rows(payload.variants),
     )
     await repository.add_experiment(session, experiment)
@@ -192,8 +194,21 @@ async def conclude(session: AsyncSession, *, experiment_id: str, winner: str) ->
         raise InvalidInputError(
             f"winner {winner!r} is not a variant of {experiment_id!r} (its variants: {names})"
         )
+    announce = experiment.winner_variant_id != winner
     experiment.winner_variant_id = winner
     experiment.status = ExperimentStatus.STOPPED
     experiment.updated_at = utcnow()
     await session.flush()
+    if announce:  # once per conclusion, not per repeated call
+        await outbox.emit(
+            session,
+            project_id=experiment.project_id,
+            event="experiment.concluded",
+            experiment_id=experiment.id,
+            data={
+                "experiment": {"id": experiment.id, "name": experiment.name},
+                "winner": winner,
+                "concluded_at": experiment.updated_at.isoformat(),
+            },
+        )
     return experiment

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -71,6 +72,10 @@ class Experiment(Base):
     higher_is_better: Mapped[bool] = mapped_column(Boolean, default=True)
     # Policy controls, prior and stop rule, validated by schemas.ExperimentSettings.
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Second metrics a variant must not harm, validated by schemas.GuardrailIn.
+    guardrails: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, server_default="[]"
+    )
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Set when the experiment is concluded: every unit then gets this variant.
     winner_variant_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
@@ -190,3 +195,127 @@ class AllocationSnapshot(Base):
     allocations: Mapped[dict[str, Any]] = mapped_column(JSON)
     probabilities: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Guardrail rows: reported (set by a re-post) or live (added to by conversions).
+GUARDRAIL_REPORTED = 0
+GUARDRAIL_LIVE = 1
+
+
+class GuardrailMetric(Base):
+    """One variant's totals of one guardrail metric for one day. Reported rows carry
+    their own units; live rows count only successes and values (the units are the
+    variant's live exposures of that day)."""
+
+    __tablename__ = "guardrail_metrics"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["experiment_id", "variant_id"],
+            ["variants.experiment_id", "variants.id"],
+            ondelete="CASCADE",
+        ),
+        UniqueConstraint("experiment_id", "metric_id", "variant_id", "date", "source"),
+        Index("ix_guardrail_metrics_experiment_metric", "experiment_id", "metric_id"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    experiment_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    metric_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    variant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    date: Mapped[date] = mapped_column(Date)
+    source: Mapped[int] = mapped_column(Integer)
+    impressions: Mapped[int] = mapped_column(BigInteger, default=0)
+    successes: Mapped[int] = mapped_column(BigInteger, default=0)
+    value_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    value_sum_squares: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class GuardrailUnit(Base):
+    """A unit that converted on a guardrail metric (real time): counted once per unit and
+    metric; for value guardrails, the unit's running value total."""
+
+    __tablename__ = "guardrail_units"
+    __table_args__ = (UniqueConstraint("experiment_id", "metric_id", "unit_id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    experiment_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("experiments.id", ondelete="CASCADE")
+    )
+    metric_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    unit_id: Mapped[str] = mapped_column(String(256))
+    variant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    value_total: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GuardrailEvent(Base):
+    """Value events of a guardrail metric, once per event_id."""
+
+    __tablename__ = "guardrail_events"
+    __table_args__ = (UniqueConstraint("experiment_id", "metric_id", "event_id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    experiment_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("experiments.id", ondelete="CASCADE")
+    )
+    metric_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    event_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GuardrailBreach(Base):
+    """A variant found to harm a guardrail: sticky until an admin clears it (cleared_at
+    set; the row stays as the record). At most one open breach per variant and metric."""
+
+    __tablename__ = "guardrail_breaches"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["experiment_id", "variant_id"],
+            ["variants.experiment_id", "variants.id"],
+            ondelete="CASCADE",
+        ),
+        Index(
+            "uq_guardrail_breaches_open",
+            "experiment_id",
+            "metric_id",
+            "variant_id",
+            unique=True,
+            postgresql_where=text("cleared_at IS NULL"),
+            sqlite_where=text("cleared_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    experiment_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    metric_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    variant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    action: Mapped[str] = mapped_column(String(16))
+    since: Mapped[date] = mapped_column(Date)  # the day of the check that found it
+    probability_harm: Mapped[float] = mapped_column(Float)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    breached_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class EventState(Base):
+    """The last value of something events announce the changes of (an experiment's
+    recommendation, its sample-ratio check): changed by compare-and-set, so one change
+    is announced once, whichever process sees it first."""
+
+    __tablename__ = "event_states"
+
+    experiment_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

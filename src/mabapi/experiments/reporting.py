@@ -4,14 +4,14 @@ ratio) and the day-by-day history. Reads only."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.db.base import utcnow
-from mabapi.experiments import late_conversions, repository
+from mabapi.experiments import guardrails, late_conversions, repository
 from mabapi.experiments.allocation import _EMPTY, _observed_mean, _posterior
 from mabapi.experiments.lifecycle import experiment_settings, require_experiment
 from mabapi.experiments.models import (
@@ -60,6 +60,7 @@ class Summary:
     stop_rule: decision.StopRule
     seed: int
     draws: int
+    guardrails: list[guardrails.GuardrailReport] = field(default_factory=list)
 
 
 async def summarize(session: AsyncSession, *, experiment_id: str) -> Summary:
@@ -154,6 +155,8 @@ async def summarize(session: AsyncSession, *, experiment_id: str) -> Summary:
         stop_rule=rule,
         seed=decision.DEFAULT_SEED,
         draws=decision.DEFAULT_DRAWS,
+        # Every day so far, today's included, as the rest of the summary.
+        guardrails=await guardrails.report(session, experiment, day=today + timedelta(days=1)),
     )
 
 

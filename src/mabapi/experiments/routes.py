@@ -19,12 +19,16 @@ from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
 from mabapi.experiments.schemas import (
     AllocationOut,
     BatchResultOut,
+    BreachOut,
+    ClearedOut,
     CredibleInterval,
     ExperimentIn,
     ExperimentOut,
     ExperimentPage,
     ExperimentPatch,
     GainOut,
+    GuardrailSummaryOut,
+    GuardrailVariantOut,
     MetricIn,
     MetricRowOut,
     MetricRowsOut,
@@ -200,6 +204,7 @@ async def allocation_answer(
         },
         burned_in=result.burned_in,
         live=live.live_percentages,
+        guardrails={v: BreachOut.model_validate(b) for v, b in result.guardrails.items()},
     )
 
 
@@ -266,6 +271,22 @@ async def patch_experiment(
     """Change the name, description or status (draft, running, paused, stopped)."""
     experiment = await service.update_experiment(session, experiment_id=experiment_id, patch=patch)
     return _experiment_out(experiment)
+
+
+@experiments_router.post(
+    "/{experiment_id}/guardrails/{metric_id}/clear",
+    response_model=ClearedOut,
+    responses=NOT_FOUND,
+)
+async def clear_guardrail(
+    experiment_id: ExperimentId, metric_id: ExperimentId, session: SessionDep
+) -> ClearedOut:
+    """Clear a guardrail's breaches: the variants it stopped or floored get traffic again
+    (the breaches stay on record). A later check may breach again."""
+    cleared = await service.clear_guardrail(
+        session, experiment_id=experiment_id, metric_id=metric_id
+    )
+    return ClearedOut(experiment_id=experiment_id, metric_id=metric_id, cleared=cleared)
 
 
 @experiments_router.post(
@@ -422,6 +443,38 @@ def summary_out(summary: service.Summary) -> SummaryOut:
             )
         ),
         monte_carlo={"seed": summary.seed, "draws": summary.draws},
+        guardrails=[_guardrail_out(item) for item in summary.guardrails],
+    )
+
+
+def _guardrail_out(report: service.GuardrailReport) -> GuardrailSummaryOut:
+    return GuardrailSummaryOut(
+        guardrail=report.guardrail,
+        control_id=report.reference,
+        check=report.check,
+        variants=[
+            GuardrailVariantOut(
+                variant_id=item.variant_id,
+                units=item.units,
+                successes=item.successes,
+                mean=item.mean,
+                relative_difference=(
+                    None
+                    if item.relative_difference is None
+                    else UpliftOut(
+                        mean=item.relative_difference[0],
+                        lower=item.relative_difference[1],
+                        upper=item.relative_difference[2],
+                        mass=service.CREDIBLE_MASS,
+                    )
+                ),
+                probability_harm=item.probability_harm,
+                breach=None
+                if item.breach is None
+                else BreachOut.model_validate(service.breach_view(item.breach)),
+            )
+            for item in report.variants
+        ],
     )
 
 

@@ -177,6 +177,11 @@ class MetricIn(StrictModel):
     date: IsoDate
     impressions: Count
     successes: Count
+    metric_id: Identifier | None = Field(
+        default=None,
+        description="A guardrail's metric_id: these totals are that guardrail's. Absent: the "
+        "experiment's primary metric.",
+    )
     value_sum: Finite | None = Field(
         default=None, description="Value metrics: sum of the per-unit values of the day."
     )
@@ -230,9 +235,9 @@ class MetricsBatchIn(StrictModel):
 
     @model_validator(mode="after")
     def _one_row_per_key(self) -> MetricsBatchIn:
-        first_seen: dict[tuple[str, str, date], int] = {}
+        first_seen: dict[tuple[str, str, date, str | None], int] = {}
         for index, row in enumerate(self.metrics):
-            key = (row.experiment_id, row.variant_id, row.date)
+            key = (row.experiment_id, row.variant_id, row.date, row.metric_id)
             if key in first_seen:
                 raise PydanticCustomError(
                     "duplicate_rows",
@@ -259,6 +264,21 @@ class BatchResultOut(BaseModel):
     rows: int
 
 
+class BreachOut(BaseModel):
+    """A variant's open guardrail breach: what its allocation obeys until it is cleared."""
+
+    metric_id: str
+    probability_harm: float = Field(description="P(harm beyond the margin) at the breach.")
+    action: Literal["stop", "floor"]
+    since: date = Field(description="The day of the check that found it.")
+
+
+class ClearedOut(BaseModel):
+    experiment_id: str
+    metric_id: str
+    cleared: int = Field(description="How many open breaches were cleared (0: none was open).")
+
+
 class AllocationOut(BaseModel):
     experiment_id: str
     date: date
@@ -280,6 +300,11 @@ class AllocationOut(BaseModel):
         "serves now: every observation so far counts, today's and live ones included, so it "
         "can differ from `allocations`, which plans `date` from the days before it. Up to "
         "MABAPI_ALLOCATION_CACHE_SECONDS old."
+    )
+    guardrails: dict[str, BreachOut] = Field(
+        default_factory=dict,
+        description="Variants with an open guardrail breach (stop: no new traffic; floor: "
+        "only their floor), by variant id.",
     )
 
 
@@ -313,6 +338,54 @@ class VariantOut(BaseModel):
     active: bool
 
 
+MAX_GUARDRAILS = 20
+
+
+class GuardrailIn(StrictModel):
+    """A second metric no variant may harm: a variant whose posterior probability of being
+    worse than the control by more than `max_relative_harm` reaches `probability` (and
+    passes the sequential guard over daily checks) breaches it, and `action` is taken."""
+
+    metric_id: Identifier = Field(description="Names this metric in posted rows and conversions.")
+    kind: MetricKind = MetricKind.CONVERSION
+    higher_is_better: StrictBool = Field(
+        default=False,
+        description="false (the default): more is worse (refunds, errors, unsubscribes).",
+    )
+    max_relative_harm: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = Field(
+        default=0.0,
+        description="Harm smaller than this share of the control's value is tolerated "
+        "(0.05: up to 5% worse).",
+    )
+    probability: Annotated[float, Strict(), Field(ge=0.5, le=0.999)] = Field(
+        default=0.95,
+        description="Posterior probability of harm beyond the margin that breaches; 1 - "
+        "probability is also the chance, over the whole experiment, that a variant doing "
+        "no harm ever breaches (the sequential guard).",
+    )
+    action: Literal["stop", "floor"] = Field(
+        default="stop",
+        description="stop: the variant gets no new traffic; floor: only its floor.",
+    )
+    min_units: Annotated[int, Strict(), Field(ge=0, le=10**9)] = Field(
+        default=100, description="Units the variant and the control need before any check."
+    )
+
+
+Guardrails = Annotated[list[GuardrailIn], Field(max_length=MAX_GUARDRAILS)]
+
+
+def _unique_guardrails(guardrails: list[GuardrailIn] | None) -> None:
+    ids = [g.metric_id for g in guardrails or []]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise PydanticCustomError(
+            "duplicate_guardrails",
+            "guardrail metric_ids must be unique; repeated: {ids}",
+            {"ids": ", ".join(repeated)},
+        )
+
+
 class ExperimentIn(StrictModel):
     id: Identifier
     name: Name | None = None
@@ -322,9 +395,11 @@ class ExperimentIn(StrictModel):
     metric_kind: MetricKind = MetricKind.CONVERSION
     higher_is_better: StrictBool = True
     settings: ExperimentSettings = Field(default_factory=ExperimentSettings)
+    guardrails: Guardrails = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _variants_consistent(self) -> ExperimentIn:
+        _unique_guardrails(self.guardrails)
         ids = [variant.id for variant in self.variants]
         duplicates = sorted({v for v in ids if ids.count(v) > 1})
         if duplicates:
@@ -357,10 +432,16 @@ class ExperimentPatch(StrictModel):
     settings: ExperimentSettings | Omitted = Field(
         default=None, description="Replaces the whole settings object (omitted parts reset)."
     )
+    guardrails: Guardrails | Omitted = Field(
+        default=None, description="Replaces the whole list of guardrails ([] removes them)."
+    )
 
     @model_validator(mode="after")
     def _something_to_change(self) -> ExperimentPatch:
-        require_changes(self, "name, description, status, higher_is_better, metric_kind, settings")
+        require_changes(
+            self, "name, description, status, higher_is_better, metric_kind, settings, guardrails"
+        )
+        _unique_guardrails(self.guardrails)
         return self
 
 
@@ -375,6 +456,7 @@ class ExperimentOut(BaseModel):
     metric_kind: MetricKind
     higher_is_better: bool
     settings: ExperimentSettings
+    guardrails: list[GuardrailIn]
     archived: bool
     archived_at: datetime | None
     created_at: datetime
@@ -498,6 +580,28 @@ class SampleRatioOut(BaseModel):
     mismatch: StrictBool = Field(description="True when p < 0.001: check your traffic splitting.")
 
 
+class GuardrailVariantOut(BaseModel):
+    variant_id: str
+    units: float
+    successes: float
+    mean: float | None = Field(description="The guardrail's rate (or value per unit).")
+    relative_difference: UpliftOut | None = Field(
+        description="(variant - control) / |control| with its 95% interval; null for the "
+        "control and without data."
+    )
+    probability_harm: float | None = Field(
+        description="P(worse than the control by more than max_relative_harm)."
+    )
+    breach: BreachOut | None
+
+
+class GuardrailSummaryOut(BaseModel):
+    guardrail: GuardrailIn
+    control_id: str = Field(description="The variant the others are compared with.")
+    check: int = Field(description="How many daily checks the data spans (1 on its 2nd day).")
+    variants: list[GuardrailVariantOut]
+
+
 class SummaryOut(BaseModel):
     experiment_id: str
     metric_kind: MetricKind
@@ -517,3 +621,4 @@ class SummaryOut(BaseModel):
         description="Seed and draws of the posterior samples behind uplift, value remaining "
         "and gain (probabilities and expected loss are exact)."
     )
+    guardrails: list[GuardrailSummaryOut] = Field(default_factory=list)

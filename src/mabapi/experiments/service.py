@@ -12,6 +12,15 @@ from mabapi.experiments.allocation import (
 from mabapi.experiments.allocation import (
     compute_allocation as compute_allocation,
 )
+from mabapi.experiments.guardrails import (
+    GuardrailReport as GuardrailReport,
+)
+from mabapi.experiments.guardrails import (
+    breach_view as breach_view,
+)
+from mabapi.experiments.guardrails import (
+    clear_guardrail as clear_guardrail,
+)
 from mabapi.experiments.ingestion import (
     Report as Report,
 )

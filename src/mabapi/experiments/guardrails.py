@@ -1,0 +1,410 @@
+"""Guardrails: their data (reported rows, real-time conversions), the daily check that
+records a breach (and announces it), clearing, and what the summary shows. Flushes,
+never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mabapi.db.base import utcnow
+from mabapi.errors import InvalidInputError, NotFoundError
+from mabapi.experiments import guardrail_repository as store
+from mabapi.experiments.lifecycle import require_experiment
+from mabapi.experiments.models import (
+    GUARDRAIL_REPORTED,
+    Experiment,
+    GuardrailBreach,
+    MetricKind,
+    Variant,
+)
+from mabapi.experiments.schemas import GuardrailIn, MetricIn
+from mabapi.stats.guardrails import GuardrailCheck, GuardrailRule, check, posterior_of
+from mabapi.stats.posterior import BetaPosterior, Posterior
+from mabapi.webhooks import outbox
+
+# Most severe first: a variant stopped by one guardrail and floored by another is stopped.
+_SEVERITY = {"stop": 0, "floor": 1}
+
+
+def declared(experiment: Experiment) -> list[GuardrailIn]:
+    return [GuardrailIn.model_validate(item) for item in experiment.guardrails or []]
+
+
+def declared_metric(experiment: Experiment, metric_id: str) -> GuardrailIn:
+    for guardrail in declared(experiment):
+        if guardrail.metric_id == metric_id:
+            return guardrail
+    names = ", ".join(g.metric_id for g in declared(experiment)) or "none"
+    raise InvalidInputError(
+        f"experiment {experiment.id!r} has no guardrail {metric_id!r} (its guardrails: "
+        f"{names}); declare it with PATCH /experiments/{experiment.id} "
+        '{"guardrails": [...]}, or leave metric_id out for the primary metric'
+    )
+
+
+def reference_variant(variants: Sequence[Variant]) -> Variant | None:
+    """What guardrails compare with: the control, or the first variant if none is."""
+    return next((v for v in variants if v.is_control), variants[0] if variants else None)
+
+
+async def record_rows(
+    session: AsyncSession, experiments: dict[str, Experiment], rows: Sequence[MetricIn]
+) -> None:
+    """Reported guardrail totals (rows naming a metric_id): checked against each
+    experiment's declared guardrails, then set like the primary metric's."""
+    now = utcnow()
+    values = []
+    for index, row in enumerate(rows):
+        experiment = experiments[row.experiment_id]
+        assert row.metric_id is not None
+        guardrail = declared_metric(experiment, row.metric_id)
+        if row.variant_id not in {v.id for v in experiment.variants}:
+            raise NotFoundError(
+                f"experiment {experiment.id!r} has no variant {row.variant_id!r}; guardrail "
+                "rows need an existing variant (post the primary metric first, or add it with "
+                f"POST /experiments/{experiment.id}/variants)"
+            )
+        if guardrail.kind is MetricKind.VALUE and row.value_sum is None:
+            raise InvalidInputError(
+                f"guardrail {row.metric_id!r} measures values: rows need value_sum and "
+                f"value_sum_squares (row {index} lacks them)"
+            )
+        values.append(
+            {
+                "experiment_id": row.experiment_id,
+                "metric_id": row.metric_id,
+                "variant_id": row.variant_id,
+                "date": row.date,
+                "source": GUARDRAIL_REPORTED,
+                "impressions": row.impressions,
+                "successes": row.successes,
+                "value_sum": row.value_sum or 0.0,
+                "value_sum_squares": row.value_sum_squares or 0.0,
+                "updated_at": now,
+            }
+        )
+    await store.set_reported(session, values)
+
+
+async def record_conversion(
+    session: AsyncSession,
+    experiment: Experiment,
+    *,
+    metric_id: str,
+    unit_id: str,
+    variant_id: str,
+    exposure_day: date,
+    value: float | None,
+    event_id: str | None,
+) -> bool:
+    """A real-time conversion on a guardrail, credited to the unit's variant on its
+    exposure day: once per unit (conversions) or once per event_id (values). True when
+    counted now."""
+    guardrail = declared_metric(experiment, metric_id)
+    key = {"experiment_id": experiment.id, "metric_id": metric_id}
+    if guardrail.kind is MetricKind.CONVERSION:
+        if not await store.count_unit_once(session, **key, unit_id=unit_id, variant_id=variant_id):
+            return False
+        await store.add_live(
+            session, **key, variant_id=variant_id, day=exposure_day, successes=1,
+            value_sum=0.0, value_sum_squares=0.0,
+        )  # fmt: skip
+        return True
+    if value is None or event_id is None:
+        raise InvalidInputError(f"guardrail {metric_id!r} measures values: send value and event_id")
+    if not await store.event_is_new(session, **key, event_id=event_id):
+        return False
+    first = await store.count_unit_once(session, **key, unit_id=unit_id, variant_id=variant_id)
+    total = await store.add_unit_value(session, **key, unit_id=unit_id, value=value)
+    previous = total - value
+    await store.add_live(
+        session, **key, variant_id=variant_id, day=exposure_day, successes=1 if first else 0,
+        value_sum=value, value_sum_squares=total * total - previous * previous,
+    )  # fmt: skip
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailTotals:
+    units: float
+    successes: float
+    value_sum: float
+    value_sum_squares: float
+
+    def posterior(self, kind: MetricKind) -> Posterior:
+        return posterior_of(
+            units=self.units,
+            successes=min(self.successes, self.units),
+            value_sum=self.value_sum if self.units else 0.0,
+            value_sum_squares=self.value_sum_squares if self.units else 0.0,
+            values=kind is MetricKind.VALUE,
+        )
+
+    @property
+    def mean(self) -> float | None:
+        return None if not self.units else self.successes / self.units
+
+
+async def totals_before(
+    session: AsyncSession,
+    experiment_id: str,
+    guardrail: GuardrailIn,
+    before: date,
+    live_units: dict[str, float],
+) -> dict[str, GuardrailTotals]:
+    sums = await store.sums_before(session, experiment_id, guardrail.metric_id, before)
+    result = {}
+    for variant in set(sums) | set(live_units):
+        n, s, v, q = sums.get(variant, (0.0, 0.0, 0.0, 0.0))
+        result[variant] = GuardrailTotals(n + live_units.get(variant, 0.0), s, v, q)
+    return result
+
+
+_EMPTY = GuardrailTotals(0.0, 0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class VariantCheck:
+    variant_id: str
+    totals: GuardrailTotals
+    result: GuardrailCheck | None  # None: not checked (the reference, or no data yet)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailState:
+    guardrail: GuardrailIn
+    reference: str
+    look: int  # 0 before the first day with data
+    control: GuardrailTotals
+    checks: list[VariantCheck]
+
+
+async def _states(session: AsyncSession, experiment: Experiment, day: date) -> list[GuardrailState]:
+    """Each guardrail checked on the data dated before `day` (the day's check)."""
+    guardrails = declared(experiment)
+    variants = list(experiment.variants)
+    reference = reference_variant(variants)
+    if not guardrails or reference is None:
+        return []
+    live_units, first_live = await store.live_units_before(session, experiment.id, day)
+    states = []
+    for guardrail in guardrails:
+        totals = await totals_before(session, experiment.id, guardrail, day, live_units)
+        first = await store.first_day(session, experiment.id, guardrail.metric_id)
+        starts = [d for d in (first, first_live) if d is not None]
+        look = (day - min(starts)).days if starts else 0
+        rule = GuardrailRule(
+            margin=guardrail.max_relative_harm,
+            probability=guardrail.probability,
+            higher_is_better=guardrail.higher_is_better,
+            min_units=guardrail.min_units,
+        )
+        control = totals.get(reference.id, _EMPTY)
+        checks = []
+        for variant in variants:
+            mine = totals.get(variant.id, _EMPTY)
+            result = None
+            if variant.id != reference.id and look >= 1 and mine.units and control.units:
+                result = check(
+                    mine.posterior(guardrail.kind),
+                    control.posterior(guardrail.kind),
+                    rule=rule,
+                    look=look,
+                    units=(mine.units, control.units),
+                )
+            checks.append(VariantCheck(variant.id, mine, result))
+        states.append(GuardrailState(guardrail, reference.id, look, control, checks))
+    return states
+
+
+def breach_view(breach: GuardrailBreach) -> dict[str, Any]:
+    return {
+        "metric_id": breach.metric_id,
+        "probability_harm": breach.probability_harm,
+        "action": breach.action,
+        "since": breach.since.isoformat(),
+    }
+
+
+async def enforce(
+    session: AsyncSession, experiment: Experiment, *, day: date
+) -> dict[str, GuardrailBreach]:
+    """Check every guardrail on the data before `day`; record (and announce) each new
+    breach. Returns the open breach that applies to each breached variant."""
+    if not experiment.guardrails:
+        return {}
+    already = {
+        (b.metric_id, b.variant_id) for b in await store.open_breaches(session, experiment.id)
+    }
+    for state in await _states(session, experiment, day):
+        guardrail = state.guardrail
+        for item in state.checks:
+            result = item.result
+            if result is None or not result.breached:
+                continue
+            if (guardrail.metric_id, item.variant_id) in already:
+                continue
+            details = _details(state, item, result)
+            inserted = await store.insert_breach(
+                session,
+                {
+                    "experiment_id": experiment.id,
+                    "metric_id": guardrail.metric_id,
+                    "variant_id": item.variant_id,
+                    "action": guardrail.action,
+                    "since": day,
+                    "probability_harm": result.probability_harm,
+                    "details": details,
+                    "breached_at": utcnow(),
+                },
+            )
+            if inserted:
+                await outbox.emit(
+                    session,
+                    project_id=experiment.project_id,
+                    event="guardrail.breached",
+                    experiment_id=experiment.id,
+                    data={
+                        "experiment": {"id": experiment.id, "name": experiment.name},
+                        "variant_id": item.variant_id,
+                        "since": day.isoformat(),
+                        **details,
+                    },
+                )
+    return applying(await store.open_breaches(session, experiment.id))
+
+
+def applying(breaches: Sequence[GuardrailBreach]) -> dict[str, GuardrailBreach]:
+    """Per variant, its most severe open breach (stop before floor, then the earliest)."""
+    result: dict[str, GuardrailBreach] = {}
+    for breach in sorted(breaches, key=lambda b: (_SEVERITY.get(b.action, 9), b.breached_at)):
+        result.setdefault(breach.variant_id, breach)
+    return result
+
+
+def _details(state: GuardrailState, item: VariantCheck, result: GuardrailCheck) -> dict[str, Any]:
+    guardrail = state.guardrail
+    return {
+        "guardrail": guardrail.model_dump(mode="json"),
+        "control_id": state.reference,
+        "check": result.look,
+        "probability_harm": result.probability_harm,
+        "probability_any_harm": result.probability_any_harm,
+        "required_any_harm": result.required_any_harm,
+        "variant": _totals_json(item.totals),
+        "control": _totals_json(state.control),
+    }
+
+
+def _totals_json(totals: GuardrailTotals) -> dict[str, float | None]:
+    return {
+        "units": totals.units,
+        "successes": totals.successes,
+        "value_sum": totals.value_sum,
+        "mean": (totals.value_sum / totals.units if totals.units else None)
+        if totals.value_sum
+        else totals.mean,
+    }
+
+
+async def clear_guardrail(session: AsyncSession, *, experiment_id: str, metric_id: str) -> int:
+    """An admin's decision: the metric's open breaches stop applying (kept as records,
+    with when they were cleared). Returns how many were open."""
+    experiment = await require_experiment(session, experiment_id)
+    declared_metric(experiment, metric_id)
+    return await store.clear_breaches(session, experiment.id, metric_id, utcnow())
+
+
+async def reset(session: AsyncSession, experiment_id: str) -> None:
+    await store.delete_live(session, experiment_id)
+    await store.clear_breaches(session, experiment_id, None, utcnow())
+
+
+@dataclass(frozen=True, slots=True)
+class VariantReport:
+    variant_id: str
+    units: float
+    successes: float
+    mean: float | None
+    relative_difference: tuple[float, float, float] | None  # mean, lower, upper (95%)
+    probability_harm: float | None
+    breach: GuardrailBreach | None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailReport:
+    guardrail: GuardrailIn
+    reference: str
+    check: int
+    variants: list[VariantReport]
+
+
+def _relative_difference(
+    variant: Posterior, control: Posterior, seed: int, draws: int = 20_000
+) -> tuple[float, float, float] | None:
+    """(theta_v - theta_c) / |theta_c| by Monte Carlo from the two posteriors."""
+    rng = np.random.default_rng(seed)
+
+    def sample(posterior: Posterior) -> np.ndarray:
+        if isinstance(posterior, BetaPosterior):
+            return rng.beta(posterior.alpha, posterior.beta, draws)
+        return posterior.mu + posterior.scale * rng.standard_t(posterior.degrees_of_freedom, draws)
+
+    v, c = sample(variant), sample(control)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (v - c) / np.abs(c)
+    ratio = ratio[np.isfinite(ratio)]
+    if not ratio.size:
+        return None
+    low, high = np.quantile(ratio, [0.025, 0.975])
+    return float(np.mean(ratio)), float(low), float(high)
+
+
+async def report(
+    session: AsyncSession, experiment: Experiment, *, day: date
+) -> list[GuardrailReport]:
+    """What the summary shows per guardrail and variant: the rate (or mean), the relative
+    difference to the control with its 95% interval, P(harm) and any open breach."""
+    breaches = await store.open_breaches(session, experiment.id)
+    open_by_key = {(b.metric_id, b.variant_id): b for b in breaches}
+    reports = []
+    for state in await _states(session, experiment, day):
+        guardrail = state.guardrail
+        control_posterior = state.control.posterior(guardrail.kind)
+        variants = []
+        for index, item in enumerate(state.checks):
+            totals = item.totals
+            mean = (
+                (totals.value_sum / totals.units if totals.units else None)
+                if guardrail.kind is MetricKind.VALUE
+                else totals.mean
+            )
+            difference = None
+            if item.variant_id != state.reference and totals.units and state.control.units:
+                difference = _relative_difference(
+                    totals.posterior(guardrail.kind), control_posterior, seed=index
+                )
+            variants.append(
+                VariantReport(
+                    variant_id=item.variant_id,
+                    units=totals.units,
+                    successes=totals.successes,
+                    mean=mean,
+                    relative_difference=difference,
+                    probability_harm=None if item.result is None else item.result.probability_harm,
+                    breach=open_by_key.get((guardrail.metric_id, item.variant_id)),
+                )
+            )
+        reports.append(GuardrailReport(guardrail, state.reference, state.look, variants))
+    return reports
+
+
+def check_day(today: date, for_date: date | None = None) -> date:
+    """The day whose check applies: data before min(for_date, today) (complete days)."""
+    return today if for_date is None else min(for_date, today)
