@@ -55,6 +55,8 @@ def make_settings(url: URL | str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": SecretStr(url if isinstance(url, str) else url_text(url)),
         "migrate_on_start": False,
+        # Tests that deliver webhooks turn the loop on (or run it by hand).
+        "webhook_delivery": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -45,16 +45,20 @@ def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return address.is_global and not address.is_multicast
 
 
+async def lookup(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to (the system resolver, off the event loop)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
 async def resolve(url: str, *, allow_private: bool) -> tuple[str, str]:
     """The URL's host and an address of it that may be called. Every address the host
     resolves to must be public (one private answer among public ones is refused too)."""
     _, host, port = check_url_shape(url)
-    loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as error:
+        addresses = [ipaddress.ip_address(a) for a in await lookup(host, port)]
+    except (OSError, ValueError) as error:
         raise UnsafeURLError(f"the webhook host {host!r} does not resolve: {error}") from None
-    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     if not addresses:
         raise UnsafeURLError(f"the webhook host {host!r} does not resolve")
     if not allow_private:
