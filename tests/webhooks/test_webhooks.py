@@ -26,7 +26,7 @@ from mabapi.db.base import utcnow
 from mabapi.db.transactions import background_transaction
 from mabapi.experiments import watch
 from mabapi.runtime import runtime_of
-from mabapi.webhooks import network, service
+from mabapi.webhooks import network, repository, service
 from mabapi.webhooks.models import Delivery, Lease
 from mabapi.webhooks.runner import WebhookRunner
 
@@ -347,7 +347,7 @@ class TestOutbox:
             sessionmaker = runtime_of(app).sessionmaker
             # A sender that claimed it and died mid-send: it is due again after the claim.
             async with background_transaction(sessionmaker) as session:
-                claimed = await service.repository.claim_due(
+                claimed = await repository.claim_due(
                     session, utcnow(), utcnow() + timedelta(seconds=service.CLAIM_SECONDS), 10
                 )
             assert len(claimed) == 1
