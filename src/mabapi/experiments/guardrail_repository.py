@@ -109,11 +109,11 @@ async def event_is_new(
     return (await session.execute(statement)).first() is not None
 
 
-async def sums_before(
-    session: AsyncSession, experiment_id: str, metric_id: str, before: date
+async def sums_between(
+    session: AsyncSession, experiment_id: str, metric_id: str, since: date | None, before: date
 ) -> dict[str, tuple[float, float, float, float]]:
     """Per variant: units, successes, value sum and sum of squares of the guardrail's
-    rows dated before `before` (reported units only: live units are the exposures)."""
+    rows dated in [since, before) (reported units only: live units are the exposures)."""
     statement = (
         select(
             GuardrailMetric.variant_id,
@@ -126,6 +126,7 @@ async def sums_before(
             GuardrailMetric.experiment_id == experiment_id,
             GuardrailMetric.metric_id == metric_id,
             GuardrailMetric.date < before,
+            GuardrailMetric.date >= (since or date.min),
         )
         .group_by(GuardrailMetric.variant_id)
     )
@@ -136,22 +137,41 @@ async def sums_before(
     }
 
 
-async def first_day(session: AsyncSession, experiment_id: str, metric_id: str) -> date | None:
+async def first_day(
+    session: AsyncSession, experiment_id: str, metric_id: str, since: date | None
+) -> date | None:
     result: date | None = await session.scalar(
         select(func.min(GuardrailMetric.date)).where(
-            GuardrailMetric.experiment_id == experiment_id, GuardrailMetric.metric_id == metric_id
+            GuardrailMetric.experiment_id == experiment_id,
+            GuardrailMetric.metric_id == metric_id,
+            GuardrailMetric.date >= (since or date.min),
         )
     )
     return result
 
 
-async def live_units_before(
-    session: AsyncSession, experiment_id: str, before: date
+async def restart_day(session: AsyncSession, experiment_id: str, metric_id: str) -> date | None:
+    """The day of the metric's last clear: checks count only data from that day on."""
+    cleared: datetime | None = await session.scalar(
+        select(func.max(GuardrailBreach.cleared_at)).where(
+            GuardrailBreach.experiment_id == experiment_id,
+            GuardrailBreach.metric_id == metric_id,
+        )
+    )
+    return None if cleared is None else cleared.date()
+
+
+async def live_units_between(
+    session: AsyncSession, experiment_id: str, since: date | None, before: date
 ) -> tuple[dict[str, float], date | None]:
-    """Live exposures per variant before `before`, and the first day with any."""
+    """Live exposures per variant dated in [since, before), and the first day with any."""
     rows = await session.execute(
         select(LiveMetric.variant_id, func.sum(LiveMetric.impressions), func.min(LiveMetric.date))
-        .where(LiveMetric.experiment_id == experiment_id, LiveMetric.date < before)
+        .where(
+            LiveMetric.experiment_id == experiment_id,
+            LiveMetric.date < before,
+            LiveMetric.date >= (since or date.min),
+        )
         .group_by(LiveMetric.variant_id)
     )
     units: dict[str, float] = {}

@@ -151,14 +151,15 @@ class GuardrailTotals:
         return None if not self.units else self.successes / self.units
 
 
-async def totals_before(
+async def totals_between(
     session: AsyncSession,
     experiment_id: str,
     guardrail: GuardrailIn,
+    since: date | None,
     before: date,
     live_units: dict[str, float],
 ) -> dict[str, GuardrailTotals]:
-    sums = await store.sums_before(session, experiment_id, guardrail.metric_id, before)
+    sums = await store.sums_between(session, experiment_id, guardrail.metric_id, since, before)
     result = {}
     for variant in set(sums) | set(live_units):
         n, s, v, q = sums.get(variant, (0.0, 0.0, 0.0, 0.0))
@@ -192,11 +193,13 @@ async def _states(session: AsyncSession, experiment: Experiment, day: date) -> l
     reference = reference_variant(variants)
     if not guardrails or reference is None:
         return []
-    live_units, first_live = await store.live_units_before(session, experiment.id, day)
     states = []
     for guardrail in guardrails:
-        totals = await totals_before(session, experiment.id, guardrail, day, live_units)
-        first = await store.first_day(session, experiment.id, guardrail.metric_id)
+        # After an admin clears a breach, checks start over from that day's data.
+        since = await store.restart_day(session, experiment.id, guardrail.metric_id)
+        live_units, first_live = await store.live_units_between(session, experiment.id, since, day)
+        totals = await totals_between(session, experiment.id, guardrail, since, day, live_units)
+        first = await store.first_day(session, experiment.id, guardrail.metric_id, since)
         starts = [d for d in (first, first_live) if d is not None]
         look = (day - min(starts)).days if starts else 0
         rule = GuardrailRule(
@@ -315,7 +318,8 @@ def _totals_json(totals: GuardrailTotals) -> dict[str, float | None]:
 
 async def clear_guardrail(session: AsyncSession, *, experiment_id: str, metric_id: str) -> int:
     """An admin's decision: the metric's open breaches stop applying (kept as records,
-    with when they were cleared). Returns how many were open."""
+    with when they were cleared), and its checks start over on the data from today on
+    (the harm was accepted or fixed). Returns how many were open."""
     experiment = await require_experiment(session, experiment_id)
     declared_metric(experiment, metric_id)
     return await store.clear_breaches(session, experiment.id, metric_id, utcnow())

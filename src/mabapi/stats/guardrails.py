@@ -12,10 +12,11 @@ composite Gauss-Legendre quadrature on the outer posterior's normal scores (the 
 posterior is the outer one, so the inner function is the smooth one).
 
 The guard: a breach also needs P(any harm) >= 1 - a_k at the k-th daily check, where a_k
-is the nominal level of a group-sequential boundary that spends alpha = 1 - probability
-over the checks as alpha * k / (k + 10) (Lan & DeMets 1983): at most alpha in total over
-any number of checks, about half of it in the first ten. Boundaries come from the
-Armitage-McPherson-Rowe recursion for equally informative looks.
+is the nominal level of a group-sequential boundary (Lan & DeMets 1983) that spends
+alpha = 1 - probability over the checks: 60% of it evenly over the first week (harm is
+caught early), the rest as 0.4 alpha (1 - 7/k) after it, so at most alpha in total over
+any number of checks. Boundaries come from the Armitage-McPherson-Rowe recursion for
+equally informative looks.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ from mabapi.stats.posterior import (
 
 FloatArray = npt.NDArray[np.float64]
 
-# Half of alpha is spent by the SPENDING_HALF-th check.
-SPENDING_HALF = 5
-# Checks beyond this keep the last boundary (alpha * 366 / 376 is spent by then).
+# The share of alpha spent evenly over the first FIRST_WEEK checks; the rest after.
+FIRST_WEEK = 7
+FIRST_WEEK_SHARE = 0.6
+# Checks beyond this keep the last boundary (99.2% of alpha is spent by then).
 MAX_LOOKS = 366
 
 _PANELS = 48
@@ -121,7 +123,12 @@ def probability_harm(
 
 
 def _spent(alpha: float, look: int) -> float:
-    return alpha * look / (look + SPENDING_HALF)
+    """Alpha spent by the `look`-th check (0 before the first)."""
+    if look <= 0:
+        return 0.0
+    early = FIRST_WEEK_SHARE * min(look, FIRST_WEEK) / FIRST_WEEK
+    late = (1.0 - FIRST_WEEK_SHARE) * max(0.0, 1.0 - FIRST_WEEK / look)
+    return alpha * (early + late)
 
 
 @lru_cache(maxsize=64)
