@@ -32,6 +32,7 @@ keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=T
 app.add_typer(keys_app, name="keys")
 app.add_typer(cli_client.experiments_app, name="experiments")
 app.add_typer(cli_client.metrics_app, name="metrics")
+app.add_typer(cli_client.webhooks_app, name="webhooks")
 app.command("allocations")(cli_client.allocations)
 console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")

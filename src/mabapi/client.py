@@ -35,11 +35,19 @@ from mabapi.assignments.schemas import (
 from mabapi.experiments.schemas import (
     AllocationOut,
     BatchResultOut,
+    ClearedOut,
     ExperimentOut,
     ExperimentPage,
     MetricRowsOut,
     StatusOut,
     SummaryOut,
+)
+from mabapi.webhooks.schemas import (
+    DeliveryListOut,
+    TestQueuedOut,
+    WebhookCreatedOut,
+    WebhookListOut,
+    WebhookOut,
 )
 
 __all__ = ["ApiError", "AsyncClient", "Client"]
@@ -148,10 +156,23 @@ class _Calls:
         return _Call("GET", f"/experiments/{experiment_id}/metrics", MetricRowsOut, params=params)
 
     @staticmethod
+    def create_webhook(
+        url: str, events: Sequence[str], secret: str | None
+    ) -> _Call[WebhookCreatedOut]:
+        body = _drop_none({"url": url, "events": list(events), "secret": secret})
+        return _Call("POST", "/webhooks", WebhookCreatedOut, json=body)
+
+    @staticmethod
     def convert(
-        experiment_id: str, unit_id: str, value: float | None, event_id: str | None
+        experiment_id: str,
+        unit_id: str,
+        value: float | None,
+        event_id: str | None,
+        metric_id: str | None = None,
     ) -> _Call[ConversionOut]:
-        body = _drop_none({"unit_id": unit_id, "value": value, "event_id": event_id})
+        body = _drop_none(
+            {"unit_id": unit_id, "value": value, "event_id": event_id, "metric_id": metric_id}
+        )
         return _Call("POST", f"/experiments/{experiment_id}/conversions", ConversionOut, json=body)
 
 
@@ -329,8 +350,10 @@ class Client(_Base):
         unit_id: str,
         value: float | None = None,
         event_id: str | None = None,
+        metric_id: str | None = None,
     ) -> ConversionOut:
-        return self._run(_Calls.convert(experiment_id, unit_id, value, event_id))
+        """A conversion (metric_id: a guardrail's) for a unit assigned before."""
+        return self._run(_Calls.convert(experiment_id, unit_id, value, event_id, metric_id))
 
     def convert_batch(self, conversions: Iterable[Mapping[str, Any]]) -> BatchConversionOut:
         body = {"conversions": [dict(c) for c in conversions]}
@@ -349,6 +372,29 @@ class Client(_Base):
 
     def audit(self, limit: int = 100) -> AuditListOut:
         return self._run(_Call("GET", "/audit", AuditListOut, params={"limit": limit}))
+
+    # -- webhooks --
+    def create_webhook(
+        self, url: str, events: Sequence[str], secret: str | None = None
+    ) -> WebhookCreatedOut:
+        return self._run(_Calls.create_webhook(url, events, secret))
+
+    def webhooks(self) -> WebhookListOut:
+        return self._run(_Call("GET", "/webhooks", WebhookListOut))
+
+    def delete_webhook(self, webhook_id: str) -> WebhookOut:
+        return self._run(_Call("DELETE", f"/webhooks/{webhook_id}", WebhookOut))
+
+    def test_webhook(self, webhook_id: str) -> TestQueuedOut:
+        return self._run(_Call("POST", f"/webhooks/{webhook_id}/test", TestQueuedOut))
+
+    def webhook_deliveries(self, webhook_id: str, limit: int = 50) -> DeliveryListOut:
+        path = f"/webhooks/{webhook_id}/deliveries"
+        return self._run(_Call("GET", path, DeliveryListOut, params={"limit": limit}))
+
+    def clear_guardrail(self, experiment_id: str, metric_id: str) -> ClearedOut:
+        path = f"/experiments/{experiment_id}/guardrails/{metric_id}/clear"
+        return self._run(_Call("POST", path, ClearedOut))
 
 
 class AsyncClient(_Base):
@@ -434,8 +480,9 @@ class AsyncClient(_Base):
         unit_id: str,
         value: float | None = None,
         event_id: str | None = None,
+        metric_id: str | None = None,
     ) -> ConversionOut:
-        return await self._run(_Calls.convert(experiment_id, unit_id, value, event_id))
+        return await self._run(_Calls.convert(experiment_id, unit_id, value, event_id, metric_id))
 
     async def daily_metrics(
         self, experiment_id: str, start: date | str | None = None, end: date | str | None = None

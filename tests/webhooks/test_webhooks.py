@@ -136,7 +136,9 @@ class TestSubscriptions:
         listed = (await client.get("/webhooks")).json()["webhooks"]
         assert [w["id"] for w in listed] == [created["id"]]
         assert "secret" not in listed[0]
-        assert (await client.delete(f"/webhooks/{created['id']}")).status_code == 204
+        removed = await client.delete(f"/webhooks/{created['id']}")
+        assert removed.status_code == 200
+        assert removed.json()["id"] == created["id"]
         assert (await client.get("/webhooks")).json()["webhooks"] == []
         assert (await client.get(f"/webhooks/{created['id']}/deliveries")).status_code == 404
 

@@ -64,12 +64,14 @@ async def list_webhooks(session: SessionDep, principal: PrincipalDep) -> Webhook
     return WebhookListOut(webhooks=[_out(w) for w in webhooks])
 
 
-@router.delete("/{webhook_id}", status_code=204, response_model=None)
+@router.delete("/{webhook_id}", response_model=WebhookOut)
 async def delete_webhook(
     webhook_id: WebhookId, session: SessionDep, principal: PrincipalDep
-) -> None:
-    """Unsubscribe; deliveries not yet sent are dropped with it."""
+) -> WebhookOut:
+    """Unsubscribe (the answer is what was removed); deliveries not yet sent go with it."""
+    webhook = _out(await service.require(session, webhook_id, principal.project_id))
     await service.delete(session, webhook_id, principal.project_id)
+    return webhook
 
 
 @router.get("/{webhook_id}/deliveries", response_model=DeliveryListOut)
