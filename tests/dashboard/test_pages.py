@@ -149,3 +149,42 @@ class TestActions:
             headers={**bearer(reader), "Origin": "http://testserver"},
         )
         assert response.status_code == 403
+
+
+class TestGuardrails:
+    async def test_breaches_are_marked_in_the_list_and_on_the_page(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await client.post(
+            "/experiments",
+            json={
+                "id": "g",
+                "variants": [{"id": "a"}, {"id": "b"}],
+                "guardrails": [{"metric_id": "refunds"}],
+            },
+        )
+        metrics = [
+            {"experiment_id": "g", "variant_id": v, "date": f"2024-05-0{d}", "impressions": 5000,
+             "successes": s, **extra}
+            for d in range(1, 8)
+            for v, s in (("a", 100), ("b", 200))
+            for extra in ({}, {"metric_id": "refunds"})
+        ]  # fmt: skip
+        assert (await client.post("/metrics/batch", json={"metrics": metrics})).status_code == 200
+        allocation = await client.get("/allocations/g", params={"for_date": "2024-05-08"})
+        assert allocation.json()["guardrails"]["b"]["action"] == "stop"
+        listing = (await client.get("/ui")).text
+        assert "⚠ b: refunds (stop)" in listing
+        page = (await client.get("/ui/experiments/g")).text
+        assert 'data-guardrail="refunds"' in page
+        assert "breached 2024-05-08: stop" in page
+        assert 'data-chart="guardrail:refunds"' in page
+        assert '"refunds": {"labels": ["2024-05-01"' in page
+        # The page's clear button does what the API does.
+        cleared = await client.post(
+            "/ui/experiments/g/actions",
+            data={"action": "clear_guardrail", "metric_id": "refunds"},
+            headers={"origin": "http://testserver"},
+        )
+        assert cleared.status_code == 303
+        assert "breached" not in (await client.get("/ui/experiments/g")).text

@@ -62,6 +62,12 @@ async def experiments_page(
             continue
         summary = summary_out(await service.summarize(session, experiment_id=experiment.id))
         leader = max(summary.variants, key=lambda v: v.probability_best, default=None)
+        breaches = [
+            f"{item.variant_id}: {report.guardrail.metric_id} ({item.breach.action})"
+            for report in summary.guardrails
+            for item in report.variants
+            if item.breach is not None
+        ]
         rows.append(
             {
                 "id": experiment.id,
@@ -72,6 +78,7 @@ async def experiments_page(
                 "leader": leader.variant_id if leader else None,
                 "leader_probability": leader.probability_best if leader else None,
                 "recommendation": summary.recommendation,
+                "breaches": breaches,
             }
         )
     return templates.TemplateResponse(
@@ -87,9 +94,12 @@ async def experiments_page(
     )
 
 
-def _chart_data(history: service.History, summary: SummaryOut) -> dict[str, Any]:
+def _chart_data(
+    history: service.History, summary: SummaryOut, guardrails: dict[str, Any]
+) -> dict[str, Any]:
     days = [d.isoformat() for d in history.days]
     return {
+        "guardrails": guardrails,
         "variants": history.variant_ids,
         "metric_kind": summary.metric_kind.value,
         "allocation": {
@@ -137,7 +147,9 @@ async def experiment_page(
         {
             "experiment": experiment,
             "summary": summary,
-            "charts": _chart_data(history, summary),
+            "charts": _chart_data(
+                history, summary, await service.guardrail_series(session, experiment)
+            ),
             "chart_names": CHARTS,
             "leader": leader,
             "total_impressions": total,
@@ -210,8 +222,9 @@ async def experiment_action(
     _principal: PrincipalDep,
     action: Annotated[str, Form(max_length=16)],
     winner: Annotated[str, Form(max_length=128)] = "",
+    metric_id: Annotated[str, Form(max_length=128)] = "",
 ) -> RedirectResponse:
-    """Pause, resume, or conclude with a winner (admin keys)."""
+    """Pause, resume, conclude with a winner, or clear a guardrail (admin keys)."""
     if not _same_origin(request):
         raise ForbiddenError("this form must be sent from the dashboard itself")
     if action in ACTIONS:
@@ -221,8 +234,10 @@ async def experiment_action(
     elif action == "conclude":
         # The allocation cache is dropped after the commit (deps._committed).
         await service.conclude(session, experiment_id=experiment_id, winner=winner)
+    elif action == "clear_guardrail":
+        await service.clear_guardrail(session, experiment_id=experiment_id, metric_id=metric_id)
     else:
-        raise InvalidInputError("action must be pause, resume or conclude")
+        raise InvalidInputError("action must be pause, resume, conclude or clear_guardrail")
     return RedirectResponse(f"/ui/experiments/{experiment_id}", status_code=303)
 
 

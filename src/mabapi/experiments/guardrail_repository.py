@@ -253,3 +253,14 @@ async def daily_rows(
         .order_by(GuardrailMetric.date, GuardrailMetric.variant_id)
     )
     return [(d, v, float(n or 0), float(s or 0), float(x or 0.0)) for d, v, n, s, x in rows]
+
+
+async def live_units_by_day(
+    session: AsyncSession, experiment_id: str
+) -> dict[tuple[date, str], float]:
+    rows = await session.execute(
+        select(LiveMetric.date, LiveMetric.variant_id, func.sum(LiveMetric.impressions))
+        .where(LiveMetric.experiment_id == experiment_id)
+        .group_by(LiveMetric.date, LiveMetric.variant_id)
+    )
+    return {(day, variant): float(n or 0) for day, variant, n in rows}

@@ -412,3 +412,30 @@ async def report(
 def check_day(today: date, for_date: date | None = None) -> date:
     """The day whose check applies: data before min(for_date, today) (complete days)."""
     return today if for_date is None else min(for_date, today)
+
+
+async def guardrail_series(session: AsyncSession, experiment: Experiment) -> dict[str, Any]:
+    """Per guardrail, each variant's rate (or mean) over everything up to each day: the
+    dashboard's guardrail charts."""
+    result: dict[str, Any] = {}
+    live = await store.live_units_by_day(session, experiment.id) if experiment.guardrails else {}
+    variant_ids = [v.id for v in experiment.variants]
+    for guardrail in declared(experiment):
+        rows = await store.daily_rows(session, experiment.id, guardrail.metric_id)
+        days = sorted({row[0] for row in rows} | {day for day, _ in live})
+        units = dict.fromkeys(variant_ids, 0.0)
+        amounts = dict.fromkeys(variant_ids, 0.0)
+        by_day: dict[tuple[date, str], tuple[float, float, float]] = {
+            (d, v): (n, s, x) for d, v, n, s, x in rows
+        }
+        series: dict[str, list[float | None]] = {v: [] for v in variant_ids}
+        for day in days:
+            for variant in variant_ids:
+                n, s, x = by_day.get((day, variant), (0.0, 0.0, 0.0))
+                units[variant] += n + live.get((day, variant), 0.0)
+                amounts[variant] += x if guardrail.kind is MetricKind.VALUE else s
+                series[variant].append(
+                    amounts[variant] / units[variant] if units[variant] else None
+                )
+        result[guardrail.metric_id] = {"labels": [d.isoformat() for d in days], "series": series}
+    return result

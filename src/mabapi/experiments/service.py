@@ -21,6 +21,9 @@ from mabapi.experiments.guardrails import (
 from mabapi.experiments.guardrails import (
     clear_guardrail as clear_guardrail,
 )
+from mabapi.experiments.guardrails import (
+    guardrail_series as guardrail_series,
+)
 from mabapi.experiments.ingestion import (
     Report as Report,
 )

@@ -186,6 +186,7 @@ class GuardrailRule:
     probability: float  # P(harm beyond the margin) that breaches
     higher_is_better: bool
     min_units: int  # per variant and control, before any check
+    sequential: bool = True  # False: no guard (peeking uncorrected; for comparisons only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +216,7 @@ def check(
         if rule.margin == 0.0
         else probability_harm(variant, control, margin=0.0, higher_is_better=rule.higher_is_better)
     )
-    required = guard_level(1.0 - rule.probability, max(look, 1))
+    required = guard_level(1.0 - rule.probability, max(look, 1)) if rule.sequential else 0.0
     enough = min(units) >= rule.min_units
     breached = enough and beyond >= rule.probability and any_harm >= required
     return GuardrailCheck(beyond, any_harm, required, look, breached)

@@ -88,8 +88,20 @@
     el.innerHTML = html + "</tbody>";
   }
 
+  function guardrail(metric) {
+    var g = data.guardrails[metric];
+    return { type: "line", data: { labels: g.labels, datasets: data.variants.map(function (v, i) {
+      return { label: v, data: g.series[v], borderColor: color(i), backgroundColor: color(i),
+               pointRadius: 0, fill: false, spanGaps: true }; }) },
+      options: options({}) };
+  }
+
   document.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
     var name = canvas.getAttribute("data-chart");
+    if (name.indexOf("guardrail:") === 0) {
+      new Chart(canvas, guardrail(name.slice("guardrail:".length)));
+      return;
+    }
     new Chart(canvas, builders[name]());
     table(name);
   });
