@@ -479,3 +479,49 @@ async def test_deliveries_are_rows_of_the_outbox(
     assert [(r.webhook_id, r.event, r.status) for r in rows] == [
         (hook["id"], "experiment.concluded", "pending")
     ]
+
+
+class TestReadmeReceiver:
+    """The README's receiver, run as it is shown (its secret and port swapped in)."""
+
+    def test_it_accepts_signed_deliveries_once_and_refuses_forgeries(self) -> None:
+        import re
+        import subprocess
+        import sys
+        import time
+        from pathlib import Path
+
+        from tests.fixtures.servers import free_port
+
+        readme = (Path(__file__).parents[2] / "README.md").read_text()
+        code = re.search(r"drops repeats[^\n]*\n\n```python\n(.*?)```", readme, re.S)
+        assert code is not None
+        port = free_port()
+        source = code.group(1).replace('("", 9000)', f'("127.0.0.1", {port})')
+        source = source.replace("the secret POST /webhooks answered", "s3cret")
+        process = subprocess.Popen(
+            [sys.executable, "-u", "-c", source], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            body = b'{"event":"webhook.test"}'
+            good = service.sign("s3cret", body)
+            url = f"http://127.0.0.1:{port}/"
+            for _ in range(100):
+                try:
+                    httpx.get(url, timeout=0.2)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+            statuses = [
+                httpx.post(
+                    url,
+                    content=body,
+                    headers={"X-Mabapi-Signature": signature, "X-Mabapi-Delivery": "d1"},
+                ).status_code
+                for signature in (good, good, service.sign("other", body))
+            ]
+        finally:
+            process.terminate()
+            output, _ = process.communicate(timeout=5)
+        assert statuses == [204, 204, 401]
+        assert output.count("webhook.test") == 1  # the repeat is dropped
