@@ -21,6 +21,7 @@ from mabapi.stats.guardrails import (
     guard_boundary,
     guard_level,
     probability_harm,
+    relative_difference,
 )
 from mabapi.stats.posterior import BetaPosterior, NormalInverseGammaPosterior, Posterior
 
@@ -157,3 +158,18 @@ class TestErrorRates:
         assert [first_breach(scenario, self.RULE, s) for s in range(5)] == [
             first_breach(scenario, self.RULE, s) for s in range(5)
         ]
+
+
+class TestRelativeDifference:
+    def test_against_the_delta_method(self) -> None:
+        """Large counts: (p_v - p_c) / p_c ~ Normal(r, (1 + r)^2 (1/s_v + 1/s_c)) roughly."""
+        variant, control = BetaPosterior(1201, 48801), BetaPosterior(1001, 49001)
+        result = relative_difference(variant, control, seed=3)
+        assert result is not None
+        mean, low, high = result
+        ratio = (1201 / 50002) / (1001 / 50002) - 1
+        sd = (1 + ratio) * math.sqrt(1 / 1201 + 1 / 1001)
+        assert mean == pytest.approx(ratio, abs=0.005)
+        assert low == pytest.approx(ratio - 1.96 * sd, abs=0.01)
+        assert high == pytest.approx(ratio + 1.96 * sd, abs=0.01)
+        assert relative_difference(variant, control, seed=3) == result  # seeded

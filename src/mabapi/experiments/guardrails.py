@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.db.base import utcnow
@@ -24,8 +23,14 @@ from mabapi.experiments.models import (
     Variant,
 )
 from mabapi.experiments.schemas import GuardrailIn, MetricIn
-from mabapi.stats.guardrails import GuardrailCheck, GuardrailRule, check, posterior_of
-from mabapi.stats.posterior import BetaPosterior, Posterior
+from mabapi.stats.guardrails import (
+    GuardrailCheck,
+    GuardrailRule,
+    check,
+    posterior_of,
+    relative_difference,
+)
+from mabapi.stats.posterior import Posterior
 from mabapi.webhooks import outbox
 
 # Most severe first: a variant stopped by one guardrail and floored by another is stopped.
@@ -349,27 +354,6 @@ class GuardrailReport:
     variants: list[VariantReport]
 
 
-def _relative_difference(
-    variant: Posterior, control: Posterior, seed: int, draws: int = 20_000
-) -> tuple[float, float, float] | None:
-    """(theta_v - theta_c) / |theta_c| by Monte Carlo from the two posteriors."""
-    rng = np.random.default_rng(seed)
-
-    def sample(posterior: Posterior) -> np.ndarray:
-        if isinstance(posterior, BetaPosterior):
-            return rng.beta(posterior.alpha, posterior.beta, draws)
-        return posterior.mu + posterior.scale * rng.standard_t(posterior.degrees_of_freedom, draws)
-
-    v, c = sample(variant), sample(control)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = (v - c) / np.abs(c)
-    ratio = ratio[np.isfinite(ratio)]
-    if not ratio.size:
-        return None
-    low, high = np.quantile(ratio, [0.025, 0.975])
-    return float(np.mean(ratio)), float(low), float(high)
-
-
 async def report(
     session: AsyncSession, experiment: Experiment, *, day: date
 ) -> list[GuardrailReport]:
@@ -391,7 +375,7 @@ async def report(
             )
             difference = None
             if item.variant_id != state.reference and totals.units and state.control.units:
-                difference = _relative_difference(
+                difference = relative_difference(
                     totals.posterior(guardrail.kind), control_posterior, seed=index
                 )
             variants.append(

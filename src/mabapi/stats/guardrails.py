@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
+from mabapi.stats.decision import sample_posteriors
 from mabapi.stats.posterior import (
     BetaPosterior,
     BetaPrior,
@@ -237,3 +238,18 @@ def posterior_of(
             ValueSummary(units, value_sum, value_sum_squares), NormalInverseGammaPrior()
         )
     return BetaPosterior.from_counts(BinomialCounts(units, min(successes, units)), BetaPrior())
+
+
+def relative_difference(
+    variant: Posterior, control: Posterior, *, seed: int, draws: int = 20_000
+) -> tuple[float, float, float] | None:
+    """(theta_v - theta_c) / |theta_c|: its mean and 95% interval from `draws` posterior
+    draws (seeded: reproducible). None when the control's value can be 0 throughout."""
+    samples = sample_posteriors([variant, control], draws, np.random.default_rng(seed))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (samples[0] - samples[1]) / np.abs(samples[1])
+    ratio = ratio[np.isfinite(ratio)]
+    if not ratio.size:
+        return None
+    low, high = np.quantile(ratio, [0.025, 0.975])
+    return float(np.mean(ratio)), float(low), float(high)
