@@ -241,10 +241,10 @@ class TestBreaches:
         assert (await allocation(client, 0))["guardrails"] == {}
         assert (await allocation(client, 7))["guardrails"].keys() == {"c"}
 
-    async def test_clearing_an_unknown_guardrail_is_a_422(self, client: httpx.AsyncClient) -> None:
+    async def test_clearing_an_unknown_guardrail_is_a_404(self, client: httpx.AsyncClient) -> None:
         await create(client, REFUNDS)
         response = await client.post("/experiments/e/guardrails/nope/clear")
-        assert response.status_code == 422
+        assert response.status_code == 404
         assert "refunds" in response.text
         missing = await client.post("/experiments/zzz/guardrails/refunds/clear")
         assert missing.status_code == 404

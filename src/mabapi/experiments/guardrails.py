@@ -326,7 +326,11 @@ async def clear_guardrail(session: AsyncSession, *, experiment_id: str, metric_i
     with when they were cleared), and its checks start over on the data from today on
     (the harm was accepted or fixed). Returns how many were open."""
     experiment = await require_experiment(session, experiment_id)
-    declared_metric(experiment, metric_id)
+    if metric_id not in {g.metric_id for g in declared(experiment)}:
+        names = ", ".join(g.metric_id for g in declared(experiment)) or "none"
+        raise NotFoundError(
+            f"experiment {experiment_id!r} has no guardrail {metric_id!r} (its guardrails: {names})"
+        )
     return await store.clear_breaches(session, experiment.id, metric_id, utcnow())
 
 

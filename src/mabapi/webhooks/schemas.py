@@ -15,9 +15,11 @@ EventName = Literal[
 
 
 class WebhookIn(StrictModel):
-    url: Annotated[str, Field(min_length=8, max_length=2048)] = Field(
-        description="http(s) URL that receives a JSON POST per event. Loopback, link-local "
-        "and private addresses are refused unless MABAPI_WEBHOOK_ALLOW_PRIVATE=true."
+    url: Annotated[str, Field(min_length=10, max_length=2048, pattern=r"^https?://[^\s/?#]+")] = (
+        Field(
+            description="http(s) URL that receives a JSON POST per event. Loopback, link-local "
+            "and private addresses are refused unless MABAPI_WEBHOOK_ALLOW_PRIVATE=true."
+        )
     )
     events: Annotated[list[EventName], Field(min_length=1, max_length=4)]
     secret: Annotated[str, Field(min_length=16, max_length=128)] | None = Field(
