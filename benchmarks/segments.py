@@ -1,0 +1,111 @@
+"""Segments: partial pooling against one unsegmented bandit ("full") and independent
+bandits per segment ("none"), 30 days x 5,000 units a day, regret summed over segments
+(each against its own best variant); and the time of one segment's allocation as
+segments grow.
+
+Targets:
+- opposite winners (desktop 60%: A 10% / B 12%; mobile 40%: A 12% / B 10%): partial <=
+  0.15x of one bandit and <= 1.3x of independent bandits;
+- fifty segments that do not differ (5% vs 6% everywhere, Zipf sizes): partial <= 1.3x
+  of one bandit and <= 0.3x of independent bandits;
+- a mix (12 Zipf-sized segments, 3 with the opposite winner): partial below both;
+- one segment's allocation with 200 segments x 10 variants under 50 ms.
+
+    python -m benchmarks.segments             # 200 seeds
+    python -m benchmarks.segments --quick     # 20 seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+
+import numpy as np
+
+from benchmarks.policies import print_verdicts
+from mabapi.simulation.segments import SegmentScenario, run, zipf_shares
+from mabapi.stats.allocation import probability_best
+from mabapi.stats.segments import Pooling, all_variants
+
+OPPOSITE = SegmentScenario((0.6, 0.4), ((0.10, 0.12), (0.12, 0.10)))
+ALIKE = SegmentScenario(zipf_shares(50), tuple((0.05, 0.06) for _ in range(50)))
+MIX = SegmentScenario(
+    zipf_shares(12),
+    tuple((0.06, 0.05) if i in (1, 4, 9) else (0.05, 0.06) for i in range(12)),
+)
+SCENARIOS = {
+    "opposite winners (2 segments)": OPPOSITE,
+    "50 Zipf segments that do not differ": ALIKE,
+    "a mix: 12 Zipf segments, 3 with the other winner": MIX,
+}
+POOLINGS: tuple[Pooling, ...] = ("full", "none", "partial")
+LABELS = {"full": "one bandit (full)", "none": "independent (none)", "partial": "partial"}
+
+
+def one_allocation_ms(segments: int, variants: int = 10, repeats: int = 5) -> float:
+    """Median time of one segment's split: every variant's segment posteriors (the
+    pooling) then P(best) for that segment, on random counts."""
+    rng = np.random.default_rng(1)
+    units = rng.integers(100, 5000, size=(segments, variants)).astype(np.float64)
+    rates = rng.uniform(0.04, 0.06, size=(segments, variants))
+    successes = rng.binomial(units.astype(np.int64), rates).astype(np.float64)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        pooled = all_variants(units, successes, pooling="partial")
+        probability_best([p.posteriors[0] for p in pooled])
+        times.append(time.perf_counter() - started)
+    return 1000 * float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=200)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="20 seeds, for a smoke test")
+    args = parser.parse_args()
+    seeds = 20 if args.quick else args.seeds
+    print(f"{seeds} seeds per row; regret: mean ± standard error\n")
+    print("| scenario | pooling | regret | vs one bandit | vs independent |")
+    print("|---|---|---|---|---|")
+    means: dict[tuple[str, str], float] = {}
+    for label, scenario in SCENARIOS.items():
+        for pooling in POOLINGS:
+            with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+                regrets = np.array(list(pool.map(partial(run, scenario, pooling), range(seeds))))
+            means[label, pooling] = float(regrets.mean())
+        for pooling in POOLINGS:
+            mean = means[label, pooling]
+            print(f"| {label} | {LABELS[pooling]} | {mean:,.1f} | "
+                  f"{mean / means[label, 'full']:.2f}x | {mean / means[label, 'none']:.2f}x |",
+                  flush=True)  # fmt: skip
+    print("\nOne segment's allocation, 10 variants (pooling + exact P(best)):\n")
+    print("| segments | ms |")
+    print("|---|---|")
+    timings = {}
+    for segments in (10, 50, 200, 1000):
+        timings[segments] = one_allocation_ms(segments)
+        print(f"| {segments:,} | {timings[segments]:.1f} |")
+    opposite = {p: means["opposite winners (2 segments)", p] for p in POOLINGS}
+    alike = {p: means["50 Zipf segments that do not differ", p] for p in POOLINGS}
+    mix = {p: means["a mix: 12 Zipf segments, 3 with the other winner", p] for p in POOLINGS}
+    verdicts = [
+        (f"opposite: partial / one bandit = {opposite['partial'] / opposite['full']:.2f} "
+         "(<= 0.15)", opposite["partial"] <= 0.15 * opposite["full"]),
+        (f"opposite: partial / independent = {opposite['partial'] / opposite['none']:.2f} "
+         "(<= 1.3)", opposite["partial"] <= 1.3 * opposite["none"]),
+        (f"alike: partial / one bandit = {alike['partial'] / alike['full']:.2f} (<= 1.3)",
+         alike["partial"] <= 1.3 * alike["full"]),
+        (f"alike: partial / independent = {alike['partial'] / alike['none']:.2f} (<= 0.3)",
+         alike["partial"] <= 0.3 * alike["none"]),
+        (f"mix: partial {mix['partial']:,.1f} below one bandit {mix['full']:,.1f} and "
+         f"independent {mix['none']:,.1f}", mix["partial"] < min(mix["full"], mix["none"])),
+        (f"200 segments x 10 variants: {timings[200]:.1f} ms (< 50)", timings[200] < 50),
+    ]  # fmt: skip
+    print_verdicts(verdicts)
+
+
+if __name__ == "__main__":
+    main()
