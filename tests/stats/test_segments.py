@@ -67,6 +67,22 @@ class TestShrinkage:
         assert concentration(units, successes) == pytest.approx(corrected, rel=1e-3)
 
 
+class TestTrafficWeightedCenter:
+    def test_the_center_follows_traffic_not_where_the_bandit_sent_the_variant(self) -> None:
+        """A variant shown 9,000 times in segment 0 (10%) and 1,000 times in segment 1
+        (20%), segments of equal traffic: its overall rate is about 15%, not 11%."""
+        units, successes = np.array([9000.0, 1000.0]), np.array([900.0, 200.0])
+        weighted = segment_posteriors(units, successes, traffic=[0.5, 0.5])
+        by_units = segment_posteriors(units, successes)
+        kappa = weighted.kappa
+        center = 0.5 * (900 + 2 * 0.11) / 9002 + 0.5 * (200 + 2 * 0.11) / 1002
+        assert center == pytest.approx(0.15, abs=0.001)
+        for n, k, posterior in zip(units, successes, weighted.posteriors, strict=True):
+            assert mean(posterior) == pytest.approx((center * kappa + k) / (kappa + n), rel=1e-3)
+        # The thin segment is pulled less toward the heavily shown one than by units.
+        assert mean(weighted.posteriors[1]) > mean(by_units.posteriors[1])
+
+
 class TestProperties:
     @settings(max_examples=40, deadline=None)
     @given(st.integers(0, 10**6), st.floats(0.0, 1.0))

@@ -42,7 +42,7 @@ def _log_marginal(log_kappa: float, mu: float, units: FloatArray, successes: Flo
     return float(np.sum(values))
 
 
-def concentration(units: FloatArray, successes: FloatArray) -> float:
+def concentration(units: FloatArray, successes: FloatArray, *, mu: float | None = None) -> float:
     """kappa maximising the beta-binomial marginal likelihood of the segments' counts,
     one spread shared by every variant (columns), each variant's mu held at its pooled
     rate: a grid over log kappa, then a bounded refinement around its best point
@@ -53,8 +53,8 @@ def concentration(units: FloatArray, successes: FloatArray) -> float:
     for k in range(n.shape[1]):
         keep = n[:, k] > 0
         if keep.sum() >= 2:
-            mu = (s[keep, k].sum() + 1.0) / (n[keep, k].sum() + 2.0)
-            columns.append((mu, n[keep, k], s[keep, k]))
+            center = (s[keep, k].sum() + 1.0) / (n[keep, k].sum() + 2.0) if mu is None else mu
+            columns.append((center, n[keep, k], s[keep, k]))
     if not columns:
         return KAPPA_MAX
 
@@ -100,11 +100,15 @@ def segment_posteriors(
     *,
     pooling: Pooling = "partial",
     prior: tuple[float, float] = (1.0, 1.0),
-    kappa: float | None = None,
+    traffic: Sequence[float] | FloatArray | None = None,
 ) -> PooledSegments:
-    """Each segment's posterior of one variant's rate, from the segments' counts
-    (`kappa`: the spread shared with other variants; estimated from these alone if
-    None)."""
+    """Each segment's posterior of one variant's rate, from the segments' counts.
+
+    `traffic`: each segment's share of all units (every variant's). The variant's
+    overall rate mu is then the traffic-weighted mean of its segment rates, not its
+    units-weighted one: a bandit that sends a variant mostly to the segments it wins
+    would otherwise drag mu toward its rate there, and shrink its other segments toward
+    it (a feedback loop)."""
     n = np.asarray(units, dtype=np.float64)
     s = np.asarray(successes, dtype=np.float64)
     alpha0, beta0 = prior
@@ -117,11 +121,19 @@ def segment_posteriors(
             for ni, si in zip(n, s, strict=True)
         )
         return PooledSegments(own, pooled, 0.0)
-    mu = pooled.alpha / (pooled.alpha + pooled.beta)
-    total = pooled.alpha + pooled.beta
-    mu_variance = mu * (1.0 - mu) / (total + 1.0)
-    if kappa is None:
-        kappa = concentration(n, s)
+    if traffic is None:
+        mu = pooled.alpha / (pooled.alpha + pooled.beta)
+        mu_variance = mu * (1.0 - mu) / (pooled.alpha + pooled.beta + 1.0)
+    else:
+        # Each segment's rate, smoothed toward the units-weighted rate (a segment this
+        # variant has not been shown in counts at that rate, not at the prior's 1/2).
+        w = np.asarray(traffic, dtype=np.float64)
+        pooled_rate = pooled.alpha / (pooled.alpha + pooled.beta)
+        weight = alpha0 + beta0
+        rates = (s + weight * pooled_rate) / (n + weight)
+        mu = float(np.dot(w, rates))
+        mu_variance = float(np.dot(w**2, rates * (1.0 - rates) / (n + weight + 1.0)))
+    kappa = concentration(n, s, mu=mu)
     posteriors = []
     for ni, si in zip(n, s, strict=True):
         a, b = mu * kappa + si, (1.0 - mu) * kappa + ni - si
@@ -137,7 +149,9 @@ def all_variants(
 ) -> list[PooledSegments]:
     """Segment posteriors of every variant: `units` and `successes` are (segments,
     variants); under partial pooling one kappa is estimated from all of them."""
+    total = units.sum()
+    traffic = units.sum(axis=1) / total if total > 0 else None
     return [
-        segment_posteriors(units[:, k], successes[:, k], pooling=pooling)
+        segment_posteriors(units[:, k], successes[:, k], pooling=pooling, traffic=traffic)
         for k in range(units.shape[1])
     ]

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mabapi.db.engine import is_unavailable
 from mabapi.webhooks import network, service
 
 LEASE_SECONDS = 15.0
@@ -57,6 +58,7 @@ class WebhookRunner:
 
     async def _run(self) -> None:
         last_watch = float("-inf")
+        database_down = False
         while True:
             try:
                 await self.run_once()
@@ -64,10 +66,18 @@ class WebhookRunner:
                     last_watch = time.monotonic()
                     if await service.take_lease(self._sessionmaker, self.holder, LEASE_SECONDS):
                         await self._watch()
+                if database_down:
+                    log.info("webhook delivery resumed: the database answers again")
+                    database_down = False
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a database outage: try again next round
-                log.exception("webhook delivery round failed")
+            except Exception as error:
+                if is_unavailable(error):  # an outage: one line when it starts, no traceback
+                    if not database_down:
+                        log.warning("webhook delivery paused: the database is unreachable")
+                    database_down = True
+                else:
+                    log.exception("webhook delivery round failed")
             await asyncio.sleep(self._poll)
 
     async def close(self) -> None:
