@@ -81,19 +81,24 @@ class AllocationCache:
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], ttl: float) -> None:
         self._sessionmaker = sessionmaker
-        self._cache: AnswerCache[str, CachedAllocation] = AnswerCache(ttl)
+        self._cache: AnswerCache[tuple[str, str | None], CachedAllocation] = AnswerCache(ttl)
+        self._segments: dict[str, set[str]] = {}  # per experiment, segments asked for
 
     @property
-    def locks(self) -> KeyedLocks[str]:
+    def locks(self) -> KeyedLocks[tuple[str, str | None]]:
         return self._cache.locks
 
-    async def _compute(self, experiment_id: str) -> CachedAllocation:
+    async def _compute(self, experiment_id: str, segment: str | None) -> CachedAllocation:
         # Real time: everything observed so far counts (the day being planned is today,
         # so "strictly before tomorrow"). Not recorded as a snapshot on every refresh.
         tomorrow = datetime.now(UTC).date() + timedelta(days=1)
         async with background_transaction(self._sessionmaker) as session:
             result = await experiments.compute_allocation(
-                session, experiment_id=experiment_id, for_date=tomorrow, record=False
+                session,
+                experiment_id=experiment_id,
+                for_date=tomorrow,
+                record=False,
+                segment=segment,
             )
             experiment = await experiments.require_experiment(session, experiment_id)
         return CachedAllocation(
@@ -104,11 +109,20 @@ class AllocationCache:
             counts_conversions=experiment.metric_kind != MetricKind.VALUE,
         )
 
-    async def get(self, experiment_id: str) -> CachedAllocation:
-        return await self._cache.get(experiment_id, lambda: self._compute(experiment_id))
+    async def get(self, experiment_id: str, segment: str | None = None) -> CachedAllocation:
+        """The allocation assignment draws from (for units of `segment`, if given)."""
+        if segment is not None:
+            known = self._segments.setdefault(experiment_id, set())
+            if len(known) < 10_000:  # bounded: the cache itself is too
+                known.add(segment)
+        return await self._cache.get(
+            (experiment_id, segment), lambda: self._compute(experiment_id, segment)
+        )
 
     def invalidate(self, experiment_id: str) -> None:
-        self._cache.invalidate(experiment_id)
+        self._cache.invalidate((experiment_id, None))
+        for segment in self._segments.get(experiment_id, ()):
+            self._cache.invalidate((experiment_id, segment))
 
     async def close(self) -> None:
         await self._cache.close()

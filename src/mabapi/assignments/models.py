@@ -47,6 +47,8 @@ class Assignment(Base):
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Exposure day; conversions are credited to it, so a day's rate is self-consistent.
     assigned_date: Mapped[date] = mapped_column(Date)
+    # The audience the unit was assigned in (its conversions count there); None: none.
+    segment: Mapped[str | None] = mapped_column(String(128), nullable=True)
     converted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     conversion_value: Mapped[float | None] = mapped_column(Float, nullable=True)
 

@@ -118,7 +118,7 @@ async def assign_unit(state: Runtime, experiment_id: str, body: AssignIn) -> Ass
     """The assign route's answer; also called by the hot path (mabapi/middleware.py).
     A new unit's row is written by the process's group-commit writer."""
     cache: AllocationCache = state.allocation_cache
-    allocation = await cache.get(experiment_id)
+    allocation = await cache.get(experiment_id, body.segment)
     result = await service.assign(
         state.assign_writer,
         experiment_id=experiment_id,
@@ -126,6 +126,7 @@ async def assign_unit(state: Runtime, experiment_id: str, body: AssignIn) -> Ass
         allocation=allocation,
         rng=_rng(),
         memo=state.assignment_memo,
+        segment=body.segment,
     )
     return _assign_out(result)
 

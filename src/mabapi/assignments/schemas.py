@@ -30,6 +30,12 @@ UnitId = Annotated[
 
 class AssignIn(StrictModel):
     unit_id: UnitId
+    segment: Identifier | None = Field(
+        default=None,
+        description="The unit's audience (e.g. mobile): a new unit is drawn from that "
+        "segment's allocation, and its conversions count in the segment. Stored with the "
+        "assignment on its first call; later calls answer the stored variant.",
+    )
 
 
 class AssignOut(BaseModel):

@@ -68,6 +68,7 @@ class NewAssignment:
     unit_id: str
     variant_id: str | None
     probability: float
+    segment: str | None = None
 
 
 class Submit(Protocol[ItemT, ResultT]):
@@ -83,6 +84,7 @@ def prepare_assignment(
     allocation: CachedAllocation,
     rng: np.random.Generator,
     memo: UnitMemo | None,
+    segment: str | None = None,
 ) -> AssignResult | NewAssignment:
     """The answer without the database if there is one (a declared winner, or a unit this
     process has seen in the same generation), else the draw to store.
@@ -98,10 +100,14 @@ def prepare_assignment(
     cumulative = allocation.cumulative_shares
     total = cumulative[-1] if cumulative else 0.0
     if total <= 0:
-        return NewAssignment(experiment_id, unit_id, None, 0.0)
+        return NewAssignment(experiment_id, unit_id, None, 0.0, segment)
     index = draw_cumulative(cumulative, float(rng.random()))
     return NewAssignment(
-        experiment_id, unit_id, allocation.variant_ids[index], allocation.shares[index] / total
+        experiment_id,
+        unit_id,
+        allocation.variant_ids[index],
+        allocation.shares[index] / total,
+        segment,
     )
 
 
@@ -125,14 +131,21 @@ async def assign(
     allocation: CachedAllocation,
     rng: np.random.Generator,
     memo: UnitMemo | None = None,
+    segment: str | None = None,
 ) -> AssignResult:
     """The unit's variant: the stored one if it has one, else a fresh Thompson draw from
-    the current allocation, stored with its probability and counted as one impression.
+    the current allocation (of its segment, if given), stored with its probability and
+    counted as one impression.
 
     The database part goes through `writer` (group commit: `assign_many` for many
     requests in one transaction); the answer comes back once it has committed."""
     prepared = prepare_assignment(
-        experiment_id=experiment_id, unit_id=unit_id, allocation=allocation, rng=rng, memo=memo
+        experiment_id=experiment_id,
+        unit_id=unit_id,
+        allocation=allocation,
+        rng=rng,
+        memo=memo,
+        segment=segment,
     )
     if isinstance(prepared, AssignResult):
         return prepared
@@ -203,7 +216,8 @@ async def assign_many(
         session,
         [
             {"experiment_id": e, "unit_id": u, "variant_id": item.variant_id,
-             "probability": item.probability, "assigned_at": now, "assigned_date": now.date()}
+             "probability": item.probability, "assigned_at": now, "assigned_date": now.date(),
+             "segment": item.segment}
             for (e, u), item in drawn.items()
         ],
     )  # fmt: skip

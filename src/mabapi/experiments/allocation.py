@@ -17,7 +17,7 @@ from mabapi.db.base import utcnow
 from mabapi.errors import (
     ConflictError,
 )
-from mabapi.experiments import guardrails, late_conversions, repository
+from mabapi.experiments import guardrails, late_conversions, repository, segments
 from mabapi.experiments.lifecycle import experiment_settings, require_experiment
 from mabapi.experiments.models import (
     MetricKind,
@@ -65,6 +65,7 @@ class Allocation:
     shares: tuple[float, ...]  # unrounded shares after controls (what draws use)
     # Breached variants: metric_id, probability_harm, action, since (guardrails.breach_view).
     guardrails: dict[str, dict[str, Any]] = field(default_factory=dict)
+    segment: str | None = None  # the segment answered for (None: all traffic)
 
 
 def _posterior(
@@ -219,7 +220,12 @@ def _days_before(day: date, days: int) -> date:
 
 
 async def compute_allocation(
-    session: AsyncSession, *, experiment_id: str, for_date: date, record: bool = True
+    session: AsyncSession,
+    *,
+    experiment_id: str,
+    for_date: date,
+    record: bool = True,
+    segment: str | None = None,
 ) -> Allocation:
     """Traffic shares for `for_date` from data dated strictly before it: the experiment's
     policy, then its controls (burn-in, floor, reserved shares, paused variants, maximum
@@ -279,6 +285,28 @@ async def compute_allocation(
         )
         for totals_ in inputs
     ]
+    answered_segment = None
+    if segment is not None and settings.segments.pooling != "full" and segments.supports(kind):
+        found = await segments.counts(
+            session, experiment_id, [v.id for v in variants], before=for_date
+        )
+        row = found.index(segment)
+        if row is not None:  # a segment never seen gets the answer over all traffic
+            by_variant = segments.pooled(found, settings.segments.pooling)
+            inputs = tuple(
+                Totals(float(found.units[row, k]), float(found.successes[row, k]))
+                for k in range(len(variants))
+            )
+            arms = [
+                ArmData(
+                    posterior=by_variant[k].posteriors[row],
+                    units=int(totals_.impressions),
+                    successes=int(totals_.successes),
+                    mean=_observed_mean(kind, totals_),
+                )
+                for k, totals_ in enumerate(inputs)
+            ]
+            answered_segment = segment
     active = [variant.active for variant in variants]
     breaches = await guardrails.enforce(
         session, experiment, day=guardrails.check_day(today, for_date)
@@ -296,7 +324,7 @@ async def compute_allocation(
     controls = _controls(settings, variants)
     config = PolicyConfig(PolicyName(policy.algorithm), policy.top_two_beta, policy.epsilon)
     previous = None
-    if controls.max_change is not None:
+    if controls.max_change is not None and answered_segment is None:
         snapshot = await repository.latest_snapshot_before(session, experiment_id, for_date)
         if snapshot is not None:
             previous = np.array([snapshot.allocations.get(v.id, 0.0) / 100 for v in variants])
@@ -336,8 +364,11 @@ async def compute_allocation(
         burned_in=burned_in,
         shares=tuple(float(x) for x in shares),
         guardrails={v: guardrails.breach_view(b) for v, b in breaches.items()},
+        segment=answered_segment,
     )
-    if not record:
+    # Segment answers are not snapshots: the served history (and the sample-ratio check
+    # built on it) is of all traffic.
+    if not record or answered_segment is not None:
         return result
     snapshot_inputs = {
         "metric_kind": kind.value,

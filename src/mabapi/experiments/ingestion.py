@@ -110,7 +110,8 @@ async def _ingest_together(
     for report in reports:
         rows = by_principal.setdefault(report.principal, {})
         row = report.row
-        key = (row.experiment_id, row.variant_id, row.date.isoformat(), row.metric_id or "")
+        key = (row.experiment_id, row.variant_id, row.date.isoformat(), row.metric_id or "",
+               row.segment or "")  # fmt: skip
         rows.pop(key, None)
         rows[key] = report.row
     # The audit entries first: ingest ends holding the experiment's lock until COMMIT, and
@@ -186,6 +187,7 @@ async def record_metrics(
                 "experiment_id": row.experiment_id,
                 "variant_id": row.variant_id,
                 "date": row.date,
+                "segment": row.segment or "",
                 "impressions": row.impressions,
                 "successes": row.successes,
                 "value_sum": row.value_sum,

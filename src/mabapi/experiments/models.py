@@ -124,7 +124,7 @@ class ExperimentMetric(Base):
             ["variants.experiment_id", "variants.id"],
             ondelete="CASCADE",
         ),
-        UniqueConstraint("experiment_id", "variant_id", "date"),
+        UniqueConstraint("experiment_id", "variant_id", "date", "segment"),
         CheckConstraint("impressions >= 0", name="impressions_non_negative"),
         CheckConstraint("successes >= 0", name="successes_non_negative"),
         CheckConstraint("successes <= impressions", name="successes_within_impressions"),
@@ -138,6 +138,9 @@ class ExperimentMetric(Base):
     experiment_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     variant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     date: Mapped[date] = mapped_column(Date)
+    # The audience these totals are of; "" for unsegmented traffic. A variant's totals
+    # over all traffic are the sum over segments.
+    segment: Mapped[str] = mapped_column(String(ID_LENGTH), default="", server_default="")
     impressions: Mapped[int] = mapped_column(BigInteger)
     successes: Mapped[int] = mapped_column(BigInteger)
     # Value metrics: sum and sum of squares of the per-unit values (units = impressions).
@@ -168,6 +171,7 @@ class MetricRevision(Base):
     experiment_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     variant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     date: Mapped[date] = mapped_column(Date)
+    segment: Mapped[str] = mapped_column(String(ID_LENGTH), default="", server_default="")
     impressions: Mapped[int] = mapped_column(BigInteger)
     successes: Mapped[int] = mapped_column(BigInteger)
     value_sum: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -60,7 +60,7 @@ async def upsert_daily_metrics(session: AsyncSession, rows: Sequence[dict[str, A
     for chunk in chunks(values):
         statement = insert_for(session, ExperimentMetric).values(list(chunk))
         statement = statement.on_conflict_do_update(
-            index_elements=["experiment_id", "variant_id", "date"],
+            index_elements=["experiment_id", "variant_id", "date", "segment"],
             set_={
                 "impressions": statement.excluded.impressions,
                 "successes": statement.excluded.successes,
@@ -95,38 +95,41 @@ _SET_REPORTED = text(
 WITH new AS (
     SELECT * FROM unnest(
         CAST(:experiment_id AS VARCHAR[]), CAST(:variant_id AS VARCHAR[]),
-        CAST(:date AS DATE[]), CAST(:impressions AS BIGINT[]), CAST(:successes AS BIGINT[]),
-        CAST(:value_sum AS DOUBLE PRECISION[]), CAST(:value_sum_squares AS DOUBLE PRECISION[])
-    ) AS t(experiment_id, variant_id, date, impressions, successes, value_sum,
+        CAST(:date AS DATE[]), CAST(:segment AS VARCHAR[]), CAST(:impressions AS BIGINT[]),
+        CAST(:successes AS BIGINT[]), CAST(:value_sum AS DOUBLE PRECISION[]),
+        CAST(:value_sum_squares AS DOUBLE PRECISION[])
+    ) AS t(experiment_id, variant_id, date, segment, impressions, successes, value_sum,
            value_sum_squares)
 ),
 old AS (
-    SELECT m.experiment_id, m.variant_id, m.date, m.impressions, m.successes, m.value_sum,
-           m.value_sum_squares
+    SELECT m.experiment_id, m.variant_id, m.date, m.segment, m.impressions, m.successes,
+           m.value_sum, m.value_sum_squares
     FROM experiment_metrics AS m
     JOIN new ON new.experiment_id = m.experiment_id AND new.variant_id = m.variant_id
-            AND new.date = m.date
+            AND new.date = m.date AND new.segment = m.segment
 ),
 upserted AS (
-    INSERT INTO experiment_metrics (experiment_id, variant_id, date, impressions, successes,
-                                    value_sum, value_sum_squares, created_at, updated_at)
-    SELECT experiment_id, variant_id, date, impressions, successes, value_sum,
+    INSERT INTO experiment_metrics (experiment_id, variant_id, date, segment, impressions,
+                                    successes, value_sum, value_sum_squares, created_at,
+                                    updated_at)
+    SELECT experiment_id, variant_id, date, segment, impressions, successes, value_sum,
            value_sum_squares, CAST(:now AS TIMESTAMPTZ), CAST(:now AS TIMESTAMPTZ)
     FROM new
-    ON CONFLICT (experiment_id, variant_id, date) DO UPDATE SET
+    ON CONFLICT (experiment_id, variant_id, date, segment) DO UPDATE SET
         impressions = excluded.impressions, successes = excluded.successes,
         value_sum = excluded.value_sum, value_sum_squares = excluded.value_sum_squares,
         updated_at = excluded.updated_at
     RETURNING 1
 ),
 revised AS (
-    INSERT INTO metric_revisions (experiment_id, variant_id, date, impressions, successes,
-                                  value_sum, value_sum_squares, recorded_at)
-    SELECT new.experiment_id, new.variant_id, new.date, new.impressions, new.successes,
-           new.value_sum, new.value_sum_squares, CAST(:now AS TIMESTAMPTZ)
+    INSERT INTO metric_revisions (experiment_id, variant_id, date, segment, impressions,
+                                  successes, value_sum, value_sum_squares, recorded_at)
+    SELECT new.experiment_id, new.variant_id, new.date, new.segment, new.impressions,
+           new.successes, new.value_sum, new.value_sum_squares, CAST(:now AS TIMESTAMPTZ)
     FROM new
     LEFT JOIN old ON old.experiment_id = new.experiment_id
                  AND old.variant_id = new.variant_id AND old.date = new.date
+                 AND old.segment = new.segment
     WHERE old.date IS NULL
        OR (old.impressions, old.successes, old.value_sum, old.value_sum_squares)
           IS DISTINCT FROM (new.impressions, new.successes, new.value_sum,
@@ -167,8 +170,8 @@ ON CONFLICT (experiment_id, variant_id, source, shard) DO UPDATE SET
 
 def _columns(rows: Sequence[dict[str, Any]], now: datetime) -> dict[str, Any]:
     """Rows as one array per column, for `_SET_REPORTED`."""
-    names = ("experiment_id", "variant_id", "date", "impressions", "successes", "value_sum",
-             "value_sum_squares")  # fmt: skip
+    names = ("experiment_id", "variant_id", "date", "segment", "impressions", "successes",
+             "value_sum", "value_sum_squares")  # fmt: skip
     columns: dict[str, Any] = {name: [row[name] for row in rows] for name in names}
     return {**columns, "now": now, "source": REPORTED_SOURCE}
 
@@ -179,22 +182,25 @@ async def _deltas(
     """Per (experiment, variant): the new rows' sums minus the sums of the rows they
     replace; and the rows that are new or change what was stored (the revisions)."""
     deltas: dict[tuple[str, str], list[float]] = {}
-    stored: dict[tuple[str, str, date], tuple[Any, ...]] = {}
-    keys: dict[str, set[tuple[str, date]]] = {}
+    stored: dict[tuple[str, str, date, str], tuple[Any, ...]] = {}
+    keys: dict[str, set[tuple[str, date, str]]] = {}
     for row in rows:
         delta = deltas.setdefault((row["experiment_id"], row["variant_id"]), [0, 0, 0.0, 0.0])
         delta[0] += row["impressions"]
         delta[1] += row["successes"]
         delta[2] += row["value_sum"] or 0.0
         delta[3] += row["value_sum_squares"] or 0.0
-        keys.setdefault(row["experiment_id"], set()).add((row["variant_id"], row["date"]))
+        keys.setdefault(row["experiment_id"], set()).add(
+            (row["variant_id"], row["date"], row["segment"])
+        )
     for experiment_id, wanted in keys.items():
-        variants = {variant for variant, _ in wanted}
-        days = {day for _, day in wanted}
+        variants = {variant for variant, _, _ in wanted}
+        days = {day for _, day, _ in wanted}
         existing = await session.execute(
             select(
                 ExperimentMetric.variant_id,
                 ExperimentMetric.date,
+                ExperimentMetric.segment,
                 ExperimentMetric.impressions,
                 ExperimentMetric.successes,
                 ExperimentMetric.value_sum,
@@ -205,10 +211,11 @@ async def _deltas(
                 ExperimentMetric.date.in_(days),
             )
         )
-        for variant_id, day, impressions, successes, value_sum, squares in existing:
-            if (variant_id, day) in wanted:
-                stored[experiment_id, variant_id, day] = (impressions, successes, value_sum,
-                                                          squares)  # fmt: skip
+        for variant_id, day, segment, impressions, successes, value_sum, squares in existing:
+            if (variant_id, day, segment) in wanted:
+                stored[experiment_id, variant_id, day, segment] = (
+                    impressions, successes, value_sum, squares
+                )  # fmt: skip
                 delta = deltas[(experiment_id, variant_id)]
                 delta[0] -= impressions
                 delta[1] -= successes
@@ -217,7 +224,7 @@ async def _deltas(
     revised = [
         row
         for row in rows
-        if stored.get((row["experiment_id"], row["variant_id"], row["date"]))
+        if stored.get((row["experiment_id"], row["variant_id"], row["date"], row["segment"]))
         != tuple(row[name] for name in _REVISED)
     ]
     return deltas, revised
@@ -293,6 +300,7 @@ async def revisions_since(
     rows = await session.execute(
         select(
             MetricRevision.variant_id,
+            MetricRevision.segment,
             MetricRevision.date,
             MetricRevision.recorded_at,
             MetricRevision.successes,
@@ -300,7 +308,8 @@ async def revisions_since(
         .where(MetricRevision.experiment_id == experiment_id, MetricRevision.date >= since)
         .order_by(MetricRevision.recorded_at, MetricRevision.id)
     )
-    return [(r[0], r[1], r[2].date(), int(r[3])) for r in rows]
+    # Each segment's rows of a variant and day are their own history (keyed apart).
+    return [(r[0] if not r[1] else f"{r[0]}\x00{r[1]}", r[2], r[3].date(), int(r[4])) for r in rows]
 
 
 # The assignments table, named without importing the assignments package (which sits

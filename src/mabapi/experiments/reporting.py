@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.db.base import utcnow
-from mabapi.experiments import guardrails, late_conversions, repository
+from mabapi.experiments import guardrails, late_conversions, repository, segments
 from mabapi.experiments.allocation import _EMPTY, _observed_mean, _posterior
 from mabapi.experiments.lifecycle import experiment_settings, require_experiment
 from mabapi.experiments.models import (
@@ -315,4 +315,31 @@ def _daily_point(
     lower, upper = posterior.credible_interval(0.95)
     return DailyPoint(
         int(totals.impressions), int(totals.successes), _observed_mean(kind, totals), lower, upper
+    )
+
+
+async def list_segments(
+    session: AsyncSession, *, experiment_id: str
+) -> tuple[str, str | None, list[segments.SegmentSummary]]:
+    """(pooling, overall leader, every segment's summary) over all data so far."""
+    summary = await summarize(session, experiment_id=experiment_id)
+    experiment = summary.experiment
+    settings = experiment_settings(experiment)
+    variants = list(experiment.variants)
+    active = [item for item in summary.variants if item.variant.active]
+    overall = max(active, key=lambda item: item.probability_best, default=None)
+    overall_leader = overall.variant.id if overall else None
+    if not segments.supports(MetricKind(experiment.metric_kind)):
+        return settings.segments.pooling, overall_leader, []
+    found = await segments.counts(session, experiment_id, [v.id for v in variants], before=None)
+    return (
+        settings.segments.pooling,
+        overall_leader,
+        segments.leaders(
+            found,
+            variants,
+            settings.segments.pooling,
+            overall_leader=overall_leader,
+            higher_is_better=experiment.higher_is_better,
+        ),
     )

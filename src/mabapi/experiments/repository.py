@@ -335,7 +335,9 @@ async def list_daily_metrics(
 ) -> Sequence[ExperimentMetric]:
     statement = metric_filter(select(ExperimentMetric), ExperimentMetric, experiment_id,
                                start, end, variant_id)  # fmt: skip
-    statement = statement.order_by(ExperimentMetric.date, ExperimentMetric.variant_id)
+    statement = statement.order_by(
+        ExperimentMetric.date, ExperimentMetric.variant_id, ExperimentMetric.segment
+    )
     return (await session.scalars(statement)).all()
 
 

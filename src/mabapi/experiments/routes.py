@@ -37,6 +37,8 @@ from mabapi.experiments.schemas import (
     RevisionOut,
     RevisionsOut,
     SampleRatioOut,
+    SegmentOut,
+    SegmentsOut,
     StatusOut,
     StratifiedOut,
     SummaryOut,
@@ -152,6 +154,16 @@ async def get_allocation(
         IsoDate | None,
         Query(description="Day being planned (YYYY-MM-DD, default today UTC); data before it."),
     ] = None,
+    segment: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=128,
+            pattern=ID_PATTERN.pattern,
+            description="That segment's split (settings.segments.pooling); a segment never "
+            "seen gets the split over all traffic.",
+        ),
+    ] = None,
 ) -> AllocationOut:
     """Traffic split by Thompson sampling: each variant's probability of being best.
 
@@ -159,12 +171,21 @@ async def get_allocation(
     same process drops it at once). Answers to a key that may write (or on an open
     instance) are kept in the audit trail; a read key's are computed, not stored."""
     return await allocation_answer(
-        runtime_of(request.app), experiment_id, for_date, record=principal.may_write
+        runtime_of(request.app),
+        experiment_id,
+        for_date,
+        record=principal.may_write,
+        segment=segment,
     )
 
 
 async def allocation_answer(
-    state: Runtime, experiment_id: str, for_date: date | None, *, record: bool
+    state: Runtime,
+    experiment_id: str,
+    for_date: date | None,
+    *,
+    record: bool,
+    segment: str | None = None,
 ) -> AllocationOut:
     """GET /allocations' answer; also called by the hot path (mabapi/middleware.py).
 
@@ -179,7 +200,7 @@ async def allocation_answer(
         # Its own transaction: the cache may run this after the request has ended.
         async with background_transaction(state.sessionmaker) as session:
             computed = await service.compute_allocation(
-                session, experiment_id=experiment_id, for_date=day, record=record
+                session, experiment_id=experiment_id, for_date=day, record=record, segment=segment
             )
         observe_allocation(
             experiment_id,
@@ -189,8 +210,8 @@ async def allocation_answer(
         )
         return computed
 
-    result = await answers.get(("allocation", experiment_id, day, record), compute)
-    live = await state.allocation_cache.get(experiment_id)
+    result = await answers.get(("allocation", experiment_id, day, record, segment), compute)
+    live = await state.allocation_cache.get(experiment_id, segment)
     return AllocationOut(
         experiment_id=result.experiment_id,
         date=result.for_date,
@@ -205,6 +226,7 @@ async def allocation_answer(
         burned_in=result.burned_in,
         live=live.live_percentages,
         guardrails={v: BreachOut.model_validate(b) for v, b in result.guardrails.items()},
+        segment=result.segment,
     )
 
 
@@ -388,6 +410,34 @@ async def get_revisions(
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+@experiments_router.get(
+    "/{experiment_id}/segments", response_model=SegmentsOut, responses=NOT_FOUND
+)
+async def get_segments(experiment_id: ExperimentId, session: SessionDep) -> SegmentsOut:
+    """Every segment seen (reported rows naming it, units assigned in it) with its units,
+    its leader and that leader's probability to be best under the experiment's pooling,
+    and whether the leader differs from the leader over all traffic."""
+    pooling, overall_leader, found = await service.list_segments(
+        session, experiment_id=experiment_id
+    )
+    return SegmentsOut(
+        experiment_id=experiment_id,
+        pooling=pooling,
+        overall_leader=overall_leader,
+        segments=[
+            SegmentOut(
+                segment=item.segment,
+                units=item.units,
+                leader=item.leader,
+                leader_probability_best=item.leader_probability,
+                probability_best=item.probability_best,
+                differs_from_overall=item.differs,
+            )
+            for item in found
+        ],
+    )
 
 
 @experiments_router.get("/{experiment_id}/summary", response_model=SummaryOut, responses=NOT_FOUND)

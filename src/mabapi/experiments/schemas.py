@@ -163,8 +163,18 @@ class StopRuleSettings(StrictModel):
     )
 
 
+class SegmentSettings(StrictModel):
+    pooling: Literal["partial", "none", "full"] = Field(
+        default="partial",
+        description="How a segment's allocation uses the other segments' data: partial "
+        "(its own data shrunk toward each variant's overall rate as much as segments are "
+        "seen to agree), none (independent bandits), full (ignore segments).",
+    )
+
+
 class ExperimentSettings(StrictModel):
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    segments: SegmentSettings = Field(default_factory=SegmentSettings)
     prior: PriorSettings = Field(default_factory=PriorSettings)
     stop_rule: StopRuleSettings = Field(default_factory=StopRuleSettings)
 
@@ -182,6 +192,11 @@ class MetricIn(StrictModel):
         description="A guardrail's metric_id: these totals are that guardrail's. Absent: the "
         "experiment's primary metric.",
     )
+    segment: Identifier | None = Field(
+        default=None,
+        description="The audience these totals are of (e.g. mobile). Absent: unsegmented "
+        "traffic. A variant's totals over all traffic add every segment's.",
+    )
     value_sum: Finite | None = Field(
         default=None, description="Value metrics: sum of the per-unit values of the day."
     )
@@ -196,6 +211,11 @@ class MetricIn(StrictModel):
                 "successes_exceed_impressions",
                 "successes ({successes}) cannot exceed impressions ({impressions})",
                 {"successes": self.successes, "impressions": self.impressions},
+            )
+        if self.segment is not None and self.metric_id is not None:
+            raise PydanticCustomError(
+                "segmented_guardrail",
+                "guardrail rows (metric_id) are not segmented: leave segment out",
             )
         if (self.value_sum is None) != (self.value_sum_squares is None):
             raise PydanticCustomError(
@@ -235,9 +255,9 @@ class MetricsBatchIn(StrictModel):
 
     @model_validator(mode="after")
     def _one_row_per_key(self) -> MetricsBatchIn:
-        first_seen: dict[tuple[str, str, date, str | None], int] = {}
+        first_seen: dict[tuple[str, str, date, str | None, str | None], int] = {}
         for index, row in enumerate(self.metrics):
-            key = (row.experiment_id, row.variant_id, row.date, row.metric_id)
+            key = (row.experiment_id, row.variant_id, row.date, row.metric_id, row.segment)
             if key in first_seen:
                 raise PydanticCustomError(
                     "duplicate_rows",
@@ -273,6 +293,26 @@ class BreachOut(BaseModel):
     since: date = Field(description="The day of the check that found it.")
 
 
+class SegmentOut(BaseModel):
+    segment: str
+    units: float = Field(description="Units seen in the segment (all variants).")
+    leader: str | None = Field(description="The variant most likely best in the segment.")
+    leader_probability_best: float | None
+    probability_best: dict[str, float] = Field(
+        description="Exact P(best) of each active variant in the segment, under the pooling."
+    )
+    differs_from_overall: bool = Field(
+        description="True when the segment's leader is not the leader over all traffic."
+    )
+
+
+class SegmentsOut(BaseModel):
+    experiment_id: str
+    pooling: Literal["partial", "none", "full"]
+    overall_leader: str | None
+    segments: list[SegmentOut]
+
+
 class ClearedOut(BaseModel):
     experiment_id: str
     metric_id: str
@@ -305,6 +345,11 @@ class AllocationOut(BaseModel):
         default_factory=dict,
         description="Variants with an open guardrail breach (stop: no new traffic; floor: "
         "only their floor), by variant id.",
+    )
+    segment: str | None = Field(
+        default=None,
+        description="The segment this split is for; null: all traffic (no segment asked, "
+        "one never seen, pooling full, or a value metric).",
     )
 
 
@@ -476,6 +521,7 @@ class MetricRowOut(BaseModel):
 
     variant_id: str
     date: date
+    segment: str = Field(default="", description="The row's segment; empty: unsegmented.")
     impressions: int
     successes: int
 

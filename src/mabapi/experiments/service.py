@@ -94,5 +94,8 @@ from mabapi.experiments.reporting import (
     history as history,
 )
 from mabapi.experiments.reporting import (
+    list_segments as list_segments,
+)
+from mabapi.experiments.reporting import (
     summarize as summarize,
 )

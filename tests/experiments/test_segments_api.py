@@ -1,0 +1,182 @@
+"""Segments over the API, on both databases: rows and assignments naming a segment, each
+segment's split under the three poolings, the answer over all traffic unchanged, an
+unseen segment, the listing, and assignment drawing from its segment's split."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from mabapi.assignments.models import Assignment
+from mabapi.db.transactions import background_transaction
+from mabapi.runtime import runtime_of
+
+FIRST = date(2024, 4, 1)
+# Opposite winners: desktop prefers b, mobile prefers a.
+RATES = {"desktop": {"a": 0.10, "b": 0.13}, "mobile": {"a": 0.13, "b": 0.10}}
+
+
+async def create(client: httpx.AsyncClient, pooling: str | None = None) -> None:
+    settings: dict[str, Any] = {"segments": {"pooling": pooling}} if pooling else {}
+    response = await client.post(
+        "/experiments",
+        json={"id": "e", "variants": [{"id": "a"}, {"id": "b"}], "settings": settings},
+    )
+    assert response.status_code == 201, response.text
+
+
+def segmented_rows(days: int = 10, units: int = 4000) -> list[dict[str, Any]]:
+    return [
+        {"experiment_id": "e", "variant_id": v, "date": str(FIRST + timedelta(days=d)),
+         "impressions": units, "successes": int(units * rate), "segment": segment}
+        for d in range(days)
+        for segment, rates in RATES.items()
+        for v, rate in rates.items()
+    ]  # fmt: skip
+
+
+async def post(client: httpx.AsyncClient, rows: list[dict[str, Any]]) -> None:
+    response = await client.post("/metrics/batch", json={"metrics": rows})
+    assert response.status_code == 200, response.text
+
+
+async def split(client: httpx.AsyncClient, segment: str | None = None) -> dict[str, Any]:
+    params = {"for_date": str(FIRST + timedelta(days=10))}
+    if segment is not None:
+        params["segment"] = segment
+    response = await client.get("/allocations/e", params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+class TestSplits:
+    async def test_each_segment_gets_its_own_winner_under_partial_pooling(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await create(client)
+        await post(client, segmented_rows())
+        desktop, mobile = await split(client, "desktop"), await split(client, "mobile")
+        assert desktop["segment"] == "desktop"
+        assert desktop["allocations"]["b"] > 90
+        assert mobile["allocations"]["a"] > 90
+        assert desktop["inputs"]["b"] == {"impressions": 40_000, "successes": 5_200}
+
+    async def test_without_a_segment_the_answer_is_over_all_traffic_as_before(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """The sum of the segments equals the same totals posted unsegmented."""
+        await create(client)
+        await post(client, segmented_rows())
+        overall = await split(client)
+        assert overall["segment"] is None
+        assert overall["inputs"]["a"] == {"impressions": 80_000, "successes": 9_200}
+        rows = await client.get("/experiments/e/metrics")
+        assert {row["segment"] for row in rows.json()["metrics"]} == {"desktop", "mobile"}
+        await client.post(
+            "/experiments", json={"id": "plain", "variants": [{"id": "a"}, {"id": "b"}]}
+        )
+        plain = [
+            {**row, "experiment_id": "plain", "segment": None}
+            for row in segmented_rows()
+            if row["segment"] == "desktop"
+        ]
+        for row in plain:  # the two segments' sums, one unsegmented row a day
+            twin = RATES["mobile"][row["variant_id"]]
+            row["impressions"] *= 2
+            row["successes"] += int(4000 * twin)
+        plain = [{k: v for k, v in row.items() if v is not None} for row in plain]
+        await client.post("/metrics/batch", json={"metrics": plain})
+        same = await client.get(
+            "/allocations/plain", params={"for_date": str(FIRST + timedelta(days=10))}
+        )
+        assert same.json()["allocations"] == overall["allocations"]
+        assert same.json()["probability_best"] == overall["probability_best"]
+
+    async def test_an_unseen_segment_gets_the_split_over_all_traffic(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await create(client)
+        await post(client, segmented_rows())
+        tablet = await split(client, "tablet")
+        assert tablet["segment"] is None
+        assert tablet["allocations"] == (await split(client))["allocations"]
+
+    @pytest.mark.parametrize(("pooling", "desktop_b"), [("none", 90.0), ("full", None)])
+    async def test_poolings(
+        self, client: httpx.AsyncClient, pooling: str, desktop_b: float | None
+    ) -> None:
+        await create(client, pooling)
+        await post(client, segmented_rows())
+        desktop = await split(client, "desktop")
+        if desktop_b is None:  # full: segments ignored
+            assert desktop["segment"] is None
+            assert desktop["allocations"] == (await split(client))["allocations"]
+        else:
+            assert desktop["allocations"]["b"] > desktop_b
+
+    async def test_bad_segments_are_a_422(self, client: httpx.AsyncClient) -> None:
+        await create(client)
+        bad = await client.get("/allocations/e", params={"segment": "no spaces"})
+        assert bad.status_code == 422
+        row = {**segmented_rows(1)[0], "segment": "a/b"}
+        assert (await client.post("/metrics/", json=row)).status_code == 422
+        guarded = {**segmented_rows(1)[0], "metric_id": "refunds"}
+        response = await client.post("/metrics/", json=guarded)
+        assert response.status_code == 422
+        assert "not segmented" in response.text
+
+
+class TestListing:
+    async def test_every_segment_with_its_leader(self, client: httpx.AsyncClient) -> None:
+        await create(client)
+        rows = segmented_rows()
+        for row in rows:  # desktop larger: b leads overall
+            if row["segment"] == "desktop":
+                row["impressions"] *= 3
+                row["successes"] *= 3
+        await post(client, rows)
+        listing = (await client.get("/experiments/e/segments")).json()
+        assert listing["pooling"] == "partial"
+        assert listing["overall_leader"] == "b"
+        by_name = {item["segment"]: item for item in listing["segments"]}
+        assert by_name["desktop"]["leader"] == "b"
+        assert by_name["desktop"]["differs_from_overall"] is False
+        assert by_name["mobile"]["leader"] == "a"
+        assert by_name["mobile"]["differs_from_overall"] is True
+        assert by_name["mobile"]["leader_probability_best"] > 0.99
+        assert by_name["mobile"]["units"] == 80_000
+        assert sum(by_name["mobile"]["probability_best"].values()) == pytest.approx(1.0)
+
+
+class TestRealTime:
+    async def test_assignment_stores_the_segment_and_draws_from_its_split(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        await create(client)
+        await post(client, segmented_rows())
+        variants = []
+        for i in range(40):
+            response = await client.post(
+                "/experiments/e/assign", json={"unit_id": f"m{i}", "segment": "mobile"}
+            )
+            assert response.status_code == 200, response.text
+            variants.append(response.json()["variant_id"])
+        assert variants.count("a") >= 34  # mobile's split gives a > 90%
+        again = await client.post(
+            "/experiments/e/assign", json={"unit_id": "m0", "segment": "desktop"}
+        )
+        assert again.json()["variant_id"] == variants[0]  # sticky, whatever segment
+        async with background_transaction(runtime_of(app).sessionmaker) as session:
+            stored = (await session.scalars(select(Assignment.segment))).all()
+        assert set(stored) == {"mobile"}
+        # Its conversions count in the segment: the units join mobile's totals.
+        await client.post("/experiments/e/conversions", json={"unit_id": "m0"})
+        listing = (await client.get("/experiments/e/segments")).json()
+        mobile = next(s for s in listing["segments"] if s["segment"] == "mobile")
+        assert mobile["units"] == 80_000 + 40
