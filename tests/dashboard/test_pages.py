@@ -188,3 +188,30 @@ class TestGuardrails:
         )
         assert cleared.status_code == 303
         assert "breached" not in (await client.get("/ui/experiments/g")).text
+
+
+class TestSegments:
+    async def test_the_picker_and_the_segments_table(self, client: httpx.AsyncClient) -> None:
+        await client.post("/experiments", json={"id": "s", "variants": [{"id": "a"}, {"id": "b"}]})
+        rows = [
+            {"experiment_id": "s", "variant_id": v, "date": f"2024-06-0{d}", "impressions": n,
+             "successes": k, "segment": segment}
+            for d in range(1, 6)
+            for segment, n, rates in (("desktop", 6000, (600, 780)), ("mobile", 4000, (520, 400)))
+            for v, k in zip("ab", rates, strict=True)
+        ]  # fmt: skip
+        assert (await client.post("/metrics/batch", json={"metrics": rows})).status_code == 200
+        page = (await client.get("/ui/experiments/s")).text
+        assert 'id="segments-table"' in page
+        assert '<tr data-segment="mobile" class="differs">' in page
+        assert 'href="/ui/experiments/s?segment=mobile"' in page
+        mobile = (await client.get("/ui/experiments/s", params={"segment": "mobile"})).text
+        assert "Summary: segment mobile" in mobile
+        api = (await client.get("/experiments/s/summary", params={"segment": "mobile"})).json()
+        assert api["segment"] == "mobile"
+        impressions = {v["variant_id"]: v["impressions"] for v in api["variants"]}
+        assert impressions == {"a": 20_000, "b": 20_000}
+        for variant in api["variants"]:
+            assert f"{variant['probability_best']:.4f}" in mobile
+        missing = await client.get("/experiments/s/summary", params={"segment": "tv"})
+        assert missing.status_code == 404

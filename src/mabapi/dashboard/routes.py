@@ -22,6 +22,7 @@ from mabapi.experiments.models import ExperimentStatus
 from mabapi.experiments.routes import summary_out
 from mabapi.experiments.schemas import ExperimentPatch, SummaryOut
 from mabapi.runtime import runtime_of
+from mabapi.schemas import ID_PATTERN
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -132,11 +133,21 @@ def _chart_data(
 
 @router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
 async def experiment_page(
-    request: Request, experiment_id: ExperimentId, session: SessionDep, principal: PrincipalDep
+    request: Request,
+    experiment_id: ExperimentId,
+    session: SessionDep,
+    principal: PrincipalDep,
+    segment: Annotated[str | None, Query(max_length=128, pattern=ID_PATTERN.pattern)] = None,
 ) -> HTMLResponse:
-    """Charts, the summary table, what the bandit earned, the rule and the actions."""
+    """Charts, the summary table (of one segment, if picked), what the bandit earned, the
+    segments, the rule and the actions."""
     history = await service.history(session, experiment_id=experiment_id)
-    summary = summary_out(await service.summarize(session, experiment_id=experiment_id))
+    summary = summary_out(
+        await service.summarize(session, experiment_id=experiment_id, segment=segment)
+    )
+    pooling, overall_leader, segments = await service.list_segments(
+        session, experiment_id=experiment_id
+    )
     experiment = history.experiment
     total = sum(v.impressions for v in summary.variants)
     leader = max(summary.variants, key=lambda v: v.probability_best, default=None)
@@ -155,6 +166,11 @@ async def experiment_page(
             "total_impressions": total,
             "traffic_to_others": to_others,
             "can_act": principal.may_admin,
+            "segment": segment,
+            "segments": segments,
+            "pooling": pooling,
+            "overall_leader": overall_leader,
+            "segment_units": sum(item.units for item in segments),
             "days": _days_running(experiment.created_at, summary.days_of_data),
         },
     )

@@ -11,6 +11,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.db.base import utcnow
+from mabapi.errors import NotFoundError
 from mabapi.experiments import guardrails, late_conversions, repository, segments
 from mabapi.experiments.allocation import _EMPTY, _observed_mean, _posterior
 from mabapi.experiments.lifecycle import experiment_settings, require_experiment
@@ -61,26 +62,38 @@ class Summary:
     seed: int
     draws: int
     guardrails: list[guardrails.GuardrailReport] = field(default_factory=list)
+    segment: str | None = None
 
 
-async def summarize(session: AsyncSession, *, experiment_id: str) -> Summary:
-    """Everything about how sure we are, over all data so far."""
+async def summarize(
+    session: AsyncSession, *, experiment_id: str, segment: str | None = None
+) -> Summary:
+    """Everything about how sure we are, over all data so far (of one segment, if given:
+    its totals, the posteriors its allocation uses under the experiment's pooling, its
+    own daily rows; no sample-ratio check, which is of all traffic)."""
     experiment = await require_experiment(session, experiment_id)
     settings = experiment_settings(experiment)
     kind = MetricKind(experiment.metric_kind)
     variants = list(experiment.variants)
-    totals = await repository.metric_totals(session, experiment_id)
-    inputs = [totals.get(variant.id, _EMPTY) for variant in variants]
     today = utcnow().date()
-    curve = await late_conversions.delay_curve(session, experiment_id, settings.policy, today)
-    counted = inputs
-    if curve is not None and kind is MetricKind.CONVERSION:
-        matured = await late_conversions.matured(
-            session, experiment_id, totals, curve, before=None, today=today
-        )
-        counted = [matured.get(variant.id, _EMPTY) for variant in variants]
-    posteriors = [_posterior(kind, settings.prior, t) for t in counted]
-    days_of_data = await repository.days_with_data(session, experiment_id)
+    if segment is not None:
+        view = await _segment_view(session, experiment, segment)
+        inputs, posteriors, rows = view
+        counted = inputs
+        days_of_data = len({row.date for row in rows if row.impressions > 0})
+    else:
+        totals = await repository.metric_totals(session, experiment_id)
+        inputs = [totals.get(variant.id, _EMPTY) for variant in variants]
+        curve = await late_conversions.delay_curve(session, experiment_id, settings.policy, today)
+        counted = inputs
+        if curve is not None and kind is MetricKind.CONVERSION:
+            matured = await late_conversions.matured(
+                session, experiment_id, totals, curve, before=None, today=today
+            )
+            counted = [matured.get(variant.id, _EMPTY) for variant in variants]
+        posteriors = [_posterior(kind, settings.prior, t) for t in counted]
+        days_of_data = await repository.days_with_data(session, experiment_id)
+        rows = await repository.daily_rows(session, experiment_id)
     rule = decision.StopRule(
         settings.stop_rule.probability_threshold,
         settings.stop_rule.value_remaining_threshold,
@@ -91,7 +104,6 @@ async def summarize(session: AsyncSession, *, experiment_id: str) -> Summary:
     active = [i for i, variant in enumerate(variants) if variant.active]
     control_positions = [k for k, i in enumerate(active) if variants[i].is_control]
     names = [variants[i].id for i in active]
-    rows = await repository.daily_rows(session, experiment_id)
     stratified = _stratified(kind, variants, rows)
     empty_decision = not active
     outcome = (
@@ -151,13 +163,55 @@ async def summarize(session: AsyncSession, *, experiment_id: str) -> Summary:
             )
         ),
         gain=gain,
-        sample_ratio=await _sample_ratio(session, experiment_id, variants, rows),
+        sample_ratio=(
+            None
+            if segment is not None
+            else await _sample_ratio(session, experiment_id, variants, rows)
+        ),
         stop_rule=rule,
         seed=decision.DEFAULT_SEED,
         draws=decision.DEFAULT_DRAWS,
         # Every day so far, today's included, as the rest of the summary.
         guardrails=await guardrails.report(session, experiment, day=today + timedelta(days=1)),
+        segment=segment,
     )
+
+
+async def _segment_view(
+    session: AsyncSession, experiment: Experiment, segment: str
+) -> tuple[list[repository.VariantTotals], list[Posterior], list[repository.DailyRow]]:
+    """One segment's totals, pooled posteriors and daily rows (404 if never seen, or if
+    the experiment measures values: segments pool conversions)."""
+    variants = list(experiment.variants)
+    settings = experiment_settings(experiment)
+    if not segments.supports(MetricKind(experiment.metric_kind)):
+        raise NotFoundError(
+            f"experiment {experiment.id!r} measures values: segments pool conversion rates "
+            "only, so there is no per-segment summary"
+        )
+    found = await segments.counts(session, experiment.id, [v.id for v in variants], before=None)
+    row = found.index(segment)
+    if row is None:
+        raise NotFoundError(
+            f"experiment {experiment.id!r} has no data for segment {segment!r}; its "
+            f"segments: {', '.join(found.segments) or 'none'}"
+        )
+    by_variant = segments.pooled(found, settings.segments.pooling)
+    inputs = [
+        repository.VariantTotals(int(found.units[row, k]), int(found.successes[row, k]))
+        for k in range(len(variants))
+    ]
+    posteriors: list[Posterior] = [
+        by_variant[k].pooled
+        if settings.segments.pooling == "full"
+        else by_variant[k].posteriors[row]
+        for k in range(len(variants))
+    ]
+    rows = [
+        repository.DailyRow(v, d, int(n), int(s), 0.0, 0.0)
+        for v, d, n, s in await segments.daily(session, experiment.id, segment)
+    ]
+    return inputs, posteriors, rows
 
 
 def _beats(outcome: decision.Decision | None, position: int | None) -> float | None:

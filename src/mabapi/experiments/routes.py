@@ -67,6 +67,17 @@ UNAVAILABLE: Responses = {
     503: documented_error("The database is unreachable; retry after the given delay.")
 }
 
+SegmentQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=128,
+        pattern=ID_PATTERN.pattern,
+        description="One segment (settings.segments.pooling). Allocations: a segment never "
+        "seen gets the split over all traffic.",
+    ),
+]
+
 metrics_router = APIRouter(tags=["metrics"], responses={**INVALID, **TOO_LARGE, **UNAVAILABLE})
 allocations_router = APIRouter(tags=["allocations"], responses={**UNAVAILABLE})
 experiments_router = APIRouter(
@@ -154,16 +165,7 @@ async def get_allocation(
         IsoDate | None,
         Query(description="Day being planned (YYYY-MM-DD, default today UTC); data before it."),
     ] = None,
-    segment: Annotated[
-        str | None,
-        Query(
-            min_length=1,
-            max_length=128,
-            pattern=ID_PATTERN.pattern,
-            description="That segment's split (settings.segments.pooling); a segment never "
-            "seen gets the split over all traffic.",
-        ),
-    ] = None,
+    segment: SegmentQuery = None,
 ) -> AllocationOut:
     """Traffic split by Thompson sampling: each variant's probability of being best.
 
@@ -441,12 +443,18 @@ async def get_segments(experiment_id: ExperimentId, session: SessionDep) -> Segm
 
 
 @experiments_router.get("/{experiment_id}/summary", response_model=SummaryOut, responses=NOT_FOUND)
-async def get_summary(experiment_id: ExperimentId, session: SessionDep) -> SummaryOut:
+async def get_summary(
+    experiment_id: ExperimentId, session: SessionDep, segment: SegmentQuery = None
+) -> SummaryOut:
     """Per variant, over all data: totals, posterior, 95% interval, probability to be best,
     expected loss, uplift and probability to beat the control, period-stratified means;
     then value remaining, the recommendation, the gain over an even split and an SRM check.
+    With `segment`: that segment's (its posteriors are those its allocation uses; no SRM
+    check; 404 for a segment never seen).
     """
-    return summary_out(await service.summarize(session, experiment_id=experiment_id))
+    return summary_out(
+        await service.summarize(session, experiment_id=experiment_id, segment=segment)
+    )
 
 
 def summary_out(summary: service.Summary) -> SummaryOut:
@@ -461,6 +469,7 @@ def summary_out(summary: service.Summary) -> SummaryOut:
     ids = [item.variant.id for item in summary.variants]
     return SummaryOut(
         experiment_id=experiment.id,
+        segment=summary.segment,
         metric_kind=kind,
         higher_is_better=experiment.higher_is_better,
         algorithm=experiment.algorithm,

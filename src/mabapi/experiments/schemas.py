@@ -650,6 +650,7 @@ class GuardrailSummaryOut(BaseModel):
 
 class SummaryOut(BaseModel):
     experiment_id: str
+    segment: str | None = Field(default=None, description="The segment summarised; null: all.")
     metric_kind: MetricKind
     higher_is_better: bool
     algorithm: str

@@ -135,3 +135,30 @@ def supports(kind: MetricKind) -> bool:
     """Segment pooling models conversions (beta-binomial); value metrics are answered
     over all traffic."""
     return kind is MetricKind.CONVERSION
+
+
+async def daily(
+    session: AsyncSession, experiment_id: str, segment: str
+) -> list[tuple[str, date, float, float]]:
+    """(variant, day, units, successes) of one segment, reported plus real time, oldest
+    first."""
+    m = ExperimentMetric
+    reported = select(m.variant_id, m.date, m.impressions, m.successes).where(
+        m.experiment_id == experiment_id, m.segment == segment
+    )
+    a = _ASSIGNMENTS.c
+    live = (
+        select(a.variant_id, a.assigned_date, func.count(), func.count(a.converted_at))
+        .where(a.experiment_id == experiment_id, a.segment == segment)
+        .group_by(a.variant_id, a.assigned_date)
+    )
+    rows: dict[tuple[str, date], list[float]] = {}
+    for statement in (reported, live):
+        for variant, day, units, successes in await session.execute(statement):
+            day = day if isinstance(day, date) else date.fromisoformat(str(day))
+            acc = rows.setdefault((variant, day), [0.0, 0.0])
+            acc[0] += float(units or 0)
+            acc[1] += float(successes or 0)
+    return [
+        (v, d, n, s) for (v, d), (n, s) in sorted(rows.items(), key=lambda x: (x[0][1], x[0][0]))
+    ]
