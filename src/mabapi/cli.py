@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -179,7 +179,11 @@ def simulate(
         return
     try:
         if scenario is not None:
-            chosen = scenarios.load(scenario)
+            loaded = scenarios.load_any(scenario)
+            if isinstance(loaded, scenarios.SegmentedScenario):
+                _simulate_segments(loaded)
+                return
+            chosen = loaded
         else:
             data: dict[str, object] = {
                 "rates": list(_float_list(rates, "--rates")),
@@ -244,6 +248,41 @@ def simulate(
     note = f", {len(charts)} charts" if charts else " (for charts: pip install 'mabapi[plots]')"
     # Not rich markup: "[plots]" would be read as a style tag and vanish.
     console.print(f"results written to {out}/ (results.json, results.csv{note})", markup=False)
+
+
+def _simulate_segments(chosen: Any) -> None:
+    """The three poolings side by side on a segmented scenario: regret summed over
+    segments (each against its own best variant)."""
+    import numpy as np
+    from rich.table import Table
+
+    from mabapi.simulation.segments import run as run_segments
+
+    scenario = chosen.scenario
+    rows = {}
+    for pooling in ("partial", "none", "full"):
+        regrets = np.array([run_segments(scenario, pooling, seed) for seed in range(chosen.seeds)])
+        rows[pooling] = (float(regrets.mean()), float(regrets.std(ddof=1) / np.sqrt(chosen.seeds))
+                         if chosen.seeds > 1 else 0.0)  # fmt: skip
+    table = Table(
+        title=f"{chosen.name}: {len(scenario.shares)} segments, {chosen.seeds} seeds, "
+        f"{scenario.days} days"
+    )
+    for column in ("pooling", "regret (± se)", "vs one bandit (full)", "vs a bandit per segment"):
+        table.add_column(column, justify="right")
+    labels = {
+        "partial": "partial",
+        "none": "none (a bandit per segment)",
+        "full": "full (one bandit)",
+    }
+    for pooling, (mean, se) in rows.items():
+        table.add_row(
+            labels[pooling],
+            f"{mean:,.1f} ± {se:,.1f}",
+            f"{mean / rows['full'][0]:.2f}x" if rows["full"][0] else "-",
+            f"{mean / rows['none'][0]:.2f}x" if rows["none"][0] else "-",
+        )
+    Console().print(table)
 
 
 async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:

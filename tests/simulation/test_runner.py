@@ -226,3 +226,55 @@ def test_scenario_files_take_late_conversions(tmp_path: Path) -> None:
                                       str(tmp_path / "out")])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "thompson" in result.output
+
+
+class TestSegmentedScenarios:
+    SCENARIO = """
+name = "opposite winners"
+days = 6
+traffic_per_day = 2000
+seeds = 3
+[[segments]]
+name = "desktop"
+share = 0.6
+rates = [0.10, 0.13]
+[[segments]]
+name = "mobile"
+share = 0.4
+rates = [0.13, 0.10]
+"""
+
+    def test_the_three_poolings_side_by_side(self, tmp_path: Path) -> None:
+        path = tmp_path / "segments.toml"
+        path.write_text(self.SCENARIO)
+        result = CliRunner().invoke(app, ["simulate", "--scenario", str(path)])
+        assert result.exit_code == 0, result.output
+        assert "2 segments, 3 seeds, 6 days" in result.output
+        for pooling in ("partial", "none", "full"):
+            assert pooling in result.output
+
+    def test_the_file_is_read_as_written(self, tmp_path: Path) -> None:
+        from mabapi.simulation.scenario import SegmentedScenario, load_any
+
+        path = tmp_path / "segments.toml"
+        path.write_text(self.SCENARIO)
+        loaded = load_any(path)
+        assert isinstance(loaded, SegmentedScenario)
+        assert loaded.segment_names == ("desktop", "mobile")
+        assert loaded.scenario.shares == (0.6, 0.4)
+        assert loaded.scenario.rates == ((0.10, 0.13), (0.13, 0.10))
+
+    @pytest.mark.parametrize(
+        ("top", "tables", "message"),
+        [
+            ("rates = [0.1, 0.2]\n", "", "unknown keys with segments"),
+            ("", "[[segments]]\nshare = 0.1\n", "needs share and rates"),
+            ("", "[[segments]]\nshare = 0.1\nrates = [1.5, 0.1]\n", "between 0 and 1"),
+        ],
+    )
+    def test_bad_files_exit_2(self, tmp_path: Path, top: str, tables: str, message: str) -> None:
+        path = tmp_path / "bad.toml"
+        path.write_text(top + self.SCENARIO + tables)
+        result = CliRunner().invoke(app, ["simulate", "--scenario", str(path)])
+        assert result.exit_code == 2
+        assert message in result.output

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from mabapi.simulation.environments import Environment
 from mabapi.simulation.runner import PolicySpec
+from mabapi.simulation.segments import SegmentScenario
 from mabapi.stats.decision import StopRule
 from mabapi.stats.history import Forgetting
 from mabapi.stats.policies import BurnIn, Controls, PolicyConfig, PolicyName
@@ -35,6 +36,17 @@ policies = ["thompson", "top_two_thompson", "uniform"]
 # conversion_delay_days = 2  # the policies correct for it (curve learnt)
 # burn_in_units = 100
 # cadence = "event"         # update after every unit instead of once a day
+#
+# Segments instead of rates: each audience's share of the traffic and its rates; the
+# three poolings (partial, none = a bandit per segment, full = one bandit) side by side.
+# [[segments]]
+# name = "desktop"
+# share = 0.6
+# rates = [0.10, 0.12]
+# [[segments]]
+# name = "mobile"
+# share = 0.4
+# rates = [0.12, 0.10]
 """
 
 
@@ -143,3 +155,52 @@ def from_mapping(data: dict[str, Any]) -> Scenario:
 def load(path: Path) -> Scenario:
     with path.open("rb") as handle:
         return from_mapping(tomllib.load(handle))
+
+
+@dataclass(frozen=True)
+class SegmentedScenario:
+    name: str
+    scenario: SegmentScenario
+    segment_names: tuple[str, ...]
+    seeds: int
+
+
+def segmented_from_mapping(data: dict[str, Any]) -> SegmentedScenario:
+    """A scenario with [[segments]] tables (see EXAMPLE); raises ValueError on bad input."""
+    known = {"name", "segments", "days", "traffic_per_day", "seeds"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown keys with segments: {', '.join(unknown)} (a segmented scenario takes "
+            "name, days, traffic_per_day, seeds and [[segments]] with name, share, rates)"
+        )
+    items = data["segments"]
+    if not isinstance(items, list) or not items:
+        raise ValueError("segments: one [[segments]] table per audience")
+    names, shares, rates = [], [], []
+    for index, item in enumerate(items):
+        if set(item) - {"name", "share", "rates"} or "share" not in item or "rates" not in item:
+            raise ValueError(f"segments[{index}] needs share and rates (and a name)")
+        names.append(str(item.get("name", f"segment {index + 1}")))
+        shares.append(float(item["share"]))
+        rates.append(tuple(float(r) for r in item["rates"]))
+    total = sum(shares)
+    if total <= 0 or any(s < 0 for s in shares):
+        raise ValueError("segment shares must be non-negative and add up to more than 0")
+    if any(not 0 <= r <= 1 for row in rates for r in row):
+        raise ValueError("segment rates are conversion rates, between 0 and 1")
+    days, traffic, seeds = (int(data.get(k, d)) for k, d in
+                            (("days", 30), ("traffic_per_day", 5000), ("seeds", 50)))  # fmt: skip
+    if days < 1 or traffic < 1 or seeds < 1:
+        raise ValueError("days, traffic_per_day and seeds must be positive")
+    scenario = SegmentScenario(
+        tuple(s / total for s in shares), tuple(rates), days=days, units_per_day=traffic
+    )
+    return SegmentedScenario(str(data.get("name", "segments")), scenario, tuple(names), seeds)
+
+
+def load_any(path: Path) -> Scenario | SegmentedScenario:
+    """A scenario file: with [[segments]], a segmented one."""
+    with path.open("rb") as handle:
+        data = tomllib.load(handle)
+    return segmented_from_mapping(data) if "segments" in data else from_mapping(data)
