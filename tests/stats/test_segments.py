@@ -19,6 +19,7 @@ from mabapi.stats.segments import (
     all_variants,
     concentration,
     segment_posteriors,
+    value_segment_posteriors,
 )
 
 
@@ -149,3 +150,54 @@ class TestRegret:
         scenario = SegmentScenario(zipf_shares(50), tuple((0.05, 0.06) for _ in range(50)), days=15)
         partial, independent = self.regret(scenario, "partial"), self.regret(scenario, "none")
         assert partial <= 0.3 * independent
+
+
+class TestValues:
+    """The normal-normal analogue: segment means shrunk by se^2 / (se^2 + tau^2)."""
+
+    @staticmethod
+    def summaries(means: list[float], n: int, sd: float, seed: int) -> tuple[list[float], ...]:
+        rng = np.random.default_rng(seed)
+        draws = [rng.normal(m, sd, n) for m in means]
+        return (
+            [float(n)] * len(means),
+            [float(x.sum()) for x in draws],
+            [float((x**2).sum()) for x in draws],
+        )
+
+    def test_the_shrunk_mean_is_the_precision_weighted_average(self) -> None:
+        units, sums, squares = self.summaries([10.0, 12.0, 11.0], 400, 5.0, 1)
+        pooled = value_segment_posteriors(units, sums, squares, traffic=[1 / 3] * 3)
+        tau2 = pooled.between_variance
+        assert tau2 > 0
+        n = np.array(units)
+        within = float(np.sum(np.array(squares) - np.array(sums) ** 2 / n) / np.sum(n - 1))
+        grand = sum(sums) / sum(units)
+        mu = float(np.mean((np.array(sums) + 2 * grand) / (n + 2)))
+        for k, posterior in enumerate(pooled.posteriors):
+            error = within / units[k]
+            shrink = error / (error + tau2)
+            expected = shrink * mu + (1 - shrink) * sums[k] / units[k]
+            assert posterior.mu == pytest.approx(expected, rel=1e-9)
+
+    def test_segments_that_agree_get_the_pooled_mean(self) -> None:
+        units, sums, squares = self.summaries([10.0] * 12, 500, 5.0, 2)
+        pooled = value_segment_posteriors(units, sums, squares)
+        grand = sum(sums) / sum(units)
+        raw = max(abs(s / n - grand) for s, n in zip(sums, units, strict=True))
+        shrunk = max(abs(p.mu - grand) for p in pooled.posteriors)
+        assert shrunk < 0.5 * raw  # pulled most of the way to the pooled mean
+
+    def test_segments_that_differ_keep_their_means(self) -> None:
+        units, sums, squares = self.summaries([10.0, 14.0], 20_000, 5.0, 3)
+        pooled = value_segment_posteriors(units, sums, squares)
+        assert [round(p.mu) for p in pooled.posteriors] == [10, 14]
+
+    def test_one_segment_and_the_other_poolings(self) -> None:
+        units, sums, squares = self.summaries([10.0, 12.0], 100, 5.0, 4)
+        one = value_segment_posteriors(units[:1], sums[:1], squares[:1])
+        assert one.posteriors[0] == one.pooled
+        full = value_segment_posteriors(units, sums, squares, pooling="full")
+        assert set(full.posteriors) == {full.pooled}
+        none = value_segment_posteriors(units, sums, squares, pooling="none")
+        assert none.posteriors[1].mu == pytest.approx((sums[1]) / (units[1] + 1), rel=1e-9)

@@ -286,17 +286,14 @@ async def compute_allocation(
         for totals_ in inputs
     ]
     answered_segment = None
-    if segment is not None and settings.segments.pooling != "full" and segments.supports(kind):
+    if segment is not None and settings.segments.pooling != "full":
         found = await segments.counts(
             session, experiment_id, [v.id for v in variants], before=for_date
         )
         row = found.index(segment)
         if row is not None:  # a segment never seen gets the answer over all traffic
-            by_variant = segments.pooled(found, settings.segments.pooling)
-            inputs = tuple(
-                Totals(float(found.units[row, k]), float(found.successes[row, k]))
-                for k in range(len(variants))
-            )
+            by_variant = segments.pooled(found, settings.segments.pooling, kind)
+            inputs = tuple(Totals(*sums) for sums in segments.totals_of(found, row, len(variants)))
             arms = [
                 ArmData(
                     posterior=by_variant[k].posteriors[row],

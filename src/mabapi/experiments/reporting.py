@@ -180,15 +180,10 @@ async def summarize(
 async def _segment_view(
     session: AsyncSession, experiment: Experiment, segment: str
 ) -> tuple[list[repository.VariantTotals], list[Posterior], list[repository.DailyRow]]:
-    """One segment's totals, pooled posteriors and daily rows (404 if never seen, or if
-    the experiment measures values: segments pool conversions)."""
+    """One segment's totals, pooled posteriors and daily rows (404 if never seen)."""
     variants = list(experiment.variants)
     settings = experiment_settings(experiment)
-    if not segments.supports(MetricKind(experiment.metric_kind)):
-        raise NotFoundError(
-            f"experiment {experiment.id!r} measures values: segments pool conversion rates "
-            "only, so there is no per-segment summary"
-        )
+    kind = MetricKind(experiment.metric_kind)
     found = await segments.counts(session, experiment.id, [v.id for v in variants], before=None)
     row = found.index(segment)
     if row is None:
@@ -196,10 +191,10 @@ async def _segment_view(
             f"experiment {experiment.id!r} has no data for segment {segment!r}; its "
             f"segments: {', '.join(found.segments) or 'none'}"
         )
-    by_variant = segments.pooled(found, settings.segments.pooling)
+    by_variant = segments.pooled(found, settings.segments.pooling, kind)
     inputs = [
-        repository.VariantTotals(int(found.units[row, k]), int(found.successes[row, k]))
-        for k in range(len(variants))
+        repository.VariantTotals(int(n), int(s), v, q)
+        for n, s, v, q in segments.totals_of(found, row, len(variants))
     ]
     posteriors: list[Posterior] = [
         by_variant[k].pooled
@@ -208,8 +203,8 @@ async def _segment_view(
         for k in range(len(variants))
     ]
     rows = [
-        repository.DailyRow(v, d, int(n), int(s), 0.0, 0.0)
-        for v, d, n, s in await segments.daily(session, experiment.id, segment)
+        repository.DailyRow(v, d, int(n), int(s), x, q)
+        for v, d, n, s, x, q in await segments.daily(session, experiment.id, segment)
     ]
     return inputs, posteriors, rows
 
@@ -383,8 +378,6 @@ async def list_segments(
     active = [item for item in summary.variants if item.variant.active]
     overall = max(active, key=lambda item: item.probability_best, default=None)
     overall_leader = overall.variant.id if overall else None
-    if not segments.supports(MetricKind(experiment.metric_kind)):
-        return settings.segments.pooling, overall_leader, []
     found = await segments.counts(session, experiment_id, [v.id for v in variants], before=None)
     return (
         settings.segments.pooling,
@@ -395,5 +388,6 @@ async def list_segments(
             settings.segments.pooling,
             overall_leader=overall_leader,
             higher_is_better=experiment.higher_is_better,
+            kind=MetricKind(experiment.metric_kind),
         ),
     )

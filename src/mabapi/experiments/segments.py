@@ -14,8 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mabapi.db.base import UTCDateTime
 from mabapi.experiments.models import ExperimentMetric, MetricKind, Variant
 from mabapi.stats.allocation import probability_best
-from mabapi.stats.posterior import BetaPosterior
-from mabapi.stats.segments import PooledSegments, Pooling, all_variants
+from mabapi.stats.posterior import Posterior
+from mabapi.stats.segments import (
+    PooledSegments,
+    PooledValueSegments,
+    Pooling,
+    all_value_variants,
+    all_variants,
+)
 
 # The assignments table, named without importing the assignments package (above this
 # one): what segment counts need.
@@ -37,6 +43,8 @@ class SegmentCounts:
     segments: tuple[str, ...]
     units: np.ndarray  # (segments, variants)
     successes: np.ndarray
+    value_sum: np.ndarray
+    value_sum_squares: np.ndarray
 
     def index(self, segment: str) -> int | None:
         try:
@@ -51,11 +59,24 @@ async def counts(
     """Every named segment's totals dated before `before` (all data if None): reported
     rows naming it plus the real-time units assigned in it (and their conversions)."""
     m = ExperimentMetric
-    reported = select(m.segment, m.variant_id, func.sum(m.impressions), func.sum(m.successes))
-    reported = reported.where(m.experiment_id == experiment_id, m.segment != "")
+    reported = select(
+        m.segment,
+        m.variant_id,
+        func.sum(m.impressions),
+        func.sum(m.successes),
+        func.sum(func.coalesce(m.value_sum, 0.0)),
+        func.sum(func.coalesce(m.value_sum_squares, 0.0)),
+    ).where(m.experiment_id == experiment_id, m.segment != "")
     a = _ASSIGNMENTS.c
-    live = select(a.segment, a.variant_id, func.count(), func.count(a.converted_at))
-    live = live.where(a.experiment_id == experiment_id, a.segment.is_not(None))
+    value = func.coalesce(a.conversion_value, 0.0)
+    live = select(
+        a.segment,
+        a.variant_id,
+        func.count(),
+        func.count(a.converted_at),
+        func.sum(value),
+        func.sum(value * value),
+    ).where(a.experiment_id == experiment_id, a.segment.is_not(None))
     if before is not None:
         reported = reported.where(m.date < before)
         live = live.where(a.assigned_date < before)
@@ -64,23 +85,33 @@ async def counts(
         reported.group_by(m.segment, m.variant_id),
         live.group_by(a.segment, a.variant_id),
     ):
-        for segment, variant, units, successes in await session.execute(statement):
-            acc = totals.setdefault((segment, variant), [0.0, 0.0])
-            acc[0] += float(units or 0)
-            acc[1] += float(successes or 0)
+        for segment, variant, *sums in await session.execute(statement):
+            acc = totals.setdefault((segment, variant), [0.0, 0.0, 0.0, 0.0])
+            for position, amount in enumerate(sums):
+                acc[position] += float(amount or 0)
     segments = tuple(sorted({segment for segment, _ in totals}))
     column_of = {variant: k for k, variant in enumerate(variant_ids)}
     units = np.zeros((len(segments), len(variant_ids)))
-    successes = np.zeros_like(units)
-    for (segment, variant), (n, s) in totals.items():
+    successes, value_sum, squares = (np.zeros_like(units) for _ in range(3))
+    for (segment, variant), (n, s, v, q) in totals.items():
         if variant in column_of:
-            i = segments.index(segment)
-            units[i, column_of[variant]] = n
-            successes[i, column_of[variant]] = min(s, n)
-    return SegmentCounts(segments, units, successes)
+            i, k = segments.index(segment), column_of[variant]
+            units[i, k] = n
+            successes[i, k] = min(s, n)
+            value_sum[i, k] = v
+            squares[i, k] = q
+    return SegmentCounts(segments, units, successes, value_sum, squares)
 
 
-def pooled(found: SegmentCounts, pooling: Pooling) -> list[PooledSegments]:
+def pooled(
+    found: SegmentCounts, pooling: Pooling, kind: MetricKind = MetricKind.CONVERSION
+) -> list[PooledSegments] | list[PooledValueSegments]:
+    """Every variant's segment posteriors: beta-binomial for conversions, normal-normal
+    for values."""
+    if kind is MetricKind.VALUE:
+        return all_value_variants(
+            found.units, found.value_sum, found.value_sum_squares, pooling=pooling
+        )
     return all_variants(found.units, found.successes, pooling=pooling)
 
 
@@ -101,14 +132,15 @@ def leaders(
     *,
     overall_leader: str | None,
     higher_is_better: bool,
+    kind: MetricKind = MetricKind.CONVERSION,
 ) -> list[SegmentSummary]:
     """Every segment's P(best) of the active variants (exact), its leader and whether
     the leader differs from the overall one."""
     active = [k for k, v in enumerate(variants) if v.active]
-    by_variant = pooled(found, pooling) if len(found.segments) else []
+    by_variant = pooled(found, pooling, kind) if len(found.segments) else []
     result = []
     for i, segment in enumerate(found.segments):
-        posteriors: list[BetaPosterior] = [by_variant[k].posteriors[i] for k in active]
+        posteriors: list[Posterior] = [by_variant[k].posteriors[i] for k in active]
         probabilities: list[float] = (
             [float(p) for p in probability_best(posteriors, higher_is_better=higher_is_better)]
             if active
@@ -131,34 +163,53 @@ def leaders(
     return result
 
 
-def supports(kind: MetricKind) -> bool:
-    """Segment pooling models conversions (beta-binomial); value metrics are answered
-    over all traffic."""
-    return kind is MetricKind.CONVERSION
+def totals_of(found: SegmentCounts, row: int, variants: int) -> list[tuple[float, ...]]:
+    """(units, successes, value sum, sum of squares) of one segment, per variant."""
+    return [
+        (
+            float(found.units[row, k]),
+            float(found.successes[row, k]),
+            float(found.value_sum[row, k]),
+            float(found.value_sum_squares[row, k]),
+        )
+        for k in range(variants)
+    ]
 
 
 async def daily(
     session: AsyncSession, experiment_id: str, segment: str
-) -> list[tuple[str, date, float, float]]:
-    """(variant, day, units, successes) of one segment, reported plus real time, oldest
-    first."""
+) -> list[tuple[str, date, float, float, float, float]]:
+    """(variant, day, units, successes, value sum, sum of squares) of one segment,
+    reported plus real time, oldest first."""
     m = ExperimentMetric
-    reported = select(m.variant_id, m.date, m.impressions, m.successes).where(
-        m.experiment_id == experiment_id, m.segment == segment
-    )
+    reported = select(
+        m.variant_id,
+        m.date,
+        m.impressions,
+        m.successes,
+        func.coalesce(m.value_sum, 0.0),
+        func.coalesce(m.value_sum_squares, 0.0),
+    ).where(m.experiment_id == experiment_id, m.segment == segment)
     a = _ASSIGNMENTS.c
+    value = func.coalesce(a.conversion_value, 0.0)
     live = (
-        select(a.variant_id, a.assigned_date, func.count(), func.count(a.converted_at))
+        select(
+            a.variant_id,
+            a.assigned_date,
+            func.count(),
+            func.count(a.converted_at),
+            func.sum(value),
+            func.sum(value * value),
+        )
         .where(a.experiment_id == experiment_id, a.segment == segment)
         .group_by(a.variant_id, a.assigned_date)
     )
     rows: dict[tuple[str, date], list[float]] = {}
     for statement in (reported, live):
-        for variant, day, units, successes in await session.execute(statement):
+        for variant, day, *sums in await session.execute(statement):
             day = day if isinstance(day, date) else date.fromisoformat(str(day))
-            acc = rows.setdefault((variant, day), [0.0, 0.0])
-            acc[0] += float(units or 0)
-            acc[1] += float(successes or 0)
-    return [
-        (v, d, n, s) for (v, d), (n, s) in sorted(rows.items(), key=lambda x: (x[0][1], x[0][0]))
-    ]
+            acc = rows.setdefault((variant, day), [0.0, 0.0, 0.0, 0.0])
+            for position, amount in enumerate(sums):
+                acc[position] += float(amount or 0)
+    ordered = sorted(rows.items(), key=lambda item: (item[0][1], item[0][0]))
+    return [(v, d, n, s, x, q) for (v, d), (n, s, x, q) in ordered]

@@ -24,7 +24,12 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize, special
 
-from mabapi.stats.posterior import BetaPosterior
+from mabapi.stats.posterior import (
+    BetaPosterior,
+    NormalInverseGammaPosterior,
+    NormalInverseGammaPrior,
+    ValueSummary,
+)
 
 FloatArray = npt.NDArray[np.float64]
 Pooling = Literal["partial", "none", "full"]
@@ -153,5 +158,116 @@ def all_variants(
     traffic = units.sum(axis=1) / total if total > 0 else None
     return [
         segment_posteriors(units[:, k], successes[:, k], pooling=pooling, traffic=traffic)
+        for k in range(units.shape[1])
+    ]
+
+
+# --- Values: the normal-normal hierarchy ---
+
+
+@dataclass(frozen=True, slots=True)
+class PooledValueSegments:
+    """One variant's segment posteriors of a mean value, and the pooling behind them."""
+
+    posteriors: tuple[NormalInverseGammaPosterior, ...]
+    pooled: NormalInverseGammaPosterior
+    between_variance: float  # tau^2: 0 pools fully, inf not at all
+
+
+def _as_posterior(mean: float, variance: float, units: float) -> NormalInverseGammaPosterior:
+    """A NIG whose marginal of the mean is Student-t(max(units, 2) dof) with this location
+    and scale^2 = variance (scale^2 = beta / (alpha kappa), kappa = 1)."""
+    alpha = max(units, 2.0) / 2.0
+    return NormalInverseGammaPosterior(mean, 1.0, alpha, max(variance, 1e-300) * alpha)
+
+
+def _between_variance(means: FloatArray, errors: FloatArray, mu: float) -> float:
+    """tau^2 maximising the normal-normal marginal likelihood of the segment means,
+    mean_i ~ N(mu, tau^2 + error_i), on a log grid then refined (0 if the best is at its
+    low end: the segments agree)."""
+    scale = float(np.median(errors)) or 1.0
+
+    def negative(log_tau2: float) -> float:
+        total = math.exp(log_tau2) + errors
+        return float(0.5 * np.sum(np.log(total) + (means - mu) ** 2 / total))
+
+    grid = np.log(scale) + np.linspace(-12.0, 12.0, 49)
+    values = [negative(x) for x in grid]
+    best = int(np.argmin(values))
+    if best == 0:
+        return 0.0
+    found = optimize.minimize_scalar(
+        negative, bounds=(grid[best - 1], grid[min(best + 1, len(grid) - 1)]), method="bounded"
+    )
+    return math.exp(float(found.x) if found.fun <= values[best] else float(grid[best]))
+
+
+def value_segment_posteriors(
+    units: Sequence[float] | FloatArray,
+    sums: Sequence[float] | FloatArray,
+    squares: Sequence[float] | FloatArray,
+    *,
+    pooling: Pooling = "partial",
+    traffic: Sequence[float] | FloatArray | None = None,
+) -> PooledValueSegments:
+    """Each segment's posterior of one variant's mean value: segment means drawn from
+    N(mu, tau^2), tau^2 by marginal likelihood with the S/(S - 1) correction, each
+    segment's mean shrunk by B_i = se_i^2 / (se_i^2 + tau^2) (the normal analogue of the
+    conversion model; docs/STATISTICS.md)."""
+    n = np.asarray(units, dtype=np.float64)
+    total = np.asarray(sums, dtype=np.float64)
+    total_squares = np.asarray(squares, dtype=np.float64)
+    prior = NormalInverseGammaPrior()
+
+    def own(k: int) -> NormalInverseGammaPosterior:
+        summary = ValueSummary(float(n[k]), float(total[k]), float(max(total_squares[k], 0.0)))
+        return NormalInverseGammaPosterior.from_summary(summary, prior)
+
+    pooled_summary = ValueSummary(float(n.sum()), float(total.sum()), float(total_squares.sum()))
+    pooled = NormalInverseGammaPosterior.from_summary(pooled_summary, prior)
+    if pooling == "full" or len(n) == 1:
+        return PooledValueSegments(tuple(pooled for _ in n), pooled, 0.0)
+    if pooling == "none":
+        return PooledValueSegments(tuple(own(k) for k in range(len(n))), pooled, math.inf)
+    seen = n > 0
+    if seen.sum() < 2:
+        return PooledValueSegments(tuple(pooled for _ in n), pooled, 0.0)
+    pooled_mean = float(total.sum() / n.sum())
+    within = float(
+        np.sum(np.maximum(total_squares[seen] - total[seen] ** 2 / n[seen], 0.0))
+        / max(float(np.sum(n[seen] - 1.0)), 1.0)
+    )
+    within = within or float(np.var(total[seen] / n[seen])) or 1.0
+    smoothed = (total + 2.0 * pooled_mean) / (n + 2.0)
+    weights = np.asarray(traffic, dtype=np.float64) if traffic is not None else n / n.sum()
+    mu = float(np.dot(weights, smoothed))
+    mu_variance = float(np.dot(weights**2, within / (n + 2.0)))
+    means = total[seen] / n[seen]
+    errors = within / n[seen]
+    segments = int(seen.sum())
+    tau2 = _between_variance(means, errors, mu) * segments / (segments - 1)
+    posteriors = []
+    for k in range(len(n)):
+        if n[k] <= 0:
+            posteriors.append(_as_posterior(mu, tau2 + mu_variance, 2.0))
+            continue
+        error = within / n[k]
+        shrink = error / (error + tau2) if tau2 > 0 else 1.0
+        mean = shrink * mu + (1.0 - shrink) * total[k] / n[k]
+        variance = (1.0 - shrink) * error + shrink**2 * mu_variance
+        posteriors.append(_as_posterior(float(mean), float(variance), float(n[k])))
+    return PooledValueSegments(tuple(posteriors), pooled, tau2)
+
+
+def all_value_variants(
+    units: FloatArray, sums: FloatArray, squares: FloatArray, *, pooling: Pooling = "partial"
+) -> list[PooledValueSegments]:
+    """`value_segment_posteriors` of every variant ((segments, variants) arrays)."""
+    grand = units.sum()
+    traffic = units.sum(axis=1) / grand if grand > 0 else None
+    return [
+        value_segment_posteriors(
+            units[:, k], sums[:, k], squares[:, k], pooling=pooling, traffic=traffic
+        )
         for k in range(units.shape[1])
     ]
