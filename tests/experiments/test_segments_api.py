@@ -180,3 +180,40 @@ class TestRealTime:
         listing = (await client.get("/experiments/e/segments")).json()
         mobile = next(s for s in listing["segments"] if s["segment"] == "mobile")
         assert mobile["units"] == 80_000 + 40
+
+
+class TestValues:
+    async def test_value_experiments_get_a_split_per_segment(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        response = await client.post(
+            "/experiments",
+            json={"id": "e", "variants": [{"id": "a"}, {"id": "b"}], "metric_kind": "value"},
+        )
+        assert response.status_code == 201
+        means = {"desktop": {"a": 10.0, "b": 12.0}, "mobile": {"a": 12.0, "b": 10.0}}
+        rows = []
+        for d in range(5):
+            for segment, by_variant in means.items():
+                for variant, mean in by_variant.items():
+                    n = 2000  # values mean +- 5: sum of squares n (mean^2 + 25)
+                    rows.append(
+                        {"experiment_id": "e", "variant_id": variant, "segment": segment,
+                         "date": str(FIRST + timedelta(days=d)), "impressions": n,
+                         "successes": n, "value_sum": n * mean,
+                         "value_sum_squares": n * (mean**2 + 25.0)}
+                    )  # fmt: skip
+        await post(client, rows)
+        desktop, mobile = await split(client, "desktop"), await split(client, "mobile")
+        assert desktop["segment"] == "desktop"
+        assert desktop["allocations"]["b"] > 90
+        assert mobile["allocations"]["a"] > 90
+        summary = await client.get("/experiments/e/summary", params={"segment": "mobile"})
+        assert summary.status_code == 200
+        by_variant = {v["variant_id"]: v for v in summary.json()["variants"]}
+        assert by_variant["a"]["mean"] == pytest.approx(12.0)
+        listing = (await client.get("/experiments/e/segments")).json()
+        assert {s["segment"]: s["leader"] for s in listing["segments"]} == {
+            "desktop": "b",
+            "mobile": "a",
+        }

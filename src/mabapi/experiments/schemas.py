@@ -349,7 +349,7 @@ class AllocationOut(BaseModel):
     segment: str | None = Field(
         default=None,
         description="The segment this split is for; null: all traffic (no segment asked, "
-        "one never seen, pooling full, or a value metric).",
+        "one never seen, or pooling full).",
     )
 
 
