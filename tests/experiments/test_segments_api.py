@@ -210,8 +210,8 @@ class TestValues:
         assert mobile["allocations"]["a"] > 90
         summary = await client.get("/experiments/e/summary", params={"segment": "mobile"})
         assert summary.status_code == 200
-        by_variant = {v["variant_id"]: v for v in summary.json()["variants"]}
-        assert by_variant["a"]["mean"] == pytest.approx(12.0)
+        summarised = {v["variant_id"]: v for v in summary.json()["variants"]}
+        assert summarised["a"]["mean"] == pytest.approx(12.0)
         listing = (await client.get("/experiments/e/segments")).json()
         assert {s["segment"]: s["leader"] for s in listing["segments"]} == {
             "desktop": "b",
