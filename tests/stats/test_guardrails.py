@@ -140,7 +140,7 @@ class TestSequentialGuard:
 
 
 class TestErrorRates:
-    """The issue's scenario at the default rule (any harm, probability 0.95): 2% refunds,
+    """The target scenario at the default rule (any harm, probability 0.95): 2% refunds,
     5,000 units a day per variant."""
 
     RULE = GuardrailRule(margin=0.0, probability=0.95, higher_is_better=False, min_units=100)

@@ -1,7 +1,7 @@
 """Partial pooling of segments: the shrinkage against golden values and a closed form,
 the properties (one segment is the unsegmented posterior; segments that agree converge
 to the pooled posterior; segments that differ keep their own data), the concentration
-against a direct maximisation, and the regret targets of the issue's scenarios in a
+against a direct maximisation, and the regret targets of the benchmark's scenarios in a
 short simulation (fixed seeds)."""
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class TestProperties:
 
 
 class TestRegret:
-    """The issue's scenarios on 12 seeds (the benchmark runs 200)."""
+    """The benchmark's scenarios on 12 seeds (benchmarks/segments.py runs 200)."""
 
     def regret(self, scenario: SegmentScenario, pooling: str) -> float:
         return float(np.mean([run(scenario, pooling, seed) for seed in range(12)]))  # type: ignore[arg-type]
