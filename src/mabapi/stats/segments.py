@@ -1,28 +1,35 @@
-"""Segments with partial pooling: each segment's posterior is its own data shrunk toward
-the variant's overall rate by as much as the segments are seen to agree
+"""Segments with partial pooling: each segment's posteriors are its own data shrunk
+toward the variants' overall rates by as much as the segments are seen to agree
 (docs/STATISTICS.md, "Segments").
 
-Per variant, segment rates p_i ~ Beta(mu kappa, (1 - mu) kappa) (a beta-binomial
-hierarchy). mu is the pooled rate; kappa (how many units of agreement the segments lend
-each other) maximises the beta-binomial marginal likelihood of the segments' counts
-(parametric empirical Bayes, Morris 1983). Given them, segment i's posterior is
-Beta(mu kappa + s_i, (1 - mu) kappa + n_i - s_i); the uncertainty of mu itself is added
-to its variance (B_i^2 Var(mu), B_i = kappa / (kappa + n_i): Kass & Steffey 1989) and the
-result matched to a Beta by its mean and variance. Segments that agree give a large
-kappa and every segment the pooled posterior; segments that differ a small one and each
-its own data. One segment is exactly the unsegmented posterior.
+The model: a segment's vector of variant rates (or mean values) theta_i is drawn around
+the variants' overall rates mu, theta_i ~ N(mu, Sigma), with a compound-symmetric
+spread Sigma = D^1/2 (own I + shared 11') D^1/2 (D: each variant's p (1 - p), or its
+within-segment variance for values). `shared` is what a segment moves every variant by
+(a segment that converts better overall); `own` is what each variant moves by alone
+(a segment where the winner differs). `shared` may be negative, down to -own / K: winners
+that swap make a segment's variants move in opposite directions, and then what a segment
+shows about the variant it was shown most also tells about the others. Both are
+estimated by maximising the marginal likelihood of the segments' observed rates,
+y_i ~ N(mu, Sigma + V_i) with V_i their sampling variances (parametric empirical Bayes,
+Morris 1983), then scaled by S / (S - 1) for having estimated mu. Given them, a
+segment's posterior is the normal-normal one, mean mu + Sigma (Sigma + V_i)^-1 (y_i - mu),
+its variance widened by the uncertainty of mu (Kass & Steffey 1989), and each variant's
+marginal is matched to a Beta (or a Student-t) by its mean and variance, so P(best) stays
+exact. Segments that agree give Sigma = 0 and every segment the pooled posteriors;
+segments that differ a large Sigma and each its own data. One segment is exactly the
+unsegmented posterior.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import optimize, special
+from scipy import optimize
 
 from mabapi.stats.posterior import (
     BetaPosterior,
@@ -34,53 +41,96 @@ from mabapi.stats.posterior import (
 FloatArray = npt.NDArray[np.float64]
 Pooling = Literal["partial", "none", "full"]
 
-# kappa's search range: 1 (segments share almost nothing) to 10^8 units (all pooled).
-KAPPA_MIN = 1.0
-KAPPA_MAX = 1e8
-_GRID = np.linspace(math.log(KAPPA_MIN), math.log(KAPPA_MAX), 47)
+# log(own)'s search range, relative to D: e^-25 pools completely, e^5 not at all.
+_LOG_OWN = (-25.0, 5.0)
+# log(shared / own + 1 / K): shared from just above -own / K to e^6 times own.
+_LOG_RATIO = (-12.0, 6.0)
 
 
-def _log_marginal(log_kappa: float, mu: float, units: FloatArray, successes: FloatArray) -> float:
-    kappa = math.exp(log_kappa)
-    a, b = mu * kappa, (1.0 - mu) * kappa
-    values = special.betaln(a + successes, b + units - successes) - special.betaln(a, b)
-    return float(np.sum(values))
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """Sigma = D^1/2 (own I + shared 11') D^1/2, relative to D."""
+
+    own: float
+    shared: float
+
+    def matrix(self, scale: FloatArray) -> FloatArray:
+        root = np.sqrt(scale)
+        k = len(scale)
+        return np.outer(root, root) * (self.own * np.eye(k) + self.shared)
 
 
-def concentration(units: FloatArray, successes: FloatArray, *, mu: float | None = None) -> float:
-    """kappa maximising the beta-binomial marginal likelihood of the segments' counts,
-    one spread shared by every variant (columns), each variant's mu held at its pooled
-    rate: a grid over log kappa, then a bounded refinement around its best point
-    (deterministic). KAPPA_MAX when no variant has two segments with data."""
-    n = np.atleast_2d(np.asarray(units, dtype=np.float64).T).T
-    s = np.atleast_2d(np.asarray(successes, dtype=np.float64).T).T
-    columns = []
-    for k in range(n.shape[1]):
-        keep = n[:, k] > 0
-        if keep.sum() >= 2:
-            center = (s[keep, k].sum() + 1.0) / (n[keep, k].sum() + 2.0) if mu is None else mu
-            columns.append((center, n[keep, k], s[keep, k]))
-    if not columns:
-        return KAPPA_MAX
+NO_SPREAD = Spread(0.0, 0.0)
 
-    def log_likelihood(log_kappa: float) -> float:
-        return sum(_log_marginal(log_kappa, mu, ni, si) for mu, ni, si in columns)
 
-    values = [log_likelihood(x) for x in _GRID]
-    best = int(np.argmax(values))
-    low = _GRID[max(best - 1, 0)]
-    high = _GRID[min(best + 1, len(_GRID) - 1)]
-    found = optimize.minimize_scalar(
-        lambda x: -log_likelihood(x), bounds=(low, high), method="bounded",
-        options={"xatol": 1e-6},
-    )  # fmt: skip
-    x = float(found.x) if -found.fun >= values[best] else float(_GRID[best])
-    # The spread tau^2 = mu (1 - mu) / (kappa + 1) is estimated around an estimated mu:
-    # like the sample variance's S - 1, scale it by S / (S - 1) (the REML-type correction
-    # for estimating the mean; it matters with few segments, S = 2 doubles tau^2).
-    segments = max(len(ni) for _, ni, _ in columns)
-    kappa = (math.exp(x) + 1.0) * (segments - 1) / segments - 1.0
-    return min(max(kappa, KAPPA_MIN), KAPPA_MAX)
+def log_likelihood(spread: Spread, deviations: FloatArray, noise: FloatArray) -> float:
+    """The marginal log likelihood (up to a constant) of the segments' deviations from
+    mu, in units of D: z_i ~ N(0, own I + shared 11' + W_i), W_i = diag(noise_i); a cell
+    without data (noise = inf) drops out. By Sherman-Morrison, O(segments x variants)."""
+    seen = np.isfinite(noise)
+    inverse = np.where(seen, 1.0 / (spread.own + np.where(seen, noise, 0.0)), 0.0)
+    z = np.where(seen, deviations, 0.0)
+    log_e = np.where(seen, np.log(np.where(seen, spread.own + noise, 1.0)), 0.0)
+    total = inverse.sum(axis=1)
+    weighted = (z * inverse).sum(axis=1)
+    factor = 1.0 + spread.shared * total
+    log_det = log_e.sum(axis=1) + np.log(factor)
+    quadratic = (z * z * inverse).sum(axis=1) - spread.shared * weighted**2 / factor
+    return float(-0.5 * np.sum(log_det + quadratic))
+
+
+def _spread(x: FloatArray, variants: int) -> Spread:
+    own = math.exp(float(x[0]))
+    return Spread(own, own * (math.exp(float(x[1])) - 1.0 / variants))
+
+
+def fit_spread(deviations: FloatArray, noise: FloatArray) -> Spread:
+    """own and shared maximising `log_likelihood`: a coarse grid, then a bounded
+    quasi-Newton refinement from its best point (deterministic), then the S / (S - 1)
+    correction. NO_SPREAD when fewer than two segments have data."""
+    rows = np.isfinite(noise).any(axis=1)
+    segments = int(rows.sum())
+    if segments < 2:
+        return NO_SPREAD
+    z, w = deviations[rows], noise[rows]
+    variants = z.shape[1]
+
+    def negative(x: FloatArray) -> float:
+        return -log_likelihood(_spread(x, variants), z, w)
+
+    grid = [
+        np.array([own, ratio])
+        for own in np.linspace(*_LOG_OWN, 13)
+        for ratio in (_LOG_RATIO[0], -math.log(variants), 0.0, 2.0, _LOG_RATIO[1])
+    ]
+    start = min(grid, key=negative)
+    found = optimize.minimize(negative, start, method="L-BFGS-B", bounds=[_LOG_OWN, _LOG_RATIO])
+    best = found.x if found.fun <= negative(start) else start
+    fitted = _spread(best, variants)
+    correction = segments / (segments - 1)
+    return Spread(fitted.own * correction, fitted.shared * correction)
+
+
+def posterior_moments(
+    spread: Spread, deviations: FloatArray, noise: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Each segment's posterior mean deviation, its variance (units of D) and how much it
+    was shrunk (1 - the diagonal of Sigma (Sigma + V_i)^-1: 1 keeps nothing of its own
+    data), all (segments, variants), from the precision form: a cell without data has
+    no precision of its own."""
+    variants = deviations.shape[1]
+    own = max(spread.own, 1e-300)
+    prior_precision = (np.eye(variants) - spread.shared / (own + variants * spread.shared)) / own
+    data_precision = np.where(np.isfinite(noise), 1.0 / noise, 0.0)
+    precision = prior_precision[None] + data_precision[:, :, None] * np.eye(variants)[None]
+    covariance = np.linalg.inv(precision)
+    means = np.einsum("ijk,ik->ij", covariance, data_precision * np.nan_to_num(deviations))
+    gain = covariance * data_precision[:, None, :]  # Sigma (Sigma + V)^-1 = C V^-1
+    shrink = 1.0 - np.einsum("ijj->ij", gain)
+    return means, np.einsum("ijj->ij", covariance), shrink
+
+
+# --- Conversions ---
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +139,7 @@ class PooledSegments:
 
     posteriors: tuple[BetaPosterior, ...]
     pooled: BetaPosterior  # all segments together (what an unseen segment gets)
-    kappa: float  # inf for "full", 0 for "none"
+    spread: Spread | None  # None for "full" and "none"
 
 
 def _beta_from_moments(mean: float, variance: float) -> BetaPosterior:
@@ -99,70 +149,75 @@ def _beta_from_moments(mean: float, variance: float) -> BetaPosterior:
     return BetaPosterior(max(mean * total, 1e-9), max((1.0 - mean) * total, 1e-9))
 
 
-def segment_posteriors(
-    units: Sequence[float] | FloatArray,
-    successes: Sequence[float] | FloatArray,
-    *,
-    pooling: Pooling = "partial",
-    prior: tuple[float, float] = (1.0, 1.0),
-    traffic: Sequence[float] | FloatArray | None = None,
-) -> PooledSegments:
-    """Each segment's posterior of one variant's rate, from the segments' counts.
-
-    `traffic`: each segment's share of all units (every variant's). The variant's
-    overall rate mu is then the traffic-weighted mean of its segment rates, not its
-    units-weighted one: a bandit that sends a variant mostly to the segments it wins
-    would otherwise drag mu toward its rate there, and shrink its other segments toward
-    it (a feedback loop)."""
-    n = np.asarray(units, dtype=np.float64)
-    s = np.asarray(successes, dtype=np.float64)
-    alpha0, beta0 = prior
-    pooled = BetaPosterior(alpha0 + float(s.sum()), beta0 + float(n.sum() - s.sum()))
-    if pooling == "full" or len(n) == 1:
-        return PooledSegments(tuple(pooled for _ in n), pooled, math.inf)
-    if pooling == "none":
-        own = tuple(
-            BetaPosterior(alpha0 + float(si), beta0 + float(ni - si))
-            for ni, si in zip(n, s, strict=True)
-        )
-        return PooledSegments(own, pooled, 0.0)
-    if traffic is None:
-        mu = pooled.alpha / (pooled.alpha + pooled.beta)
-        mu_variance = mu * (1.0 - mu) / (pooled.alpha + pooled.beta + 1.0)
-    else:
-        # Each segment's rate, smoothed toward the units-weighted rate (a segment this
-        # variant has not been shown in counts at that rate, not at the prior's 1/2).
-        w = np.asarray(traffic, dtype=np.float64)
-        pooled_rate = pooled.alpha / (pooled.alpha + pooled.beta)
-        weight = alpha0 + beta0
-        rates = (s + weight * pooled_rate) / (n + weight)
-        mu = float(np.dot(w, rates))
-        mu_variance = float(np.dot(w**2, rates * (1.0 - rates) / (n + weight + 1.0)))
-    kappa = concentration(n, s, mu=mu)
-    posteriors = []
-    for ni, si in zip(n, s, strict=True):
-        a, b = mu * kappa + si, (1.0 - mu) * kappa + ni - si
-        mean = a / (a + b)
-        conditional = mean * (1.0 - mean) / (a + b + 1.0)
-        shrink = kappa / (kappa + ni)
-        posteriors.append(_beta_from_moments(mean, conditional + shrink**2 * mu_variance))
-    return PooledSegments(tuple(posteriors), pooled, kappa)
+def _traffic(units: FloatArray) -> FloatArray:
+    """Each segment's share of all units (every variant's)."""
+    total = float(units.sum())
+    rows = units.shape[0]
+    return units.sum(axis=1) / total if total > 0 else np.full(rows, 1.0 / rows)
 
 
 def all_variants(
     units: FloatArray, successes: FloatArray, *, pooling: Pooling = "partial"
 ) -> list[PooledSegments]:
-    """Segment posteriors of every variant: `units` and `successes` are (segments,
-    variants); under partial pooling one kappa is estimated from all of them."""
-    total = units.sum()
-    traffic = units.sum(axis=1) / total if total > 0 else None
+    """Every variant's segment posteriors of its conversion rate, from (segments,
+    variants) counts, under a Beta(1, 1) prior.
+
+    mu, a variant's overall rate, is the traffic-weighted mean of its segment rates
+    (each smoothed toward the variant's pooled rate by two units), not the units-weighted
+    one: a bandit that shows a variant mostly where it wins would otherwise drag mu
+    toward its rate there and shrink its other segments toward it (a feedback loop).
+    A cell's sampling variance is q (1 - q) / n, q the variant's pooled rate scaled by
+    the segment's overall level (not the cell's own rate: 0 successes in 20 units is not
+    a precise 0)."""
+    n = np.asarray(units, dtype=np.float64)
+    s = np.minimum(np.asarray(successes, dtype=np.float64), n)
+    segments, variants = n.shape
+    pooled = [
+        BetaPosterior(1.0 + float(s[:, k].sum()), 1.0 + float(n[:, k].sum() - s[:, k].sum()))
+        for k in range(variants)
+    ]
+    if pooling == "none":
+        return [
+            PooledSegments(
+                tuple(
+                    BetaPosterior(1.0 + s[i, k], 1.0 + n[i, k] - s[i, k]) for i in range(segments)
+                ),
+                pooled[k],
+                None,
+            )
+            for k in range(variants)
+        ]
+    if pooling == "full" or segments == 1:
+        return [PooledSegments((p,) * segments, p, None) for p in pooled]
+    rate = np.array([p.alpha / (p.alpha + p.beta) for p in pooled])
+    weights = _traffic(n)
+    smoothed = (s + 2.0 * rate) / (n + 2.0)
+    mu = weights @ smoothed
+    mu_variance = weights**2 @ (smoothed * (1.0 - smoothed) / (n + 3.0))
+    overall = (s.sum() + 1.0) / (n.sum() + 2.0)
+    level = (s.sum(axis=1) + 20.0) / (n.sum(axis=1) + 20.0 / overall) / overall
+    q = np.clip(np.outer(level, rate), 1e-9, 1.0 - 1e-9)
+    scale = mu * (1.0 - mu)
+    seen = n > 0
+    noise = np.where(seen, q * (1.0 - q) / np.where(seen, n, 1.0) / scale, np.inf)
+    deviations = np.where(seen, (s / np.where(seen, n, 1.0) - mu) / np.sqrt(scale), 0.0)
+    spread = fit_spread(deviations, noise)
+    if spread == NO_SPREAD:
+        return [PooledSegments((p,) * segments, p, spread) for p in pooled]
+    means, variances, shrink = posterior_moments(spread, deviations, noise)
+    means = mu + means * np.sqrt(scale)
+    variances = variances * scale + shrink**2 * mu_variance
     return [
-        segment_posteriors(units[:, k], successes[:, k], pooling=pooling, traffic=traffic)
-        for k in range(units.shape[1])
+        PooledSegments(
+            tuple(_beta_from_moments(means[i, k], variances[i, k]) for i in range(segments)),
+            pooled[k],
+            spread,
+        )
+        for k in range(variants)
     ]
 
 
-# --- Values: the normal-normal hierarchy ---
+# --- Values ---
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +226,7 @@ class PooledValueSegments:
 
     posteriors: tuple[NormalInverseGammaPosterior, ...]
     pooled: NormalInverseGammaPosterior
-    between_variance: float  # tau^2: 0 pools fully, inf not at all
+    spread: Spread | None
 
 
 def _as_posterior(mean: float, variance: float, units: float) -> NormalInverseGammaPosterior:
@@ -181,93 +236,61 @@ def _as_posterior(mean: float, variance: float, units: float) -> NormalInverseGa
     return NormalInverseGammaPosterior(mean, 1.0, alpha, max(variance, 1e-300) * alpha)
 
 
-def _between_variance(means: FloatArray, errors: FloatArray, mu: float) -> float:
-    """tau^2 maximising the normal-normal marginal likelihood of the segment means,
-    mean_i ~ N(mu, tau^2 + error_i), on a log grid then refined (0 if the best is at its
-    low end: the segments agree)."""
-    scale = float(np.median(errors)) or 1.0
-
-    def negative(log_tau2: float) -> float:
-        total = math.exp(log_tau2) + errors
-        return float(0.5 * np.sum(np.log(total) + (means - mu) ** 2 / total))
-
-    grid = np.log(scale) + np.linspace(-12.0, 12.0, 49)
-    values = [negative(x) for x in grid]
-    best = int(np.argmin(values))
-    if best == 0:
-        return 0.0
-    found = optimize.minimize_scalar(
-        negative, bounds=(grid[best - 1], grid[min(best + 1, len(grid) - 1)]), method="bounded"
-    )
-    return math.exp(float(found.x) if found.fun <= values[best] else float(grid[best]))
-
-
-def value_segment_posteriors(
-    units: Sequence[float] | FloatArray,
-    sums: Sequence[float] | FloatArray,
-    squares: Sequence[float] | FloatArray,
-    *,
-    pooling: Pooling = "partial",
-    traffic: Sequence[float] | FloatArray | None = None,
-) -> PooledValueSegments:
-    """Each segment's posterior of one variant's mean value: segment means drawn from
-    N(mu, tau^2), tau^2 by marginal likelihood with the S/(S - 1) correction, each
-    segment's mean shrunk by B_i = se_i^2 / (se_i^2 + tau^2) (the normal analogue of the
-    conversion model; docs/STATISTICS.md)."""
-    n = np.asarray(units, dtype=np.float64)
-    total = np.asarray(sums, dtype=np.float64)
-    total_squares = np.asarray(squares, dtype=np.float64)
-    prior = NormalInverseGammaPrior()
-
-    def own(k: int) -> NormalInverseGammaPosterior:
-        summary = ValueSummary(float(n[k]), float(total[k]), float(max(total_squares[k], 0.0)))
-        return NormalInverseGammaPosterior.from_summary(summary, prior)
-
-    pooled_summary = ValueSummary(float(n.sum()), float(total.sum()), float(total_squares.sum()))
-    pooled = NormalInverseGammaPosterior.from_summary(pooled_summary, prior)
-    if pooling == "full" or len(n) == 1:
-        return PooledValueSegments(tuple(pooled for _ in n), pooled, 0.0)
-    if pooling == "none":
-        return PooledValueSegments(tuple(own(k) for k in range(len(n))), pooled, math.inf)
-    seen = n > 0
-    if seen.sum() < 2:
-        return PooledValueSegments(tuple(pooled for _ in n), pooled, 0.0)
-    pooled_mean = float(total.sum() / n.sum())
-    within = float(
-        np.sum(np.maximum(total_squares[seen] - total[seen] ** 2 / n[seen], 0.0))
-        / max(float(np.sum(n[seen] - 1.0)), 1.0)
-    )
-    within = within or float(np.var(total[seen] / n[seen])) or 1.0
-    smoothed = (total + 2.0 * pooled_mean) / (n + 2.0)
-    weights = np.asarray(traffic, dtype=np.float64) if traffic is not None else n / n.sum()
-    mu = float(np.dot(weights, smoothed))
-    mu_variance = float(np.dot(weights**2, within / (n + 2.0)))
-    means = total[seen] / n[seen]
-    errors = within / n[seen]
-    segments = int(seen.sum())
-    tau2 = _between_variance(means, errors, mu) * segments / (segments - 1)
-    posteriors = []
-    for k in range(len(n)):
-        if n[k] <= 0:
-            posteriors.append(_as_posterior(mu, tau2 + mu_variance, 2.0))
-            continue
-        error = within / n[k]
-        shrink = error / (error + tau2) if tau2 > 0 else 1.0
-        mean = shrink * mu + (1.0 - shrink) * total[k] / n[k]
-        variance = (1.0 - shrink) * error + shrink**2 * mu_variance
-        posteriors.append(_as_posterior(float(mean), float(variance), float(n[k])))
-    return PooledValueSegments(tuple(posteriors), pooled, tau2)
-
-
 def all_value_variants(
     units: FloatArray, sums: FloatArray, squares: FloatArray, *, pooling: Pooling = "partial"
 ) -> list[PooledValueSegments]:
-    """`value_segment_posteriors` of every variant ((segments, variants) arrays)."""
-    grand = units.sum()
-    traffic = units.sum(axis=1) / grand if grand > 0 else None
-    return [
-        value_segment_posteriors(
-            units[:, k], sums[:, k], squares[:, k], pooling=pooling, traffic=traffic
+    """Every variant's segment posteriors of its mean value ((segments, variants)
+    summaries): the same model with D a variant's within-segment variance (pooled over
+    segments) and V = that variance / n; mu traffic-weighted as for conversions."""
+    n = np.asarray(units, dtype=np.float64)
+    total = np.asarray(sums, dtype=np.float64)
+    total_squares = np.maximum(np.asarray(squares, dtype=np.float64), 0.0)
+    segments, variants = n.shape
+    prior = NormalInverseGammaPrior()
+
+    def posterior(rows: slice | int, k: int) -> NormalInverseGammaPosterior:
+        summary = ValueSummary(
+            float(np.sum(n[rows, k])),
+            float(np.sum(total[rows, k])),
+            float(np.sum(total_squares[rows, k])),
         )
-        for k in range(units.shape[1])
+        return NormalInverseGammaPosterior.from_summary(summary, prior)
+
+    pooled = [posterior(slice(None), k) for k in range(variants)]
+    if pooling == "none":
+        return [
+            PooledValueSegments(tuple(posterior(i, k) for i in range(segments)), pooled[k], None)
+            for k in range(variants)
+        ]
+    if pooling == "full" or segments == 1:
+        return [PooledValueSegments((p,) * segments, p, None) for p in pooled]
+    seen = n > 0
+    safe = np.where(seen, n, 1.0)
+    grand = total.sum(axis=0) / np.maximum(n.sum(axis=0), 1.0)
+    spread_within = np.maximum(total_squares - total**2 / safe, 0.0).sum(axis=0)
+    within = spread_within / np.maximum((n - 1.0).clip(min=0.0).sum(axis=0), 1.0)
+    fallback = float(np.var(total[seen] / n[seen])) if seen.any() else 0.0
+    within = np.where(within > 0, within, fallback or 1.0)
+    weights = _traffic(n)
+    smoothed = (total + 2.0 * grand) / (n + 2.0)
+    mu = weights @ smoothed
+    mu_variance = weights**2 @ (within / (n + 2.0))
+    noise = np.where(seen, 1.0 / safe, np.inf)
+    deviations = np.where(seen, (total / safe - mu) / np.sqrt(within), 0.0)
+    spread = fit_spread(deviations, noise)
+    if spread == NO_SPREAD:
+        return [PooledValueSegments((p,) * segments, p, spread) for p in pooled]
+    means, variances, shrink = posterior_moments(spread, deviations, noise)
+    means = mu + means * np.sqrt(within)
+    variances = variances * within + shrink**2 * mu_variance
+    return [
+        PooledValueSegments(
+            tuple(
+                _as_posterior(float(means[i, k]), float(variances[i, k]), max(float(n[i, k]), 2.0))
+                for i in range(segments)
+            ),
+            pooled[k],
+            spread,
+        )
+        for k in range(variants)
     ]
