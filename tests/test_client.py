@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -68,8 +69,16 @@ class TestClient:
             assert client.assign("rt", "user-1").variant_id == first.variant_id
             assert client.convert("rt", "user-1").counted is True
             assert client.convert("rt", "user-1").counted is False
-            batch = client.assign_batch([("rt", "user-2"), ("rt", "user-3")])
+            batch = client.assign_batch([("rt", "user-2"), ("rt", "user-3", "mobile")])
             assert len(batch.assignments) == 2
+            assert client.assign("rt", "user-4", segment="mobile").new is True
+            mobile = [s for s in client.segments("rt").segments if s.segment == "mobile"]
+            assert mobile[0].units == 2  # user-3 and user-4
+            assert client.summary("rt", segment="mobile").segment == "mobile"
+            tomorrow = datetime.now(UTC).date() + timedelta(days=1)  # today's units count
+            assert client.allocations("rt", tomorrow, segment="mobile").segment == "mobile"
+            cold = client.create_experiment("cold", ["a", "b"]).id  # nothing cached yet
+            assert client.assign_batch([(cold, "u1", "tablet")]).assignments[0].new is True
             conversions = client.convert_batch([{"experiment_id": "rt", "unit_id": "user-2"}])
             assert conversions.conversions[0].counted is True
             assert client.add_variant("rt", "c").variants[-1].id == "c"
@@ -77,7 +86,7 @@ class TestClient:
             assert client.archive("rt").archived is True
             assert client.archive("rt", archived=False).archived is False
             summary = client.summary("rt")
-            assert sum(v.impressions for v in summary.variants) == 400 + 3
+            assert sum(v.impressions for v in summary.variants) == 400 + 4
             assert client.conclude("rt", "b").status.value == "stopped"
             assert client.reset("rt").status.value == "running"
             key = client.create_key("read", name="reporting")
@@ -223,6 +232,14 @@ class TestCommands:
             "csv-exp,b,2024-02-02,1e3,5\n"  # line 5: not an integer
             "csv-exp,a,2024-02-02,100,9\n"
         )
+        # A segment column (optional) and value columns (optional) are read too.
+        segmented = tmp_path / "segmented.csv"
+        segmented.write_text(
+            "experiment_id,variant_id,date,impressions,successes,segment\n"
+            "csv-exp,a,2024-02-02,50,4,mobile\n"
+        )
+        code, stdout, _ = self.invoke(server, "metrics", "push", str(segmented))
+        assert code == 0, stdout
         code, stdout, stderr = self.invoke(server, "metrics", "push", str(source))
         assert code == 1  # some rows were rejected
         assert "stored 3 row(s)" in stdout
@@ -233,18 +250,34 @@ class TestCommands:
         code, _, _ = self.invoke(server, "metrics", "export", "csv-exp", "--out", str(target))
         assert code == 0
         lines = target.read_text().splitlines()
-        assert lines[0] == "experiment_id,variant_id,date,impressions,successes"
+        assert lines[0] == (
+            "experiment_id,variant_id,date,impressions,successes,value_sum,value_sum_squares,"
+            "segment"
+        )
         assert sorted(lines[1:]) == sorted(
             [
-                "csv-exp,a,2024-02-01,100,10",
-                "csv-exp,b,2024-02-01,100,12",
-                "csv-exp,a,2024-02-02,100,9",
+                "csv-exp,a,2024-02-01,100,10,,,",
+                "csv-exp,b,2024-02-01,100,12,,,",
+                "csv-exp,a,2024-02-02,100,9,,,",
+                "csv-exp,a,2024-02-02,50,4,,,mobile",
             ]
         )
-        # What export writes, push reads back unchanged.
+        # What export writes, push reads back unchanged (the segment row stays its own).
         code, stdout, _ = self.invoke(server, "metrics", "push", str(target))
         assert code == 0
-        assert "stored 3 row(s)" in stdout
+        assert "stored 4 row(s)" in stdout
+        with Client(server, api_key=ADMIN_KEY) as client:
+            rows = client.daily_metrics("csv-exp").metrics
+        assert len(rows) == 4
+        assert [r.impressions for r in rows if r.segment == "mobile"] == [50]
+        # Value experiments keep their sums through the export.
+        with Client(server, api_key=ADMIN_KEY) as client:
+            client.create_experiment("csv-val", ["a"], metric_kind="value")
+            client.post_metric("csv-val", "a", "2024-02-01", 4, 4, value_sum=12.5,
+                               value_sum_squares=50.25)  # fmt: skip
+        code, stdout, _ = self.invoke(server, "metrics", "export", "csv-val")
+        assert code == 0
+        assert stdout.splitlines()[1] == "csv-val,a,2024-02-01,4,4,12.5,50.25,"
 
     def test_unreachable_server_is_a_clear_error(self) -> None:
         result = CliRunner().invoke(

@@ -41,6 +41,7 @@ CSV_FIELDS = (
     "successes",
     "value_sum",
     "value_sum_squares",
+    "segment",
 )
 
 
@@ -181,6 +182,8 @@ def _metric(row: dict[str, str]) -> dict[str, Any]:
                 body[name] = float(text)
             except ValueError:
                 body[name] = text
+    if segment := (row.get("segment") or "").strip():
+        body["segment"] = segment
     MetricIn.model_validate(body)
     return body
 
@@ -192,7 +195,7 @@ def metrics_push(
         typer.Argument(
             help="CSV: experiment_id, variant_id, date, "
             "impressions, successes[, value_sum, "
-            "value_sum_squares]",
+            "value_sum_squares, segment]",
             exists=True,
             dir_okay=False,
         ),
@@ -264,11 +267,13 @@ def metrics_export(
         raise _fail(error) from error
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_FIELDS[:5])
+    writer.writerow(CSV_FIELDS)
     for row in rows:
+        values = ("" if v is None else repr(v) for v in (row.value_sum, row.value_sum_squares))
         writer.writerow(
-            [experiment_id, row.variant_id, row.date.isoformat(), row.impressions, row.successes]
-        )
+            [experiment_id, row.variant_id, row.date.isoformat(), row.impressions,
+             row.successes, *values, row.segment]
+        )  # fmt: skip
     if output is None:
         sys.stdout.write(buffer.getvalue())
     else:

@@ -39,6 +39,7 @@ from mabapi.experiments.schemas import (
     ExperimentOut,
     ExperimentPage,
     MetricRowsOut,
+    SegmentsOut,
     StatusOut,
     SummaryOut,
 )
@@ -144,9 +145,32 @@ class _Calls:
         )
 
     @staticmethod
-    def allocations(experiment_id: str, for_date: date | str | None) -> _Call[AllocationOut]:
-        params = _drop_none({"for_date": _day(for_date)})
+    def allocations(
+        experiment_id: str, for_date: date | str | None, segment: str | None = None
+    ) -> _Call[AllocationOut]:
+        params = _drop_none({"for_date": _day(for_date), "segment": segment})
         return _Call("GET", f"/allocations/{experiment_id}", AllocationOut, params=params)
+
+    @staticmethod
+    def summary(experiment_id: str, segment: str | None) -> _Call[SummaryOut]:
+        params = _drop_none({"segment": segment})
+        return _Call("GET", f"/experiments/{experiment_id}/summary", SummaryOut, params=params)
+
+    @staticmethod
+    def segments(experiment_id: str) -> _Call[SegmentsOut]:
+        return _Call("GET", f"/experiments/{experiment_id}/segments", SegmentsOut)
+
+    @staticmethod
+    def assign(experiment_id: str, unit_id: str, segment: str | None) -> _Call[AssignOut]:
+        body = _drop_none({"unit_id": unit_id, "segment": segment})
+        return _Call("POST", f"/experiments/{experiment_id}/assign", AssignOut, json=body)
+
+    @staticmethod
+    def assign_batch(items: Iterable[Sequence[str | None]]) -> _Call[BatchAssignOut]:
+        """(experiment, unit) or (experiment, unit, segment) per item."""
+        keys = ("experiment_id", "unit_id", "segment")
+        body = {"assignments": [_drop_none(dict(zip(keys, item, strict=False))) for item in items]}
+        return _Call("POST", "/assign/batch", BatchAssignOut, json=body)
 
     @staticmethod
     def daily_metrics(
@@ -274,8 +298,12 @@ class Client(_Base):
         path = f"/experiments/{experiment_id}"
         return self._run(_Call("PATCH", path, ExperimentOut, json=changes))
 
-    def summary(self, experiment_id: str) -> SummaryOut:
-        return self._run(_Call("GET", f"/experiments/{experiment_id}/summary", SummaryOut))
+    def summary(self, experiment_id: str, segment: str | None = None) -> SummaryOut:
+        """segment: that segment's summary (404 for a segment never seen)."""
+        return self._run(_Calls.summary(experiment_id, segment))
+
+    def segments(self, experiment_id: str) -> SegmentsOut:
+        return self._run(_Calls.segments(experiment_id))
 
     def conclude(self, experiment_id: str, winner: str) -> ExperimentOut:
         path = f"/experiments/{experiment_id}/conclude"
@@ -332,17 +360,18 @@ class Client(_Base):
     ) -> MetricRowsOut:
         return self._run(_Calls.daily_metrics(experiment_id, start, end))
 
-    def allocations(self, experiment_id: str, for_date: date | str | None = None) -> AllocationOut:
-        return self._run(_Calls.allocations(experiment_id, for_date))
+    def allocations(
+        self, experiment_id: str, for_date: date | str | None = None, segment: str | None = None
+    ) -> AllocationOut:
+        return self._run(_Calls.allocations(experiment_id, for_date, segment))
 
     # -- real time --
-    def assign(self, experiment_id: str, unit_id: str) -> AssignOut:
-        path = f"/experiments/{experiment_id}/assign"
-        return self._run(_Call("POST", path, AssignOut, json={"unit_id": unit_id}))
+    def assign(self, experiment_id: str, unit_id: str, segment: str | None = None) -> AssignOut:
+        return self._run(_Calls.assign(experiment_id, unit_id, segment))
 
-    def assign_batch(self, pairs: Iterable[tuple[str, str]]) -> BatchAssignOut:
-        body = {"assignments": [{"experiment_id": e, "unit_id": u} for e, u in pairs]}
-        return self._run(_Call("POST", "/assign/batch", BatchAssignOut, json=body))
+    def assign_batch(self, items: Iterable[Sequence[str | None]]) -> BatchAssignOut:
+        """items: (experiment, unit) or (experiment, unit, segment)."""
+        return self._run(_Calls.assign_batch(items))
 
     def convert(
         self,
@@ -450,8 +479,11 @@ class AsyncClient(_Base):
     async def list_experiments(self, **filters: Any) -> ExperimentPage:
         return await self._run(_Calls.list_experiments(**filters))
 
-    async def summary(self, experiment_id: str) -> SummaryOut:
-        return await self._run(_Call("GET", f"/experiments/{experiment_id}/summary", SummaryOut))
+    async def summary(self, experiment_id: str, segment: str | None = None) -> SummaryOut:
+        return await self._run(_Calls.summary(experiment_id, segment))
+
+    async def segments(self, experiment_id: str) -> SegmentsOut:
+        return await self._run(_Calls.segments(experiment_id))
 
     async def post_metric(
         self,
@@ -466,13 +498,14 @@ class AsyncClient(_Base):
         return await self._run(_Call("POST", "/metrics/", StatusOut, json=body))
 
     async def allocations(
-        self, experiment_id: str, for_date: date | str | None = None
+        self, experiment_id: str, for_date: date | str | None = None, segment: str | None = None
     ) -> AllocationOut:
-        return await self._run(_Calls.allocations(experiment_id, for_date))
+        return await self._run(_Calls.allocations(experiment_id, for_date, segment))
 
-    async def assign(self, experiment_id: str, unit_id: str) -> AssignOut:
-        path = f"/experiments/{experiment_id}/assign"
-        return await self._run(_Call("POST", path, AssignOut, json={"unit_id": unit_id}))
+    async def assign(
+        self, experiment_id: str, unit_id: str, segment: str | None = None
+    ) -> AssignOut:
+        return await self._run(_Calls.assign(experiment_id, unit_id, segment))
 
     async def convert(
         self,
@@ -532,9 +565,8 @@ class AsyncClient(_Base):
                 stored, batch = stored + answer.rows, []
         return stored
 
-    async def assign_batch(self, pairs: Iterable[tuple[str, str]]) -> BatchAssignOut:
-        body = {"assignments": [{"experiment_id": e, "unit_id": u} for e, u in pairs]}
-        return await self._run(_Call("POST", "/assign/batch", BatchAssignOut, json=body))
+    async def assign_batch(self, items: Iterable[Sequence[str | None]]) -> BatchAssignOut:
+        return await self._run(_Calls.assign_batch(items))
 
     async def convert_batch(self, conversions: Iterable[Mapping[str, Any]]) -> BatchConversionOut:
         body = {"conversions": [dict(c) for c in conversions]}

@@ -181,6 +181,37 @@ class TestRealTime:
         mobile = next(s for s in listing["segments"] if s["segment"] == "mobile")
         assert mobile["units"] == 80_000 + 40
 
+    async def test_batch_assignment_draws_each_item_from_its_segment(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        await create(client)
+        await post(client, segmented_rows())
+        items = [
+            {"experiment_id": "e", "unit_id": f"{segment}{i}", "segment": segment}
+            for segment in ("mobile", "desktop")
+            for i in range(40)
+        ] + [{"experiment_id": "e", "unit_id": "plain"}]
+        response = await client.post("/assign/batch", json={"assignments": items})
+        assert response.status_code == 200, response.text
+        got = {a["unit_id"]: a["variant_id"] for a in response.json()["assignments"]}
+        mobile = [got[f"mobile{i}"] for i in range(40)]
+        desktop = [got[f"desktop{i}"] for i in range(40)]
+        assert mobile.count("a") >= 34  # mobile's split: a > 90%
+        assert desktop.count("b") >= 34  # desktop's: b > 90%
+        async with background_transaction(runtime_of(app).sessionmaker) as session:
+            stored = dict(
+                (await session.execute(select(Assignment.unit_id, Assignment.segment))).all()
+            )
+        assert stored["mobile0"] == "mobile"
+        assert stored["desktop0"] == "desktop"
+        assert stored["plain"] is None
+        bad = await client.post(
+            "/assign/batch",
+            json={"assignments": [{"experiment_id": "e", "unit_id": "x", "segment": "a b"}]},
+        )
+        assert bad.status_code == 422
+        assert "segment" in bad.text
+
 
 class TestValues:
     async def test_value_experiments_get_a_split_per_segment(

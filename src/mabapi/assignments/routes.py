@@ -140,18 +140,21 @@ async def assign_batch(
     principal: PrincipalDep,
 ) -> BatchAssignOut:
     """Assign up to 1,000 (experiment, unit) pairs in one transaction."""
+    # The allocations first: a cold one is computed in a transaction of its own, which on
+    # SQLite would wait for this request's (once opened) until the lock timed out.
+    allocations: dict[tuple[str, str | None], CachedAllocation] = {}
+    keys = {(item.experiment_id, item.segment) for item in body.assignments}
+    for experiment_id, segment in sorted(keys, key=lambda key: (key[0], key[1] or "")):
+        allocations[experiment_id, segment] = await cache.get(experiment_id, segment)
     if principal.project_id is not None:
         await experiments_service.check_experiments(
             await session(),
             principal=principal,
             experiment_ids={item.experiment_id for item in body.assignments},
         )
-    allocations: dict[str, CachedAllocation] = {}
-    for experiment_id in sorted({item.experiment_id for item in body.assignments}):
-        allocations[experiment_id] = await cache.get(experiment_id)
     results = await service.assign_batch(
         session,
-        [(item.experiment_id, item.unit_id) for item in body.assignments],
+        [(item.experiment_id, item.unit_id, item.segment) for item in body.assignments],
         allocations=allocations,
         rng=_rng(),
         memo=memo,

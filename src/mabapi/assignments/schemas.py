@@ -52,6 +52,9 @@ class AssignOut(BaseModel):
 class BatchAssignItem(StrictModel):
     experiment_id: Identifier
     unit_id: UnitId
+    segment: Identifier | None = Field(
+        default=None, description="As for one assignment: the segment's allocation."
+    )
 
 
 class BatchAssignIn(StrictModel):

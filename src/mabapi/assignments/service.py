@@ -156,23 +156,25 @@ async def assign(
 
 async def assign_batch(
     open_session: SessionSource,
-    items: Sequence[tuple[str, str]],
+    items: Sequence[tuple[str, str, str | None]],
     *,
-    allocations: dict[str, CachedAllocation],
+    allocations: dict[tuple[str, str | None], CachedAllocation],
     rng: np.random.Generator,
     memo: UnitMemo | None = None,
 ) -> list[AssignResult]:
-    """POST /assign/batch: every (experiment, unit) in the request's one transaction, all
-    of them or none (the first refusal is raised)."""
+    """POST /assign/batch: every (experiment, unit, segment) in the request's one
+    transaction, all of them or none (the first refusal is raised); a new unit is drawn
+    from its segment's allocation (keyed by (experiment, segment))."""
     prepared = [
         prepare_assignment(
             experiment_id=experiment_id,
             unit_id=unit_id,
-            allocation=allocations[experiment_id],
+            allocation=allocations[experiment_id, segment],
             rng=rng,
             memo=memo,
+            segment=segment,
         )
-        for experiment_id, unit_id in items
+        for experiment_id, unit_id, segment in items
     ]
     pending = [item for item in prepared if isinstance(item, NewAssignment)]
     stored = iter(await assign_many(await open_session(), pending) if pending else [])
@@ -184,8 +186,8 @@ async def assign_batch(
         results.append(answer)
 
     def remember_all() -> None:
-        for result in results:
-            _remember(memo, allocations[result.experiment_id], result)
+        for (experiment_id, _, segment), result in zip(items, results, strict=True):
+            _remember(memo, allocations[experiment_id, segment], result)
 
     open_session.after_commit(remember_all)
     return results

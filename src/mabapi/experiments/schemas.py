@@ -524,6 +524,10 @@ class MetricRowOut(BaseModel):
     segment: str = Field(default="", description="The row's segment; empty: unsegmented.")
     impressions: int
     successes: int
+    value_sum: float | None = Field(default=None, description="Value metrics: the sum.")
+    value_sum_squares: float | None = Field(
+        default=None, description="Value metrics: the sum of squares."
+    )
 
 
 class MetricRowsOut(BaseModel):
