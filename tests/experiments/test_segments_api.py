@@ -4,7 +4,7 @@ unseen segment, the listing, and assignment drawing from its segment's split."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -248,3 +248,93 @@ class TestValues:
             "desktop": "b",
             "mobile": "a",
         }
+
+
+class TestDaysCountAsOverall:
+    """A segment's days enter its totals as they enter the totals over all traffic:
+    forgotten by the same weights, recent conversion days at their effective exposures."""
+
+    async def make(self, client: httpx.AsyncClient, experiment_id: str, policy: Any) -> None:
+        response = await client.post(
+            "/experiments",
+            json={"id": experiment_id, "variants": [{"id": "a"}, {"id": "b"}],
+                  "settings": {"policy": policy}},
+        )  # fmt: skip
+        assert response.status_code == 201, response.text
+
+    @staticmethod
+    def rows(experiment_id: str, rates: Any, days: range) -> list[dict[str, Any]]:
+        return [
+            {"experiment_id": experiment_id, "variant_id": v, "segment": "mobile",
+             "date": str(FIRST + timedelta(days=d)), "impressions": 1000,
+             "successes": int(1000 * rates(d)[v])}
+            for d in days
+            for v in ("a", "b")
+        ]  # fmt: skip
+
+    async def test_a_window_forgets_a_segments_old_days(self, client: httpx.AsyncClient) -> None:
+        """mobile: a wins for seven days, then b for three. With a 3-day window its split
+        follows b; without one, a's long lead still holds."""
+
+        def rates(d: int) -> dict[str, float]:
+            return {"a": 0.15, "b": 0.05} if d < 7 else {"a": 0.05, "b": 0.15}
+
+        for experiment_id, policy in (("windowed", {"window_days": 3}), ("whole", {})):
+            await self.make(client, experiment_id, policy)
+            rows = self.rows(experiment_id, rates, range(10))
+            rows += [dict(r, segment="desktop") for r in rows]  # a second segment
+            response = await client.post("/metrics/batch", json={"metrics": rows})
+            assert response.status_code == 200, response.text
+        params = {"for_date": str(FIRST + timedelta(days=10)), "segment": "mobile"}
+        windowed = (await client.get("/allocations/windowed", params=params)).json()
+        whole = (await client.get("/allocations/whole", params=params)).json()
+        assert windowed["segment"] == whole["segment"] == "mobile"
+        assert windowed["inputs"]["b"]["impressions"] == 3000  # three days' worth
+        assert windowed["allocations"]["b"] > 90
+        assert whole["allocations"]["a"] > 90
+
+    async def test_late_conversions_are_corrected_in_a_segment(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """With [0.5, 0.8, 1.0], a segment's split equals that of an experiment without a
+        delay whose last two days were posted with half and 80% of their impressions."""
+        delay = {"conversion_delay_days": 2, "conversion_delay_cdf": [0.5, 0.8, 1.0]}
+        await self.make(client, "late", delay)
+        await self.make(client, "scaled", {})
+        scale = {9: 500, 8: 800}
+        for experiment_id in ("late", "scaled"):
+            rows = self.rows(experiment_id, lambda d: {"a": 0.05, "b": 0.06}, range(10))
+            rows += [dict(r, segment="desktop", successes=r["successes"] * 2) for r in rows]
+            if experiment_id == "scaled":
+                for r in rows:
+                    day = (date.fromisoformat(r["date"]) - FIRST).days
+                    r["impressions"] = scale.get(day, 1000)
+            response = await client.post("/metrics/batch", json={"metrics": rows})
+            assert response.status_code == 200, response.text
+        params = {"for_date": str(FIRST + timedelta(days=10)), "segment": "mobile"}
+        late = (await client.get("/allocations/late", params=params)).json()
+        scaled = (await client.get("/allocations/scaled", params=params)).json()
+        assert late["inputs"]["b"]["impressions"] == 8 * 1000 + 800 + 500
+        assert late["inputs"] == scaled["inputs"]
+        assert late["probability_best"] == pytest.approx(scaled["probability_best"], abs=1e-9)
+
+    async def test_the_segment_summary_counts_recent_days_as_immature(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        delay = {"conversion_delay_days": 2, "conversion_delay_cdf": [0.5, 0.8, 1.0]}
+        await self.make(client, "late", delay)
+        today = datetime.now(UTC).date()
+        rows = [
+            {"experiment_id": "late", "variant_id": v, "segment": "mobile",
+             "date": str(today - timedelta(days=k)), "impressions": 1000, "successes": 40}
+            for k in range(5)
+            for v in ("a", "b")
+        ]  # fmt: skip
+        response = await client.post("/metrics/batch", json={"metrics": rows})
+        assert response.status_code == 200, response.text
+        body = (await client.get("/experiments/late/summary", params={"segment": "mobile"})).json()
+        for variant in body["variants"]:
+            assert variant["impressions"] == 5000
+            assert variant["effective_impressions"] == pytest.approx(500 + 800 + 3000)
+        listing = (await client.get("/experiments/late/segments")).json()
+        assert listing["segments"][0]["units"] == 10_000  # as posted

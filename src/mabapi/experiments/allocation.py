@@ -287,8 +287,14 @@ async def compute_allocation(
     ]
     answered_segment = None
     if segment is not None and settings.segments.pooling != "full":
+        # The segment's days count as the overall ones do: forgotten by the same weights,
+        # recent conversion days at their effective exposures.
+        late = curve if kind is MetricKind.CONVERSION else None
+        adjust = segments.DayAdjustment(
+            weights=day_weights, curve=late, now=min(today, for_date - timedelta(days=1))
+        )
         found = await segments.counts(
-            session, experiment_id, [v.id for v in variants], before=for_date
+            session, experiment_id, [v.id for v in variants], before=for_date, adjust=adjust
         )
         row = found.index(segment)
         if row is not None:  # a segment never seen gets the answer over all traffic

@@ -78,8 +78,7 @@ async def summarize(
     today = utcnow().date()
     if segment is not None:
         view = await _segment_view(session, experiment, segment)
-        inputs, posteriors, rows = view
-        counted = inputs
+        inputs, counted, posteriors, rows = view
         days_of_data = len({row.date for row in rows if row.impressions > 0})
     else:
         totals = await repository.metric_totals(session, experiment_id)
@@ -177,25 +176,54 @@ async def summarize(
     )
 
 
+async def _segment_counts(
+    session: AsyncSession, experiment: Experiment
+) -> tuple[segments.SegmentCounts, segments.SegmentCounts]:
+    """Every segment's counts over all data so far: as posted, and as the posteriors use
+    them (recent conversion days at their effective exposures, if a delay is set)."""
+    variant_ids = [v.id for v in experiment.variants]
+    found = await segments.counts(session, experiment.id, variant_ids, before=None)
+    if MetricKind(experiment.metric_kind) is not MetricKind.CONVERSION:
+        return found, found
+    today = utcnow().date()
+    policy = experiment_settings(experiment).policy
+    curve = await late_conversions.delay_curve(session, experiment.id, policy, today)
+    if curve is None:
+        return found, found
+    adjust = segments.DayAdjustment(curve=curve, now=today)
+    return found, await segments.counts(
+        session, experiment.id, variant_ids, before=None, adjust=adjust
+    )
+
+
 async def _segment_view(
     session: AsyncSession, experiment: Experiment, segment: str
-) -> tuple[list[repository.VariantTotals], list[Posterior], list[repository.DailyRow]]:
-    """One segment's totals, pooled posteriors and daily rows (404 if never seen)."""
+) -> tuple[
+    list[repository.VariantTotals],
+    list[repository.VariantTotals],
+    list[Posterior],
+    list[repository.DailyRow],
+]:
+    """One segment's totals (as posted and as counted), pooled posteriors and daily rows
+    (404 if never seen)."""
     variants = list(experiment.variants)
     settings = experiment_settings(experiment)
     kind = MetricKind(experiment.metric_kind)
-    found = await segments.counts(session, experiment.id, [v.id for v in variants], before=None)
+    found, counted = await _segment_counts(session, experiment)
     row = found.index(segment)
     if row is None:
         raise NotFoundError(
             f"experiment {experiment.id!r} has no data for segment {segment!r}; its "
             f"segments: {', '.join(found.segments) or 'none'}"
         )
-    by_variant = segments.pooled(found, settings.segments.pooling, kind)
-    inputs = [
-        repository.VariantTotals(int(n), int(s), v, q)
-        for n, s, v, q in segments.totals_of(found, row, len(variants))
-    ]
+    by_variant = segments.pooled(counted, settings.segments.pooling, kind)
+    inputs, effective = (
+        [
+            repository.VariantTotals(int(n), int(s), v, q)
+            for n, s, v, q in segments.totals_of(counts, row, len(variants))
+        ]
+        for counts in (found, counted)
+    )
     posteriors: list[Posterior] = [
         by_variant[k].pooled
         if settings.segments.pooling == "full"
@@ -206,7 +234,7 @@ async def _segment_view(
         repository.DailyRow(v, d, int(n), int(s), x, q)
         for v, d, n, s, x, q in await segments.daily(session, experiment.id, segment)
     ]
-    return inputs, posteriors, rows
+    return inputs, effective, posteriors, rows
 
 
 def _beats(outcome: decision.Decision | None, position: int | None) -> float | None:
@@ -378,12 +406,13 @@ async def list_segments(
     active = [item for item in summary.variants if item.variant.active]
     overall = max(active, key=lambda item: item.probability_best, default=None)
     overall_leader = overall.variant.id if overall else None
-    found = await segments.counts(session, experiment_id, [v.id for v in variants], before=None)
+    found, counted = await _segment_counts(session, experiment)
     return (
         settings.segments.pooling,
         overall_leader,
         segments.leaders(
             found,
+            counted,
             variants,
             settings.segments.pooling,
             overall_leader=overall_leader,

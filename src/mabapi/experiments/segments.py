@@ -4,16 +4,18 @@ segment with its leader. Reads only."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 import numpy as np
-from sqlalchemy import Date, Float, String, column, func, select, table
+from sqlalchemy import Date, Float, String, column, func, null, select, table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.db.base import UTCDateTime
 from mabapi.experiments.models import ExperimentMetric, MetricKind, Variant
 from mabapi.stats.allocation import probability_best
+from mabapi.stats.delay import DelayCurve, effective_units
 from mabapi.stats.posterior import Posterior
 from mabapi.stats.segments import (
     PooledSegments,
@@ -53,25 +55,64 @@ class SegmentCounts:
             return None
 
 
+@dataclass(frozen=True, slots=True)
+class DayAdjustment:
+    """How each day enters a segment's totals, as it enters the totals over all traffic:
+    `weights`, each day's forgetting weight (a day not in it counts 0); `curve` with
+    `now`, a conversion day's impressions replaced by its effective exposures at its age
+    (late conversions; a reported row is aged to when it was last posted)."""
+
+    weights: Mapping[date, float] | None = None
+    curve: DelayCurve | None = None
+    now: date | None = None
+
+    def weight(self, day: date) -> float:
+        return 1.0 if self.weights is None else self.weights.get(day, 0.0)
+
+    def units(self, day: date, units: float, successes: float, reported_on: date | None) -> float:
+        if self.curve is None or self.now is None:
+            return units
+        complete_on = self.now if reported_on is None else min(reported_on, self.now)
+        share = self.curve.share(np.array([float((complete_on - day).days)]))
+        return float(effective_units(np.array([units]), np.array([successes]), share)[0])
+
+
+def _day(value: object) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
 async def counts(
-    session: AsyncSession, experiment_id: str, variant_ids: list[str], *, before: date | None
+    session: AsyncSession,
+    experiment_id: str,
+    variant_ids: list[str],
+    *,
+    before: date | None,
+    adjust: DayAdjustment | None = None,
 ) -> SegmentCounts:
     """Every named segment's totals dated before `before` (all data if None): reported
-    rows naming it plus the real-time units assigned in it (and their conversions)."""
+    rows naming it plus the real-time units assigned in it (and their conversions), each
+    day adjusted by `adjust` if given (then read day by day)."""
     m = ExperimentMetric
+    a = _ASSIGNMENTS.c
+    value = func.coalesce(a.conversion_value, 0.0)
+    by_day = adjust is not None
     reported = select(
         m.segment,
         m.variant_id,
+        m.date if by_day else null(),
+        func.max(m.updated_at) if by_day else null(),
         func.sum(m.impressions),
         func.sum(m.successes),
         func.sum(func.coalesce(m.value_sum, 0.0)),
         func.sum(func.coalesce(m.value_sum_squares, 0.0)),
     ).where(m.experiment_id == experiment_id, m.segment != "")
-    a = _ASSIGNMENTS.c
-    value = func.coalesce(a.conversion_value, 0.0)
     live = select(
         a.segment,
         a.variant_id,
+        a.assigned_date if by_day else null(),
+        null(),
         func.count(),
         func.count(a.converted_at),
         func.sum(value),
@@ -80,15 +121,21 @@ async def counts(
     if before is not None:
         reported = reported.where(m.date < before)
         live = live.where(a.assigned_date < before)
+    reported = reported.group_by(m.segment, m.variant_id, *([m.date] if by_day else []))
+    live = live.group_by(a.segment, a.variant_id, *([a.assigned_date] if by_day else []))
     totals: dict[tuple[str, str], list[float]] = {}
-    for statement in (
-        reported.group_by(m.segment, m.variant_id),
-        live.group_by(a.segment, a.variant_id),
-    ):
-        for segment, variant, *sums in await session.execute(statement):
+    for statement in (reported, live):
+        for segment, variant, day, updated, *sums in await session.execute(statement):
+            amounts = [float(amount or 0) for amount in sums]
+            if adjust is not None:
+                when = _day(day)
+                weight = adjust.weight(when)
+                posted = None if updated is None else _day(updated)
+                amounts[0] = adjust.units(when, amounts[0], amounts[1], posted)
+                amounts = [weight * amount for amount in amounts]
             acc = totals.setdefault((segment, variant), [0.0, 0.0, 0.0, 0.0])
-            for position, amount in enumerate(sums):
-                acc[position] += float(amount or 0)
+            for position, amount in enumerate(amounts):
+                acc[position] += amount
     segments = tuple(sorted({segment for segment, _ in totals}))
     column_of = {variant: k for k, variant in enumerate(variant_ids)}
     units = np.zeros((len(segments), len(variant_ids)))
@@ -96,8 +143,8 @@ async def counts(
     for (segment, variant), (n, s, v, q) in totals.items():
         if variant in column_of:
             i, k = segments.index(segment), column_of[variant]
-            units[i, k] = n
-            successes[i, k] = min(s, n)
+            units[i, k] = max(n, s)  # corrected exposures never below the successes
+            successes[i, k] = s
             value_sum[i, k] = v
             squares[i, k] = q
     return SegmentCounts(segments, units, successes, value_sum, squares)
@@ -106,8 +153,8 @@ async def counts(
 def pooled(
     found: SegmentCounts, pooling: Pooling, kind: MetricKind = MetricKind.CONVERSION
 ) -> list[PooledSegments] | list[PooledValueSegments]:
-    """Every variant's segment posteriors: beta-binomial for conversions, normal-normal
-    for values."""
+    """Every variant's segment posteriors (stats/segments.py): of rates for conversions,
+    of means for values."""
     if kind is MetricKind.VALUE:
         return all_value_variants(
             found.units, found.value_sum, found.value_sum_squares, pooling=pooling
@@ -127,6 +174,7 @@ class SegmentSummary:
 
 def leaders(
     found: SegmentCounts,
+    counted: SegmentCounts,
     variants: list[Variant],
     pooling: Pooling,
     *,
@@ -134,10 +182,11 @@ def leaders(
     higher_is_better: bool,
     kind: MetricKind = MetricKind.CONVERSION,
 ) -> list[SegmentSummary]:
-    """Every segment's P(best) of the active variants (exact), its leader and whether
-    the leader differs from the overall one."""
+    """Every segment's P(best) of the active variants (exact, from `counted`: the counts
+    as the posteriors use them), its units (from `found`: as posted), its leader and
+    whether the leader differs from the overall one."""
     active = [k for k, v in enumerate(variants) if v.active]
-    by_variant = pooled(found, pooling, kind) if len(found.segments) else []
+    by_variant = pooled(counted, pooling, kind) if len(counted.segments) else []
     result = []
     for i, segment in enumerate(found.segments):
         posteriors: list[Posterior] = [by_variant[k].posteriors[i] for k in active]
