@@ -142,11 +142,10 @@ async def experiment_page(
     """Charts, the summary table (of one segment, if picked), what the bandit earned, the
     segments, the rule and the actions."""
     history = await service.history(session, experiment_id=experiment_id)
-    summary = summary_out(
-        await service.summarize(session, experiment_id=experiment_id, segment=segment)
-    )
+    summarized = await service.summarize(session, experiment_id=experiment_id, segment=segment)
+    summary = summary_out(summarized)
     pooling, overall_leader, segments = await service.list_segments(
-        session, experiment_id=experiment_id
+        session, experiment_id=experiment_id, overall=summarized
     )
     experiment = history.experiment
     total = sum(v.impressions for v in summary.variants)

@@ -396,16 +396,21 @@ def _daily_point(
 
 
 async def list_segments(
-    session: AsyncSession, *, experiment_id: str
+    session: AsyncSession, *, experiment_id: str, overall: Summary | None = None
 ) -> tuple[str, str | None, list[segments.SegmentSummary]]:
-    """(pooling, overall leader, every segment's summary) over all data so far."""
-    summary = await summarize(session, experiment_id=experiment_id)
+    """(pooling, overall leader, every segment's summary) over all data so far.
+    `overall`: the summary over all traffic, if the caller has it (else computed)."""
+    summary = (
+        overall
+        if overall is not None and overall.segment is None
+        else await summarize(session, experiment_id=experiment_id)
+    )
     experiment = summary.experiment
     settings = experiment_settings(experiment)
     variants = list(experiment.variants)
     active = [item for item in summary.variants if item.variant.active]
-    overall = max(active, key=lambda item: item.probability_best, default=None)
-    overall_leader = overall.variant.id if overall else None
+    best = max(active, key=lambda item: item.probability_best, default=None)
+    overall_leader = best.variant.id if best else None
     found, counted = await _segment_counts(session, experiment)
     return (
         settings.segments.pooling,
