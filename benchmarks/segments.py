@@ -11,6 +11,8 @@ Targets:
 - a mix (12 Zipf-sized segments, 3 with the opposite winner): partial below both;
 - one segment's allocation with 200 segments x 10 variants under 50 ms.
 
+Two more scenarios are printed without a target: segment levels that differ (2% to 8%).
+
     python -m benchmarks.segments             # 200 seeds
     python -m benchmarks.segments --quick     # 20 seeds
 """
@@ -35,10 +37,20 @@ MIX = SegmentScenario(
     zipf_shares(12),
     tuple((0.06, 0.05) if i in (1, 4, 9) else (0.05, 0.06) for i in range(12)),
 )
+# Not targets, printed so the weak spot shows: segments whose levels differ (2% to 8%)
+# with the same 20% lift everywhere, and the same with one of the four swapped.
+LEVELS = SegmentScenario(
+    (0.4, 0.3, 0.2, 0.1), tuple((r, 1.2 * r) for r in (0.02, 0.04, 0.06, 0.08))
+)
+LEVELS_SWAP = SegmentScenario(
+    (0.4, 0.3, 0.2, 0.1), ((0.02, 0.024), (0.04, 0.048), (0.072, 0.06), (0.08, 0.096))
+)
 SCENARIOS = {
     "opposite winners (2 segments)": OPPOSITE,
     "50 Zipf segments that do not differ": ALIKE,
     "a mix: 12 Zipf segments, 3 with the other winner": MIX,
+    "levels 2-8%, the same +20% everywhere": LEVELS,
+    "levels 2-8%, one of 4 segments swapped": LEVELS_SWAP,
 }
 POOLINGS: tuple[Pooling, ...] = ("full", "none", "partial")
 LABELS = {"full": "one bandit (full)", "none": "independent (none)", "partial": "partial"}

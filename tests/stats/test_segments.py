@@ -174,6 +174,36 @@ class TestProperties:
         overall_a = float(np.mean([0.10, 0.12] * 3))
         assert mean(pooled[0].posteriors[6]) > overall_a + 0.003
 
+    @settings(max_examples=60, deadline=None)
+    @given(
+        st.integers(1, 8).flatmap(
+            lambda segments: st.integers(1, 5).flatmap(
+                lambda variants: st.lists(
+                    st.tuples(st.integers(0, 10**6), st.floats(0.0, 1.0)),
+                    min_size=segments * variants,
+                    max_size=segments * variants,
+                ).map(lambda cells: (segments, variants, cells))
+            )
+        )
+    )
+    def test_any_counts_give_proper_posteriors(
+        self, case: tuple[int, int, list[tuple[int, float]]]
+    ) -> None:
+        """Whatever the counts (zeros, all successes, one huge cell), every posterior is a
+        proper Beta with its mean in [0, 1]: the service never answers a NaN."""
+        segments, variants, cells = case
+        units = np.array([float(n) for n, _ in cells]).reshape(segments, variants)
+        successes = np.array([math.floor(n * r) for n, r in cells], dtype=float).reshape(
+            segments, variants
+        )
+        for variant in all_variants(units, successes):
+            for posterior in variant.posteriors:
+                assert math.isfinite(posterior.alpha)
+                assert math.isfinite(posterior.beta)
+                assert posterior.alpha > 0
+                assert posterior.beta > 0
+                assert 0.0 <= mean(posterior) <= 1.0
+
     def test_poolings(self) -> None:
         units, successes = np.array([[100.0], [100.0]]), np.array([[10.0], [30.0]])
         [none] = all_variants(units, successes, pooling="none")
@@ -267,6 +297,29 @@ class TestValues:
             expected = mu + sigma @ np.linalg.solve(sigma + v, sums[i] / units[i] - mu)
             got = [pooled[k].posteriors[i].mu for k in range(2)]
             np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(st.integers(0, 10**5), st.floats(-1e4, 1e4), st.floats(0.0, 1e3)),
+            min_size=6,
+            max_size=6,
+        )
+    )
+    def test_any_summaries_give_proper_posteriors(
+        self, cells: list[tuple[int, float, float]]
+    ) -> None:
+        """Three segments x two variants of any size, mean and spread (zeros, one unit,
+        no spread at all): every posterior is finite and proper."""
+        units = np.array([float(n) for n, _, _ in cells]).reshape(3, 2)
+        sums = np.array([n * m for n, m, _ in cells]).reshape(3, 2)
+        squares = np.array([n * (m * m + sd * sd) for n, m, sd in cells]).reshape(3, 2)
+        for variant in all_value_variants(units, sums, squares):
+            for p in variant.posteriors:
+                assert all(math.isfinite(x) for x in (p.mu, p.kappa, p.alpha, p.beta))
+                assert p.kappa > 0
+                assert p.alpha > 0
+                assert p.beta > 0
 
     def test_one_segment_and_the_other_poolings(self) -> None:
         units, sums, squares = self.summaries([[10.0], [12.0]], 100, 5.0, 4)

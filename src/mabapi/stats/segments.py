@@ -130,6 +130,37 @@ def posterior_moments(
     return means, np.einsum("ijj->ij", covariance), shrink
 
 
+@dataclass(frozen=True, slots=True)
+class Shrunk:
+    """Every cell's posterior mean and variance on the data's own scale."""
+
+    spread: Spread
+    means: FloatArray  # (segments, variants)
+    variances: FloatArray
+
+
+def shrink_cells(
+    observed: FloatArray,
+    noise: FloatArray,
+    *,
+    mu: FloatArray,
+    mu_variance: FloatArray,
+    scale: FloatArray,
+) -> Shrunk | None:
+    """The model on (segments, variants) cells: `observed` means (any value where unseen),
+    their sampling variances `noise` (inf where unseen), the centres mu with Var(mu), D =
+    `scale`. None when the segments show no spread (every cell gets the pooled answer)."""
+    root = np.sqrt(scale)
+    seen = np.isfinite(noise)
+    deviations = np.where(seen, (np.where(seen, observed, 0.0) - mu) / root, 0.0)
+    relative = np.where(seen, noise / scale, np.inf)
+    spread = fit_spread(deviations, relative)
+    if spread == NO_SPREAD:
+        return None
+    means, variances, shrink = posterior_moments(spread, deviations, relative)
+    return Shrunk(spread, mu + means * root, variances * scale + shrink**2 * mu_variance)
+
+
 # --- Conversions ---
 
 
@@ -197,21 +228,19 @@ def all_variants(
     overall = (s.sum() + 1.0) / (n.sum() + 2.0)
     level = (s.sum(axis=1) + 20.0) / (n.sum(axis=1) + 20.0 / overall) / overall
     q = np.clip(np.outer(level, rate), 1e-9, 1.0 - 1e-9)
-    scale = mu * (1.0 - mu)
-    seen = n > 0
-    noise = np.where(seen, q * (1.0 - q) / np.where(seen, n, 1.0) / scale, np.inf)
-    deviations = np.where(seen, (s / np.where(seen, n, 1.0) - mu) / np.sqrt(scale), 0.0)
-    spread = fit_spread(deviations, noise)
-    if spread == NO_SPREAD:
-        return [PooledSegments((p,) * segments, p, spread) for p in pooled]
-    means, variances, shrink = posterior_moments(spread, deviations, noise)
-    means = mu + means * np.sqrt(scale)
-    variances = variances * scale + shrink**2 * mu_variance
+    safe = np.where(n > 0, n, 1.0)
+    noise = np.where(n > 0, q * (1.0 - q) / safe, np.inf)
+    cells = shrink_cells(s / safe, noise, mu=mu, mu_variance=mu_variance, scale=mu * (1.0 - mu))
+    if cells is None:
+        return [PooledSegments((p,) * segments, p, NO_SPREAD) for p in pooled]
     return [
         PooledSegments(
-            tuple(_beta_from_moments(means[i, k], variances[i, k]) for i in range(segments)),
+            tuple(
+                _beta_from_moments(cells.means[i, k], cells.variances[i, k])
+                for i in range(segments)
+            ),
             pooled[k],
-            spread,
+            cells.spread,
         )
         for k in range(variants)
     ]
@@ -275,22 +304,20 @@ def all_value_variants(
     smoothed = (total + 2.0 * grand) / (n + 2.0)
     mu = weights @ smoothed
     mu_variance = weights**2 @ (within / (n + 2.0))
-    noise = np.where(seen, 1.0 / safe, np.inf)
-    deviations = np.where(seen, (total / safe - mu) / np.sqrt(within), 0.0)
-    spread = fit_spread(deviations, noise)
-    if spread == NO_SPREAD:
-        return [PooledValueSegments((p,) * segments, p, spread) for p in pooled]
-    means, variances, shrink = posterior_moments(spread, deviations, noise)
-    means = mu + means * np.sqrt(within)
-    variances = variances * within + shrink**2 * mu_variance
+    noise = np.where(seen, within / safe, np.inf)
+    cells = shrink_cells(total / safe, noise, mu=mu, mu_variance=mu_variance, scale=within)
+    if cells is None:
+        return [PooledValueSegments((p,) * segments, p, NO_SPREAD) for p in pooled]
     return [
         PooledValueSegments(
             tuple(
-                _as_posterior(float(means[i, k]), float(variances[i, k]), max(float(n[i, k]), 2.0))
+                _as_posterior(
+                    float(cells.means[i, k]), float(cells.variances[i, k]), float(n[i, k])
+                )
                 for i in range(segments)
             ),
             pooled[k],
-            spread,
+            cells.spread,
         )
         for k in range(variants)
     ]
