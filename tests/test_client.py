@@ -220,6 +220,43 @@ class TestCommands:
         assert "P(best)" in stdout
         assert "12.00%" in stdout
 
+    def test_segments_from_the_command_line(self, server: str) -> None:
+        """Opposite winners in two segments: `segments` lists each leader, `allocations
+        --segment` and `experiments show --segment` answer for one."""
+        rates = {"desktop": {"a": 0.10, "b": 0.14}, "mobile": {"a": 0.14, "b": 0.10}}
+        with Client(server, api_key=ADMIN_KEY) as client:
+            client.create_experiment("cli-seg", ["a", "b"])
+            client.post_metrics(
+                {"experiment_id": "cli-seg", "variant_id": v, "date": "2024-03-01",
+                 "impressions": 5000, "successes": int(5000 * r), "segment": segment}
+                for segment, by_variant in rates.items()
+                for v, r in by_variant.items()
+            )  # fmt: skip
+        code, stdout, _ = self.invoke(server, "segments", "cli-seg")
+        assert code == 0, stdout
+        lines = {
+            line.split()[1]: line
+            for line in stdout.splitlines()
+            if "desktop" in line or "mobile" in line
+        }
+        assert " b " in lines["desktop"]
+        assert " a " in lines["mobile"]
+        assert "differs" in stdout
+        code, stdout, _ = self.invoke(
+            server, "allocations", "cli-seg", "--date", "2024-03-02", "--segment", "mobile"
+        )
+        assert code == 0, stdout
+        assert "cli-seg / mobile" in stdout
+        with Client(server, api_key=ADMIN_KEY) as client:
+            mobile = client.allocations("cli-seg", "2024-03-02", segment="mobile")
+        assert f"{mobile.allocations['a']:.1f}%" in stdout
+        code, stdout, _ = self.invoke(
+            server, "experiments", "show", "cli-seg", "--segment", "mobile"
+        )
+        assert code == 0, stdout
+        assert "5,000" in stdout
+        assert "14.00%" in stdout
+
     def test_push_reports_rejected_rows_and_export_round_trips(
         self, server: str, tmp_path: Path
     ) -> None:

@@ -34,6 +34,7 @@ app.add_typer(cli_client.experiments_app, name="experiments")
 app.add_typer(cli_client.metrics_app, name="metrics")
 app.add_typer(cli_client.webhooks_app, name="webhooks")
 app.command("allocations")(cli_client.allocations)
+app.command("segments")(cli_client.segments)
 console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 

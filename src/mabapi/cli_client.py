@@ -33,6 +33,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 Url = Annotated[str | None, typer.Option("--url", help="Server (default MABAPI_API_URL).")]
 Key = Annotated[str | None, typer.Option("--key", help="API key (default MABAPI_API_KEY).")]
+SegmentOption = Annotated[
+    str | None, typer.Option("--segment", help="One segment's answer (e.g. mobile).")
+]
 CSV_FIELDS = (
     "experiment_id",
     "variant_id",
@@ -97,13 +100,15 @@ def experiments_list(
 @experiments_app.command("show")
 def experiments_show(
     experiment_id: Annotated[str, typer.Argument(help="The experiment.")],
+    segment: SegmentOption = None,
     url: Url = None,
     key: Key = None,
 ) -> None:
-    """The summary: totals, rate, probability to be best, expected loss, recommendation."""
+    """The summary: totals, rate, probability to be best, expected loss, recommendation
+    (of one segment with --segment)."""
     try:
         with _client(url, key) as client:
-            summary = client.summary(experiment_id)
+            summary = client.summary(experiment_id, segment=segment)
     except Exception as error:
         raise _fail(error) from error
     table = Table(
@@ -113,7 +118,8 @@ def experiments_show(
         "rate",
         "P(best)",
         "expected loss",
-        title=f"{experiment_id} ({summary.metric_kind.value}, {summary.days_of_data} days)",
+        title=f"{experiment_id}{f' / {segment}' if segment else ''} "
+        f"({summary.metric_kind.value}, {summary.days_of_data} days)",
     )
     for variant in summary.variants:
         name = variant.variant_id + (" (control)" if variant.is_control else "")
@@ -281,16 +287,50 @@ def metrics_export(
         err.print(f"wrote {len(rows)} row(s) to {output}")
 
 
-def allocations(
+def segments(
     experiment_id: Annotated[str, typer.Argument(help="The experiment.")],
-    date: Annotated[str | None, typer.Option("--date", help="Day planned (YYYY-MM-DD).")] = None,
     url: Url = None,
     key: Key = None,
 ) -> None:
-    """Today's (or --date's) traffic split as a table."""
+    """Every segment: units, leader, its P(best), and whether it differs from the leader
+    over all traffic."""
     try:
         with _client(url, key) as client:
-            answer = client.allocations(experiment_id, for_date=date)
+            listing = client.segments(experiment_id)
+    except Exception as error:
+        raise _fail(error) from error
+    table = Table(
+        "segment",
+        "units",
+        "leader",
+        "P(best)",
+        f"vs overall ({listing.overall_leader or '-'})",
+        title=f"{experiment_id} segments (pooling: {listing.pooling})",
+    )
+    for item in listing.segments:
+        probability = item.leader_probability_best
+        table.add_row(
+            item.segment,
+            f"{item.units:,.0f}",
+            item.leader or "-",
+            "-" if probability is None else f"{probability:.4f}",
+            "differs" if item.differs_from_overall else "same",
+        )
+    out.print(table)
+
+
+def allocations(
+    experiment_id: Annotated[str, typer.Argument(help="The experiment.")],
+    date: Annotated[str | None, typer.Option("--date", help="Day planned (YYYY-MM-DD).")] = None,
+    segment: SegmentOption = None,
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """Today's (or --date's) traffic split as a table (one segment's with --segment; a
+    segment never seen gets the split over all traffic)."""
+    try:
+        with _client(url, key) as client:
+            answer = client.allocations(experiment_id, for_date=date, segment=segment)
     except Exception as error:
         raise _fail(error) from error
     table = Table(
@@ -299,7 +339,8 @@ def allocations(
         "P(best)",
         "impressions",
         "successes",
-        title=f"{experiment_id} on {answer.date} ({answer.algorithm_version})",
+        title=f"{experiment_id}{f' / {answer.segment}' if answer.segment else ''} on "
+        f"{answer.date} ({answer.algorithm_version})",
     )
     for variant, percent in answer.allocations.items():
         inputs = answer.inputs.get(variant, {})
