@@ -74,3 +74,30 @@ async def test_another_projects_id_looks_like_no_id_at_all(
     assert taken[1] == nowhere[1]
     assert taken[2] == nowhere[2]  # the same statements: one lookup, nothing else
     assert taken[2].count("SELECT") == 1
+
+
+async def test_a_batch_naming_another_projects_id_looks_like_no_id_at_all(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """POST /assign/batch: refused before any allocation is computed for the id (the
+    first, cold call too: a computed allocation could answer 409 or take longer)."""
+    owner = await make_key(app, scope="admin", project="alpha")
+    created = await client.post(
+        "/experiments", json={"id": "secret-00001", "variants": [{"id": "a"}, {"id": "b"}]},
+        headers=bearer(owner),
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    prober = bearer(await make_key(app, scope="client", project="beta"))
+
+    async def probe(experiment_id: str) -> tuple[int, str, list[str]]:
+        body = {"assignments": [{"experiment_id": experiment_id, "unit_id": "u1"}]}
+        with statements(app) as seen:
+            answer = await client.post("/assign/batch", json=body, headers=prober)
+        return answer.status_code, answer.text.replace(experiment_id, "ID"), seen
+
+    await probe("warm-the-key")  # a key's first use is recorded; not the ids' caches
+    taken = await probe("secret-00001")
+    nowhere = await probe("secret-00002")
+    assert taken[0] == nowhere[0] == 404
+    assert taken[1] == nowhere[1]
+    assert taken[2] == nowhere[2]  # the same statements, cold cache or not

@@ -23,6 +23,7 @@ from mabapi.assignments.schemas import (
     ConversionIn,
     ConversionOut,
 )
+from mabapi.db.transactions import background_transaction
 from mabapi.deps import ExperimentId, LazySessionDep, PrincipalDep, SessionDep
 from mabapi.errors import Responses, documented_error
 from mabapi.experiments import service as experiments_service
@@ -134,24 +135,28 @@ async def assign_unit(state: Runtime, experiment_id: str, body: AssignIn) -> Ass
 @router.post("/assign/batch", response_model=BatchAssignOut)
 async def assign_batch(
     body: BatchAssignIn,
+    request: Request,
     session: LazySessionDep,
     cache: CacheDep,
     memo: MemoDep,
     principal: PrincipalDep,
 ) -> BatchAssignOut:
     """Assign up to 1,000 (experiment, unit) pairs in one transaction."""
-    # The allocations first: a cold one is computed in a transaction of its own, which on
-    # SQLite would wait for this request's (once opened) until the lock timed out.
+    # Another project's ids are refused before any allocation is computed for them, in a
+    # short transaction of its own: a cold allocation is computed in another one, which
+    # on SQLite would wait for this request's (were it open) until the lock timed out.
+    if principal.project_id is not None:
+        async with background_transaction(runtime_of(request.app).sessionmaker) as check:
+            await experiments_service.check_experiments(
+                check,
+                principal=principal,
+                experiment_ids={item.experiment_id for item in body.assignments},
+                must_exist=True,
+            )
     allocations: dict[tuple[str, str | None], CachedAllocation] = {}
     keys = {(item.experiment_id, item.segment) for item in body.assignments}
     for experiment_id, segment in sorted(keys, key=lambda key: (key[0], key[1] or "")):
         allocations[experiment_id, segment] = await cache.get(experiment_id, segment)
-    if principal.project_id is not None:
-        await experiments_service.check_experiments(
-            await session(),
-            principal=principal,
-            experiment_ids={item.experiment_id for item in body.assignments},
-        )
     results = await service.assign_batch(
         session,
         [(item.experiment_id, item.unit_id, item.segment) for item in body.assignments],

@@ -68,15 +68,22 @@ async def _record_guardrail_rows(session: AsyncSession, rows: Sequence[MetricIn]
 
 
 async def check_experiments(
-    session: AsyncSession, *, principal: Principal, experiment_ids: Iterable[str]
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    experiment_ids: Iterable[str],
+    must_exist: bool = False,
 ) -> None:
     """404 for any named experiment of another project, worded exactly as for one that
-    does not exist, so a key learns nothing about other projects."""
+    does not exist, so a key learns nothing about other projects. `must_exist`: also for
+    one that does not exist (where nothing would create it), so both end after the same
+    work."""
     if principal.project_id is None:
         return
-    owners = await repository.projects_of(session, set(experiment_ids))
-    for experiment_id in sorted(owners):
-        if owners[experiment_id] != principal.project_id:
+    wanted = set(experiment_ids)
+    owners = await repository.projects_of(session, wanted)
+    for experiment_id in sorted(wanted if must_exist else owners):
+        if owners.get(experiment_id) != principal.project_id:
             raise no_such_experiment(experiment_id)
 
 
