@@ -31,7 +31,7 @@ from mabapi.assignments.routes import router as assignments_router
 from mabapi.cache import AnswerCache
 from mabapi.dashboard.routes import STATIC_DIR as DASHBOARD_STATIC
 from mabapi.dashboard.routes import router as dashboard_router
-from mabapi.db.engine import engine_from_settings, is_unavailable, make_sessionmaker
+from mabapi.db.engine import engine_from_settings, is_unavailable, make_engine, make_sessionmaker
 from mabapi.db.group_commit import GroupCommit
 from mabapi.db.migrate import upgrade
 from mabapi.db.transactions import background_transaction
@@ -40,7 +40,7 @@ from mabapi.errors import AppError, RateLimitedError, Responses, documented_erro
 from mabapi.experiments import service as experiments
 from mabapi.experiments.owners import Owners
 from mabapi.experiments.routes import allocations_router, experiments_router, metrics_router
-from mabapi.experiments.watch import watch_all
+from mabapi.experiments.watch import Watcher
 from mabapi.health.routes import router as health_router
 from mabapi.hot_paths import HotPaths
 from mabapi.middleware import (
@@ -52,7 +52,7 @@ from mabapi.middleware import (
 from mabapi.runtime import Runtime, runtime_of
 from mabapi.settings import Settings
 from mabapi.webhooks.routes import router as webhooks_router
-from mabapi.webhooks.runner import WebhookRunner
+from mabapi.webhooks.runner import WatchThread, WebhookRunner
 from mabapi.webhooks.service import DeliveryConfig
 
 logger = logging.getLogger("mabapi")
@@ -352,12 +352,21 @@ async def start_runtime(app: FastAPI, settings: Settings, *, lazy: bool = False)
         await _bootstrap_access(runtime)
     if settings.webhook_delivery and not lazy:
         # Not for a lazily started runtime: its event loop may end with the request.
+        watcher = Watcher(
+            hold_seconds=settings.webhook_change_hold_seconds,
+            budget_seconds=settings.webhook_watch_budget_seconds,
+        )
         runtime.webhooks = WebhookRunner(
             sessionmaker,
             DeliveryConfig(settings.public_url, settings.webhook_allow_private),
             poll_seconds=settings.webhook_poll_seconds,
-            watch_seconds=settings.webhook_watch_seconds,
-            watch=partial(watch_all, sessionmaker),
+            # Its own thread, event loop and two connections: its numbers never stall
+            # delivery or requests.
+            watcher=WatchThread(
+                partial(make_engine, settings.async_database_url, pool_size=2, max_overflow=0),
+                watcher.round,
+                every_seconds=settings.webhook_watch_seconds,
+            ),
         )
         runtime.webhooks.start()
     app.state.started_once = True

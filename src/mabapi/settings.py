@@ -109,6 +109,23 @@ class Settings(BaseSettings):
         description="How often running experiments are checked for events (recommendation "
         "changes, sample-ratio mismatches, guardrail breaches without traffic).",
     )
+    webhook_watch_budget_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=3600.0,
+        description="A watch round starts no experiment after this long; the rest are "
+        "watched first in the next round.",
+    )
+    webhook_change_hold_seconds: float = Field(
+        default=120.0,
+        ge=0.0,
+        le=86400.0,
+        description="A recommendation change is announced only once the watcher has seen "
+        "it on watches at least this far apart, with nothing else seen in between.",
+    )
+    webhook_max_per_project: int = Field(
+        default=10, ge=1, le=1000, description="Webhooks a project may have (409 beyond)."
+    )
     public_url: str = Field(
         default="http://localhost:8000",
         description="Where the dashboard is reached: webhook payloads link to its pages.",

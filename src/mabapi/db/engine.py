@@ -49,11 +49,16 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 def make_engine(
     url: URL, *, pool_size: int = 10, max_overflow: int = 10, pooled: bool = True
 ) -> AsyncEngine:
-    """`pooled=False`: every session opens and closes its own connection (NullPool)."""
+    """`pooled=False`: every session opens and closes its own connection (NullPool).
+    Bound parameters never appear in an error or log line (`hide_parameters`): they hold
+    secrets (webhook secrets, key hashes) and users' data."""
     pool: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
     if url.get_backend_name() == "sqlite":
         engine = create_async_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            hide_parameters=True,
+            **pool,
         )
         _configure_sqlite(engine)
         return engine
@@ -65,7 +70,7 @@ def make_engine(
     # then drops every pooled connection older than the failure, the group commit runs the
     # batch again on a new one (nothing had committed), and a request that hit it outside
     # the group commit gets the documented 503 with Retry-After.
-    return create_async_engine(url, **pool)
+    return create_async_engine(url, hide_parameters=True, **pool)
 
 
 def engine_from_settings(settings: Settings, *, pooled: bool = True) -> AsyncEngine:

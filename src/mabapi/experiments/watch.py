@@ -1,12 +1,22 @@
 """The watcher: what no request announces. Run by the process holding the webhook
-delivery lease every MABAPI_WEBHOOK_WATCH_SECONDS over running experiments that have
-guardrails or whose project has webhooks: guardrails are checked (a breach is recorded
-even when no traffic asks for an allocation), and a change of the recommendation or a
-new sample-ratio mismatch is announced once (compare-and-set on `event_states`)."""
+delivery lease every MABAPI_WEBHOOK_WATCH_SECONDS, in a thread of its own, over running
+experiments that have guardrails or whose project has webhooks: guardrails are checked (a
+breach is recorded even when no traffic asks for an allocation), and a change of the
+recommendation or a new sample-ratio mismatch is announced once (compare-and-set on
+`event_states`).
+
+A recommendation change is announced only once it holds: the watcher must see the same
+new recommendation (action and winner) on watches at least
+MABAPI_WEBHOOK_CHANGE_HOLD_SECONDS apart, with nothing else seen in between. A round stops
+starting experiments after MABAPI_WEBHOOK_WATCH_BUDGET_SECONDS and the next round begins
+with those watched least recently, so one heavy experiment delays another's events by at
+most a round."""
 
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, cast, select, update
@@ -83,17 +93,59 @@ def _numbers(summary: Summary) -> dict[str, Any]:
     }
 
 
-async def watch_one(session: AsyncSession, experiment_id: str) -> None:
+async def held(
+    session: AsyncSession, experiment_id: str, value: str, *, now: datetime, hold_seconds: float
+) -> bool:
+    """True once `value` has been seen on watches at least `hold_seconds` apart with
+    nothing else seen in between (the candidate is kept in `event_states`)."""
+    kind = "recommendation_seen"
+    await session.execute(
+        insert_for(session, EventState)
+        .values(experiment_id=experiment_id, kind=kind, value=value, updated_at=now)
+        .on_conflict_do_nothing()
+    )
+    row = (
+        await session.execute(
+            select(EventState.value, EventState.updated_at).where(
+                EventState.experiment_id == experiment_id, EventState.kind == kind
+            )
+        )
+    ).one()
+    if row.value != value:
+        await session.execute(
+            update(EventState)
+            .where(EventState.experiment_id == experiment_id, EventState.kind == kind)
+            .values(value=value, updated_at=now)
+        )
+        return hold_seconds <= 0
+    return bool((now - row.updated_at).total_seconds() >= hold_seconds)
+
+
+async def watch_one(
+    session: AsyncSession,
+    experiment_id: str,
+    *,
+    now: datetime | None = None,
+    hold_seconds: float = 0.0,
+) -> None:
+    now = now or utcnow()
     summary = await summarize(session, experiment_id=experiment_id)
     experiment = summary.experiment
-    await guardrails.enforce(session, experiment, day=utcnow().date())
+    await guardrails.enforce(session, experiment, day=now.date())
     about = {"id": experiment.id, "name": experiment.name}
     recommendation = summary.recommendation
     names = [item.variant.id for item in summary.variants if item.variant.active]
     action = recommendation.action.value
-    old = await swap_state(session, experiment.id, "recommendation", initial="continue", new=action)
+    winner = None if recommendation.winner is None else names[recommendation.winner]
+    # The state is the action and its winner: "stop: b wins" -> "stop: c wins" is a change.
+    state = action if winner is None else f"{action}:{winner}"[:64]
+    old = None
+    if await held(session, experiment.id, state, now=now, hold_seconds=hold_seconds):
+        old = await swap_state(
+            session, experiment.id, "recommendation", initial="continue", new=state
+        )
     if old is not None:
-        winner = recommendation.winner
+        old_action, _, old_winner = old.partition(":")
         await outbox.emit(
             session,
             project_id=experiment.project_id,
@@ -101,9 +153,10 @@ async def watch_one(session: AsyncSession, experiment_id: str) -> None:
             experiment_id=experiment.id,
             data={
                 "experiment": about,
-                "from": old,
+                "from": old_action,
+                "from_winner": old_winner or None,
                 "to": action,
-                "winner": None if winner is None else names[winner],
+                "winner": winner,
                 "reason": recommendation.reason,
                 **_numbers(summary),
             },
@@ -127,16 +180,38 @@ async def watch_one(session: AsyncSession, experiment_id: str) -> None:
         )
 
 
-async def watch_all(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
-    """One round over the watched experiments; returns how many were looked at."""
-    async with background_transaction(sessionmaker) as session:
-        ids = await watched(session)
-    for experiment_id in ids:
-        try:
-            async with background_transaction(sessionmaker) as session:
-                await watch_one(session, experiment_id)
-        except AppError:  # deleted, archived or emptied meanwhile
-            continue
-        except Exception:
-            log.exception("watching experiment %s failed", experiment_id)
-    return len(ids)
+class Watcher:
+    """Rounds of watching with a time budget, least recently watched first."""
+
+    def __init__(self, *, hold_seconds: float, budget_seconds: float) -> None:
+        self.hold_seconds = hold_seconds
+        self.budget_seconds = budget_seconds
+        self._last: dict[str, float] = {}
+
+    async def round(self, sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+        """One round; returns how many experiments were watched."""
+        async with background_transaction(sessionmaker) as session:
+            ids = await watched(session)
+        self._last = {i: self._last.get(i, float("-inf")) for i in ids}
+        started = time.monotonic()
+        done = 0
+        for experiment_id in sorted(ids, key=lambda i: (self._last[i], i)):
+            if done and time.monotonic() - started >= self.budget_seconds:
+                break  # the rest go first next round
+            self._last[experiment_id] = time.monotonic()
+            done += 1
+            try:
+                async with background_transaction(sessionmaker) as session:
+                    await watch_one(session, experiment_id, hold_seconds=self.hold_seconds)
+            except AppError:  # deleted, archived or emptied meanwhile
+                continue
+            except Exception:
+                log.exception("watching experiment %s failed", experiment_id)
+        return done
+
+
+async def watch_all(
+    sessionmaker: async_sessionmaker[AsyncSession], *, hold_seconds: float = 0.0
+) -> int:
+    """One round over every watched experiment, without a budget; returns how many."""
+    return await Watcher(hold_seconds=hold_seconds, budget_seconds=float("inf")).round(sessionmaker)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.db.dialect import insert_for
@@ -60,34 +61,167 @@ async def deliveries(
     return [(row, attempts[row.id]) for row in rows]
 
 
-async def claim_due(
-    session: AsyncSession, now: datetime, hold_until: datetime, limit: int
-) -> list[tuple[Delivery, str, str]]:
-    """Due deliveries with their webhook's URL and secret, each pushed to `hold_until`
-    so no other sender takes it meanwhile (a sender that dies leaves it due again then)."""
-    rows = (
-        await session.execute(
-            select(Delivery, Webhook.url, Webhook.secret)
-            .join(Webhook, Webhook.id == Delivery.webhook_id)
-            .where(Delivery.status == "pending", Delivery.next_attempt_at <= now)
-            .order_by(Delivery.next_attempt_at, Delivery.id)
-            .limit(limit)
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery taken by one sender: what to send, where, and with which secret."""
+
+    id: str
+    webhook_id: str
+    event: str
+    experiment_id: str | None
+    body: str
+    attempts: int  # counting this one
+    created_at: datetime
+    url: str
+    secret: str
+
+
+async def count_webhooks(session: AsyncSession, project_id: str) -> int:
+    return int(
+        await session.scalar(
+            select(func.count()).select_from(Webhook).where(Webhook.project_id == project_id)
         )
-    ).all()
-    if rows:
+        or 0
+    )
+
+
+async def count_pending(session: AsyncSession, webhook_id: str, event: str) -> int:
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(
+                Delivery.webhook_id == webhook_id,
+                Delivery.event == event,
+                Delivery.status == "pending",
+            )
+        )
+        or 0
+    )
+
+
+async def give_up_stale(session: AsyncSession, created_before: datetime, now: datetime) -> None:
+    """Deliveries still pending past the give-up horizon fail, sent or not (one that
+    could never be recorded included)."""
+    await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.status == "pending",
+            Delivery.next_attempt_at <= now,
+            Delivery.created_at < created_before,
+        )
+        .values(status="failed")
+    )
+
+
+async def claim_due(
+    session: AsyncSession,
+    now: datetime,
+    hold_until: datetime,
+    limit: int,
+    *,
+    per_webhook: int,
+    busy: Collection[str] = (),
+) -> list[Claimed]:
+    """Take up to `limit` due deliveries, at most `per_webhook` of any one webhook and
+    none of the webhooks in `busy`, oldest due first. Atomic: one conditional
+    UPDATE ... RETURNING moves each taken row to `hold_until` and counts the attempt, and
+    a row another sender took meanwhile no longer matches its WHERE (PostgreSQL
+    re-checks it once that sender commits), so no delivery is ever taken twice."""
+    ranked = select(
+        Delivery.id.label("id"),
+        Delivery.next_attempt_at.label("due"),
+        func.row_number()
+        .over(
+            partition_by=Delivery.webhook_id,
+            order_by=(Delivery.next_attempt_at, Delivery.id),
+        )
+        .label("place"),
+    ).where(Delivery.status == "pending", Delivery.next_attempt_at <= now)
+    if busy:
+        ranked = ranked.where(Delivery.webhook_id.not_in(list(busy)))
+    inner = ranked.subquery()
+    candidates = (
+        select(inner.c.id)
+        .where(inner.c.place <= per_webhook)
+        .order_by(inner.c.due, inner.c.id)
+        .limit(limit)
+    )
+    taken = (
         await session.execute(
             update(Delivery)
-            .where(Delivery.id.in_([row[0].id for row in rows]))
-            .values(next_attempt_at=hold_until)
+            .where(
+                Delivery.id.in_(candidates),
+                Delivery.status == "pending",
+                Delivery.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=hold_until, attempts=Delivery.attempts + 1)
+            .returning(
+                Delivery.id,
+                Delivery.webhook_id,
+                Delivery.event,
+                Delivery.experiment_id,
+                Delivery.body,
+                Delivery.attempts,
+                Delivery.created_at,
+            )
+            .execution_options(synchronize_session=False)
         )
-    return [(row[0], row[1], row[2]) for row in rows]
+    ).all()
+    if not taken:
+        return []
+    targets = {
+        webhook_id: (url, secret)
+        for webhook_id, url, secret in await session.execute(
+            select(Webhook.id, Webhook.url, Webhook.secret).where(
+                Webhook.id.in_({row.webhook_id for row in taken})
+            )
+        )
+    }
+    claimed = [
+        Claimed(
+            id=row.id,
+            webhook_id=row.webhook_id,
+            event=row.event,
+            experiment_id=row.experiment_id,
+            body=row.body,
+            attempts=row.attempts,
+            created_at=row.created_at,
+            url=targets[row.webhook_id][0],
+            secret=targets[row.webhook_id][1],
+        )
+        for row in taken
+        if row.webhook_id in targets
+    ]
+    return sorted(claimed, key=lambda c: (c.webhook_id, c.id))
 
 
-async def record_attempt(
-    session: AsyncSession, delivery_id: str, attempt: dict[str, Any], changes: dict[str, Any]
-) -> None:
+async def hold(session: AsyncSession, delivery_ids: Collection[str], until: datetime) -> None:
+    """Push claimed deliveries to `until` (their backoff, should the outcome never be
+    recorded)."""
+    if delivery_ids:
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(list(delivery_ids)), Delivery.status == "pending")
+            .values(next_attempt_at=until)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def record_outcome(session: AsyncSession, delivery_id: str, changes: dict[str, Any]) -> bool:
+    """Write a delivery's new state; False if it is gone (its webhook was deleted)."""
+    updated = await session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id)
+        .values(**changes)
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    )
+    return updated.first() is not None
+
+
+async def record_attempt(session: AsyncSession, delivery_id: str, attempt: dict[str, Any]) -> None:
     await session.execute(insert_for(session, Attempt).values(delivery_id=delivery_id, **attempt))
-    await session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**changes))
 
 
 async def take_lease(

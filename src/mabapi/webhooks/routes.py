@@ -23,6 +23,8 @@ from mabapi.webhooks.schemas import (
 
 RESPONSES: Responses = {
     404: documented_error("No such webhook (or it belongs to another project)."),
+    409: documented_error("The project has MABAPI_WEBHOOK_MAX_PER_PROJECT webhooks already."),
+    429: documented_error("Five test deliveries to this webhook are still pending."),
     422: documented_error("The request does not have the documented shape or values."),
 }
 
@@ -54,6 +56,7 @@ async def create_webhook(
         events=body.events,
         secret=body.secret,
         allow_private=settings.webhook_allow_private,
+        max_per_project=settings.webhook_max_per_project,
     )
     return WebhookCreatedOut(**_out(webhook).model_dump(), secret=webhook.secret)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
-from mabapi.schemas import StrictModel
+from mabapi.schemas import NO_CONTROL_PATTERN, StrictModel, reject_any_control_character
+
+NoControl = Field(json_schema_extra={"pattern": NO_CONTROL_PATTERN})
 
 EventName = Literal[
     "guardrail.breached", "recommendation.changed", "experiment.concluded", "sample_ratio.mismatch"
@@ -15,16 +17,28 @@ EventName = Literal[
 
 
 class WebhookIn(StrictModel):
-    url: Annotated[str, Field(min_length=10, max_length=2048, pattern=r"^https?://[^\s/?#]+")] = (
-        Field(
-            description="http(s) URL that receives a JSON POST per event. Loopback, link-local "
-            "and private addresses are refused unless MABAPI_WEBHOOK_ALLOW_PRIVATE=true."
-        )
+    url: Annotated[
+        str,
+        Field(min_length=10, max_length=2048, pattern=r"^https?://[^\s/?#]+"),
+        AfterValidator(reject_any_control_character),
+    ] = Field(
+        description="http(s) URL that receives a JSON POST per event. Loopback, private, "
+        "link-local and every other special-purpose address are refused unless "
+        "MABAPI_WEBHOOK_ALLOW_PRIVATE=true."
     )
     events: Annotated[list[EventName], Field(min_length=1, max_length=4)]
-    secret: Annotated[str, Field(min_length=16, max_length=128)] | None = Field(
+    secret: (
+        Annotated[
+            str,
+            Field(min_length=16, max_length=128),
+            NoControl,
+            AfterValidator(reject_any_control_character),
+        ]
+        | None
+    ) = Field(
         default=None,
-        description="Signing secret (absent: one is generated). Shown only in this answer.",
+        description="Standard Webhooks signing secret: whsec_ and the base64 of 24 to 64 "
+        "random bytes (absent: one is generated). Shown only in this answer.",
     )
 
 
@@ -38,8 +52,9 @@ class WebhookOut(BaseModel):
 
 class WebhookCreatedOut(WebhookOut):
     secret: str = Field(
-        description="Signs every delivery: X-Mabapi-Signature is sha256=<hex HMAC-SHA256 of "
-        "the body with it>. Shown once; store it now."
+        description="Signs every delivery per Standard Webhooks (webhook-id, "
+        "webhook-timestamp, webhook-signature): verify with a standardwebhooks library. "
+        "Shown once; store it now."
     )
 
 
@@ -55,7 +70,7 @@ class AttemptOut(BaseModel):
 
 
 class DeliveryOut(BaseModel):
-    id: str = Field(description="The X-Mabapi-Delivery header: receivers dedupe by it.")
+    id: str = Field(description="The webhook-id header: receivers dedupe by it.")
     event: str
     experiment_id: str | None
     status: Literal["pending", "delivered", "failed"]
