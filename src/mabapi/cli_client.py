@@ -383,7 +383,10 @@ def webhooks_create(
             "sample_ratio.mismatch; repeat for several.",
         ),
     ],
-    secret: Annotated[str | None, typer.Option(help="Signing secret (default: generated).")] = None,
+    secret: Annotated[
+        str | None,
+        typer.Option(help="Signing secret: whsec_ + base64 of 24-64 bytes (default: generated)."),
+    ] = None,
     url: Url = None,
     key: Key = None,
 ) -> None:

@@ -105,6 +105,13 @@ def settings_overrides() -> dict[str, Any]:
     return {"webhook_allow_private": True}
 
 
+async def stop_delivery(app: FastAPI) -> None:
+    """Stop the app's delivery loop and watcher before its tables are emptied."""
+    runner = runtime_of(app).webhooks
+    assert runner is not None
+    await runner.close()
+
+
 def runner_for(app: FastAPI) -> WebhookRunner:
     return WebhookRunner(
         runtime_of(app).sessionmaker,
@@ -442,6 +449,7 @@ class TestFairness:
                     await asyncio.sleep(0.01)
                 assert len(fast.requests) == n + 1, "the quiet project's event never came"
                 delays.append(fast.requests[n][2] - started)
+            await stop_delivery(app)
         assert max(delays) < 1.5, delays
 
 
@@ -519,7 +527,7 @@ class TestWatcher:
                 {"metric_id": f"g{g}", "max_relative_harm": 0.05, "probability": 0.95}
                 for g in range(20)
             ]
-            variants = [{"id": f"v{k}"} for k in range(100)]
+            variants: list[dict[str, Any]] = [{"id": f"v{k}"} for k in range(100)]
             variants[0]["is_control"] = True
             created = await client.post(
                 "/experiments",
@@ -569,11 +577,12 @@ class TestWatcher:
             arrived: dict[str, float] = {}
             deadline = time.monotonic() + bound + 5
             while time.monotonic() < deadline and len(arrived) < 2:
-                for headers, _, at in list(receiver.requests):
+                for headers, _, received in list(receiver.requests):
                     event = headers.get("x-mabapi-event", "")
                     if event in ("experiment.concluded", "recommendation.changed"):
-                        arrived.setdefault(event, at)
+                        arrived.setdefault(event, received)
                 await asyncio.sleep(0.02)
+            await stop_delivery(app)
         assert arrived["experiment.concluded"] - concluded_at < 1.0
         assert arrived["recommendation.changed"] - changed_at < bound, (slowest, arrived)
 

@@ -489,7 +489,8 @@ async def test_deliveries_are_rows_of_the_outbox(
 
 
 class TestReadmeReceiver:
-    """The README's receiver, run as it is shown (its secret and port swapped in)."""
+    """The README's receiver (on the standardwebhooks library), run as it is shown (its
+    secret and port swapped in)."""
 
     def test_it_accepts_signed_deliveries_once_and_refuses_forgeries(self) -> None:
         import re
@@ -505,13 +506,15 @@ class TestReadmeReceiver:
         assert code is not None
         port = free_port()
         source = code.group(1).replace('("", 9000)', f'("127.0.0.1", {port})')
-        source = source.replace("the secret POST /webhooks answered", "s3cret")
+        secret = service.new_secret()
+        source = source.replace("the secret POST /webhooks answered", secret)
         process = subprocess.Popen(
             [sys.executable, "-u", "-c", source], stdout=subprocess.PIPE, text=True
         )
         try:
             body = b'{"event":"webhook.test"}'
-            good = service.sign("s3cret", body)
+            good = service.standard_headers(secret, "d1", utcnow(), body)
+            forged = service.standard_headers(service.new_secret(), "d2", utcnow(), body)
             url = f"http://127.0.0.1:{port}/"
             for _ in range(100):
                 try:
@@ -520,12 +523,8 @@ class TestReadmeReceiver:
                 except httpx.HTTPError:
                     time.sleep(0.05)
             statuses = [
-                httpx.post(
-                    url,
-                    content=body,
-                    headers={"X-Mabapi-Signature": signature, "X-Mabapi-Delivery": "d1"},
-                ).status_code
-                for signature in (good, good, service.sign("other", body))
+                httpx.post(url, content=body, headers=headers).status_code
+                for headers in (good, good, forged)
             ]
         finally:
             process.terminate()

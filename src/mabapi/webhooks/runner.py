@@ -32,6 +32,8 @@ from mabapi.webhooks import network, service
 from mabapi.webhooks.repository import Claimed
 
 LEASE_SECONDS = 15.0
+# On shutdown, deliveries in flight get this long before they are cut short.
+CLOSE_GRACE_SECONDS = 1.0
 log = logging.getLogger("mabapi.webhooks")
 
 
@@ -120,10 +122,13 @@ class WebhookRunner:
                             log.exception("webhook delivery round failed")
                     await asyncio.sleep(self._poll)
             finally:
-                # Deliveries cut short stay claimed, and are due again after their hold.
-                for task in list(self._in_flight):
-                    task.cancel()
-                await asyncio.gather(*self._in_flight, return_exceptions=True)
+                # A moment for what is being sent to finish; deliveries cut short stay
+                # claimed, and are due again after their hold.
+                if self._in_flight:
+                    _, cut = await asyncio.wait(set(self._in_flight), timeout=CLOSE_GRACE_SECONDS)
+                    for task in cut:
+                        task.cancel()
+                    await asyncio.gather(*cut, return_exceptions=True)
 
     async def close(self) -> None:
         if self._watcher is not None:

@@ -313,7 +313,15 @@ async def deliver(
     except Exception as error:
         log.exception("sending delivery %s failed", claimed.id)
         outcome = network.Outcome(None, network.bounded(f"{type(error).__name__}"), 0)
-    await record(sessionmaker, claimed, outcome, utcnow())
+    # What was sent is recorded even if the sender is told to stop meanwhile (shutdown):
+    # a record takes milliseconds, and a cancelled one would leave the delivery to be
+    # sent again.
+    recording = asyncio.ensure_future(record(sessionmaker, claimed, outcome, utcnow()))
+    try:
+        await asyncio.shield(recording)
+    except asyncio.CancelledError:
+        await recording
+        raise
     return outcome
 
 
