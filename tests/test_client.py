@@ -316,6 +316,75 @@ class TestCommands:
         assert code == 0
         assert stdout.splitlines()[1] == "csv-val,a,2024-02-01,4,4,12.5,50.25,"
 
+    def test_a_column_push_does_not_understand_stores_nothing_and_is_named(
+        self, server: str, tmp_path: Path
+    ) -> None:
+        with Client(server, api_key=ADMIN_KEY) as client:
+            client.create_experiment("csv-cols", ["a", "b"])
+            client.post_metric("csv-cols", "a", "2024-02-01", 1000, 100)
+        source = tmp_path / "extra.csv"
+        source.write_text(
+            "experiment_id,variant_id,date,impressions,successes,refund_count,\n"
+            "csv-cols,a,2024-02-01,1000,7,7,\n"
+        )
+        code, stdout, stderr = self.invoke(server, "metrics", "push", str(source))
+        assert code == 2
+        assert "refund_count" in stderr
+        assert "a column without a name" in stderr
+        assert "nothing was stored" in stderr
+        assert "stored" not in stdout
+        with Client(server, api_key=ADMIN_KEY) as client:
+            [row] = client.daily_metrics("csv-cols").metrics
+        assert (row.impressions, row.successes) == (1000, 100)  # untouched
+
+    def test_a_metric_id_column_routes_rows_to_the_guardrail_as_the_api_does(
+        self, server: str, tmp_path: Path
+    ) -> None:
+        refunds = {"metric_id": "refunds", "max_relative_harm": 0.05, "probability": 0.95}
+        with Client(server, api_key=ADMIN_KEY) as client:
+            client.create_experiment(
+                "csv-guard", ["a", "b"], guardrails=[refunds],
+            )  # fmt: skip
+        source = tmp_path / "guard.csv"
+        source.write_text(
+            "experiment_id,variant_id,date,impressions,successes,metric_id\n"
+            "csv-guard,a,2024-02-01,1000,100,\n"
+            "csv-guard,b,2024-02-01,1000,120,\n"
+            "csv-guard,a,2024-02-01,1000,7,refunds\n"
+            "csv-guard,b,2024-02-01,1000,30,refunds\n"
+        )
+        code, stdout, stderr = self.invoke(server, "metrics", "push", str(source))
+        assert code == 0, stdout + stderr
+        assert "stored 4 row(s)" in stdout
+        with Client(server, api_key=ADMIN_KEY) as client:
+            primary = {r.variant_id: r.successes for r in client.daily_metrics("csv-guard").metrics}
+            summary = client.summary("csv-guard")
+        assert primary == {"a": 100, "b": 120}  # the refunds did not replace them
+        [guardrail] = summary.guardrails
+        assert {v.variant_id: v.successes for v in guardrail.variants} == {"a": 7, "b": 30}
+
+    def test_export_escapes_cells_a_spreadsheet_would_run_and_push_reads_them_back(
+        self, server: str, tmp_path: Path
+    ) -> None:
+        with Client(server, api_key=ADMIN_KEY) as client:
+            client.create_experiment("-1-1", ["-A1", "b"])  # ids may start with "-" only
+            client.post_metric("-1-1", "-A1", "2024-02-01", 10, 1)
+            client.post_metric("-1-1", "b", "2024-02-01", 10, 2)
+        target = tmp_path / "formulas.csv"
+        exported = CliRunner().invoke(
+            cli.app,
+            ["metrics", "export", "--out", str(target), "--url", server, "--key", ADMIN_KEY,
+             "--", "-1-1"],
+        )  # fmt: skip
+        assert exported.exit_code == 0, exported.stderr
+        lines = target.read_text().splitlines()[1:]
+        assert sorted(lines) == ["'-1-1,'-A1,2024-02-01,10,1,,,", "'-1-1,b,2024-02-01,10,2,,,"]
+        code, stdout, _ = self.invoke(server, "metrics", "push", str(target))
+        assert code == 0, stdout
+        with Client(server, api_key=ADMIN_KEY) as client:
+            rows = client.daily_metrics("-1-1").metrics
+        assert sorted((r.variant_id, r.successes) for r in rows) == [("-A1", 1), ("b", 2)]
+
     def test_unreachable_server_is_a_clear_error(self) -> None:
         result = CliRunner().invoke(
             cli.app, ["experiments", "list", "--url", f"http://127.0.0.1:{free_port()}"]

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from mabapi import csv_cells
 from mabapi.client import ApiError, Client
 from mabapi.experiments.schemas import MetricIn
 from mabapi.settings import Settings
@@ -164,20 +165,44 @@ def experiments_create(
     out.print(f"created {created.id} with variants {', '.join(v.id for v in created.variants)}")
 
 
+# Columns `metrics push` reads besides CSV_FIELDS: a guardrail's rows name its metric_id
+# (routed as POST /metrics/ routes it).
+PUSH_FIELDS = (*CSV_FIELDS, "metric_id")
+
+
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """The file's rows by line number, once its header is known to be right: every
+    required column there, no column twice, and none that push does not understand (a
+    row read without it would be stored as something it is not)."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        missing = {"experiment_id", "variant_id", "date", "impressions", "successes"} - set(
-            reader.fieldnames or ()
-        )
+        columns = [name.strip() for name in reader.fieldnames or ()]
+        missing = {"experiment_id", "variant_id", "date", "impressions", "successes"} - set(columns)
         if missing:
             raise ValueError(f"{path}: missing column(s): {', '.join(sorted(missing))}")
-        yield from enumerate(reader, start=2)
+        unknown = [
+            name or "(a column without a name)" for name in columns if name not in PUSH_FIELDS
+        ]
+        if unknown:
+            raise ValueError(
+                f"{path}: unknown column(s): {', '.join(unknown)}; nothing was stored. "
+                f"The columns push reads: {', '.join(PUSH_FIELDS)}"
+            )
+        twice = sorted({name for name in columns if columns.count(name) > 1})
+        if twice:
+            raise ValueError(f"{path}: column(s) given twice: {', '.join(twice)}")
+        reader.fieldnames = columns
+        for line, row in enumerate(reader, start=2):
+            if None in row:  # more cells than the header names
+                raise ValueError(f"{path}: line {line} has more cells than the header")
+            yield line, row
 
 
 def _metric(row: dict[str, str]) -> dict[str, Any]:
     """A CSV row as a POST /metrics/ body; numbers parsed, validated as the server would."""
     body: dict[str, Any] = {name: (row.get(name) or "").strip() for name in CSV_FIELDS[:3]}
+    for name in ("experiment_id", "variant_id"):
+        body[name] = csv_cells.unescape(body[name])
     for name in ("impressions", "successes"):
         text = (row.get(name) or "").strip()
         body[name] = int(text) if text.lstrip("-").isdigit() else text
@@ -188,8 +213,9 @@ def _metric(row: dict[str, str]) -> dict[str, Any]:
                 body[name] = float(text)
             except ValueError:
                 body[name] = text
-    if segment := (row.get("segment") or "").strip():
-        body["segment"] = segment
+    for name in ("segment", "metric_id"):
+        if text := csv_cells.unescape((row.get(name) or "").strip()):
+            body[name] = text
     MetricIn.model_validate(body)
     return body
 
@@ -201,7 +227,7 @@ def metrics_push(
         typer.Argument(
             help="CSV: experiment_id, variant_id, date, "
             "impressions, successes[, value_sum, "
-            "value_sum_squares, segment]",
+            "value_sum_squares, segment, metric_id]; any other column is refused",
             exists=True,
             dir_okay=False,
         ),
@@ -277,8 +303,10 @@ def metrics_export(
     for row in rows:
         values = ("" if v is None else repr(v) for v in (row.value_sum, row.value_sum_squares))
         writer.writerow(
-            [experiment_id, row.variant_id, row.date.isoformat(), row.impressions,
-             row.successes, *values, row.segment]
+            csv_cells.escaped_row(
+                [experiment_id, row.variant_id, row.date.isoformat(), row.impressions,
+                 row.successes, *values, row.segment or ""]
+            )
         )  # fmt: skip
     if output is None:
         sys.stdout.write(buffer.getvalue())

@@ -116,6 +116,29 @@ class TestNumbers:
         } == {("control", 101), ("b", 131)}
         assert (await client.get("/ui/experiments/home/data/nope.csv")).status_code == 404
 
+    async def test_csv_cells_a_spreadsheet_would_run_are_escaped(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        created = await client.post(
+            "/experiments", json={"id": "-1-1", "variants": [{"id": "-A1"}, {"id": "b"}]}
+        )
+        assert created.status_code == 201
+        for variant, successes in (("-A1", 3), ("b", 4)):
+            posted = await client.post(
+                "/metrics/",
+                json={"experiment_id": "-1-1", "variant_id": variant, "date": "2024-01-01",
+                      "impressions": 50, "successes": successes},
+            )  # fmt: skip
+            assert posted.status_code == 200
+        daily = list(
+            csv.reader(io.StringIO((await client.get("/ui/experiments/-1-1/data/daily.csv")).text))
+        )
+        assert {row[1] for row in daily[1:]} == {"'-A1", "b"}
+        best = list(
+            csv.reader(io.StringIO((await client.get("/ui/experiments/-1-1/data/best.csv")).text))
+        )
+        assert best[0] == ["date", "'-A1", "b"]
+
     async def test_summary_numbers_are_the_apis(self, client: httpx.AsyncClient) -> None:
         await seed(client)
         summary = (await client.get("/experiments/home/summary")).json()

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from mabapi import csv_cells
 from mabapi.deps import KEY_COOKIE, ExperimentId, PrincipalDep, SessionDep
 from mabapi.errors import ForbiddenError, InvalidInputError, NotFoundError
 from mabapi.experiments import service
@@ -211,7 +212,8 @@ async def chart_csv(
         raise NotFoundError(f"no chart {chart!r}; charts: {', '.join(CHARTS)}")
     history = await service.history(session, experiment_id=experiment_id)
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(_csv_rows(history, chart))
+    rows = [csv_cells.escaped_row(row) for row in _csv_rows(history, chart)]
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
     filename = f"{experiment_id}-{chart}-{date.today().isoformat()}.csv"
     return Response(
         buffer.getvalue(),
