@@ -6,7 +6,7 @@ import asyncio
 import math
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -19,7 +19,7 @@ from mabapi import cli_client
 from mabapi.access import service as access
 from mabapi.access.models import Scope
 from mabapi.db import migrate
-from mabapi.db.engine import engine_from_settings, make_sessionmaker
+from mabapi.db.engine import engine_from_settings, is_unavailable, make_sessionmaker
 from mabapi.db.transactions import background_transaction
 from mabapi.errors import NotFoundError
 from mabapi.schemas import ID_PATTERN
@@ -52,6 +52,48 @@ def _describe(settings: Settings) -> str:
     return settings.async_database_url.render_as_string(hide_password=True)
 
 
+# Exit codes of the database commands (and of `serve` when it cannot migrate): 0 done,
+# 1 a migration is pending (`db check`), 2 invalid settings, 3 the database cannot be
+# reached or does not exist.
+EXIT_UNREACHABLE = 3
+
+
+def _database_problem(error: BaseException) -> str | None:
+    """One line saying why the database cannot be used, or None for any other error."""
+    sqlstate = str(getattr(getattr(error, "orig", None), "sqlstate", None) or "")
+    text = str(error)
+    if sqlstate == "3D000" or ("does not exist" in text and "database" in text):
+        return "the database does not exist: create it (createdb NAME, or CREATE DATABASE)"
+    if sqlstate in ("28P01", "28000"):
+        return "the database refused the credentials in MABAPI_DATABASE_URL"
+    if is_unavailable(error) or isinstance(error, OSError):
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0][:200]
+        return f"the database cannot be reached ({reason}): is it running, at that address?"
+    return None
+
+
+def _run_on_database(settings: Settings, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`; a database that cannot be used is one line and exit 3, no traceback."""
+    url = settings.async_database_url
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        folder = Path(str(url.database)).expanduser().parent
+        if not folder.is_dir():
+            work.close()
+            console.print(
+                f"[red]{_describe(settings)}:[/red] the SQLite file's folder {folder} does "
+                "not exist: create it, or point MABAPI_DATABASE_URL elsewhere"
+            )
+            raise typer.Exit(EXIT_UNREACHABLE)
+    try:
+        return asyncio.run(work)
+    except Exception as error:
+        problem = _database_problem(error)
+        if problem is None:
+            raise
+        console.print(f"[red]{_describe(settings)}:[/red] {problem}", markup=True)
+        raise typer.Exit(EXIT_UNREACHABLE) from None
+
+
 async def _upgrade(settings: Settings) -> str | None:
     engine = engine_from_settings(settings)
     try:
@@ -73,7 +115,7 @@ async def _current(settings: Settings) -> str | None:
 def db_upgrade() -> None:
     """Create or migrate the configured database to the latest schema."""
     settings = _settings()
-    revision = asyncio.run(_upgrade(settings))
+    revision = _run_on_database(settings, _upgrade(settings))
     console.print(f"database {_describe(settings)} is at revision {revision}")
 
 
@@ -85,14 +127,15 @@ def init_db() -> None:
 
 @db_app.command("check")
 def db_check() -> None:
-    """Exit 0 if the database is at the latest revision, 1 if it needs `db upgrade`."""
+    """Exit 0 if the database is at the latest revision, 1 if it needs `db upgrade`, 2 for
+    invalid settings, 3 if it cannot be reached or does not exist."""
     settings = _settings()
-    current = asyncio.run(_current(settings))
+    current = _run_on_database(settings, _current(settings))
     head = migrate.head_revision()
     if current != head:
+        where = "has no mabapi tables yet" if current is None else f"is at {current}"
         console.print(
-            f"database {_describe(settings)} is at {current}, latest is {head}: "
-            "run `mabapi db upgrade`"
+            f"database {_describe(settings)} {where}, latest is {head}: run `mabapi db upgrade`"
         )
         raise typer.Exit(1)
     console.print(f"database {_describe(settings)} is up to date ({head})")
@@ -110,7 +153,7 @@ def serve(
 
     settings = _settings()
     if settings.migrate_on_start:
-        revision = asyncio.run(_upgrade(settings))
+        revision = _run_on_database(settings, _upgrade(settings))
         console.print(f"database {_describe(settings)} migrated to {revision}")
         # Migrated once here; the worker processes need not race to do it again.
         os.environ["MABAPI_MIGRATE_ON_START"] = "false"

@@ -200,6 +200,37 @@ class TestCommands:
         assert result.returncode != 0
         assert "s3cret" not in result.stdout + result.stderr
 
+    def test_an_empty_database_is_said_to_have_no_tables_yet(self, empty_database: URL) -> None:
+        result = _cli("-m", "mabapi", "db", "check", url=empty_database)
+        assert result.returncode == 1
+        assert "has no mabapi tables yet" in result.stderr
+        assert "None" not in result.stderr
+
+    @pytest.mark.parametrize("command", [("db", "check"), ("db", "upgrade"), ("serve",)])
+    def test_an_unreachable_database_is_one_line_and_exit_3(self, command: tuple[str, ...]) -> None:
+        url = URL.create("postgresql", username="u", host="127.0.0.1", port=1, database="x")
+        result = _cli("-m", "mabapi", *command, url=url)
+        assert result.returncode == 3, result.stderr
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "cannot be reached" in result.stderr
+
+    def test_a_missing_postgresql_database_says_to_create_it(
+        self, empty_postgres_database: URL
+    ) -> None:
+        missing = empty_postgres_database.set(database="mabapi_no_such_database")
+        result = _cli("-m", "mabapi", "db", "upgrade", url=missing)
+        assert result.returncode == 3, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "createdb" in result.stderr
+
+    def test_a_sqlite_file_in_a_missing_folder_is_one_line(self, tmp_path: Path) -> None:
+        url = URL.create("sqlite", database=str(tmp_path / "no" / "such" / "mabapi.db"))
+        result = _cli("-m", "mabapi", "db", "upgrade", url=url)
+        assert result.returncode == 3
+        assert "Traceback" not in result.stderr
+        assert "does not exist" in result.stderr
+
     def test_concurrent_starts_on_postgresql(self, empty_postgres_database: URL) -> None:
         env = {**os.environ, "MABAPI_DATABASE_URL": url_text(empty_postgres_database)}
         processes = [

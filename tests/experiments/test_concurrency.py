@@ -78,3 +78,55 @@ class TestConcurrentMetrics:
         assert all(r.status_code in (200, 404) for r in responses[10:])
         stored = (await client.get("/experiments/mixed/metrics")).json()["metrics"]
         assert len(stored) == 200
+
+
+class TestConcurrentValueConversions:
+    async def test_single_and_batch_value_conversions_for_the_same_units_never_deadlock(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """Eight clients mixing single conversions and 5-unit batches (in shuffled
+        orders) over 20 units of one value experiment: every call answers 200, and every
+        event is counted exactly once."""
+        import random
+
+        created = await client.post(
+            "/experiments",
+            json={"id": "vals", "variants": [{"id": "a"}, {"id": "b"}], "metric_kind": "value"},
+        )
+        assert created.status_code == 201, created.text
+        units = [f"u{n:02d}" for n in range(20)]
+        for unit in units:
+            assigned = await client.post("/experiments/vals/assign", json={"unit_id": unit})
+            assert assigned.status_code == 200
+        rng = random.Random(7)
+        sent: list[tuple[str, float]] = []
+
+        async def one_client(c: int) -> list[int]:
+            statuses = []
+            for call in range(30):
+                if call % 2:
+                    unit = rng.choice(units)
+                    event = f"{c}-{call}"
+                    sent.append((event, 1.0))
+                    response = await client.post(
+                        "/experiments/vals/conversions",
+                        json={"unit_id": unit, "value": 1.0, "event_id": event},
+                    )
+                else:
+                    picked = rng.sample(units, 5)
+                    items = []
+                    for k, unit in enumerate(picked):
+                        event = f"{c}-{call}-{k}"
+                        sent.append((event, 2.0))
+                        items.append({"experiment_id": "vals", "unit_id": unit,
+                                      "value": 2.0, "event_id": event})  # fmt: skip
+                    response = await client.post("/conversions/batch", json={"conversions": items})
+                statuses.append(response.status_code)
+            return statuses
+
+        results = await asyncio.gather(*(one_client(c) for c in range(8)))
+        codes = [code for statuses in results for code in statuses]
+        assert codes.count(200) == len(codes), sorted(set(codes))
+        summary = (await client.get("/experiments/vals/summary")).json()
+        total = sum(v["value_sum"] for v in summary["variants"])
+        assert total == sum(value for _, value in sent)

@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.assignments.models import Assignment, ConversionEvent
 from mabapi.counts.models import LIVE_SHARDS, LIVE_SOURCE, LiveMetric, VariantTotal
-from mabapi.counts.repository import add_to_totals, counts, increment, increment_many
+from mabapi.counts.repository import (
+    COUNTERS,
+    add_to_totals,
+    counts,
+    increment,
+    increment_many,
+)
 from mabapi.db.dialect import insert_for
 from mabapi.experiments.models import Experiment
 
@@ -287,6 +293,43 @@ async def add_live_many(
              "impressions": n, "successes": s}
             for (e, v, day), (n, s) in sorted(counts.items())
         ],
+    )  # fmt: skip
+
+
+async def add_live_values(
+    session: AsyncSession, deltas: dict[tuple[str, str, date], tuple[int, int, float, float]]
+) -> None:
+    """`add_live_many` with value sums: (impressions, successes, value_sum,
+    value_sum_squares) per (experiment, variant, day), one random shard, keys sorted so
+    concurrent transactions lock the counter rows in the same order (no deadlock)."""
+    if not deltas:
+        return
+    shard = random.randrange(LIVE_SHARDS)  # noqa: S311 - load spreading, not security
+    totals: dict[tuple[str, str], tuple[int, int, float, float]] = {}
+    for (experiment_id, variant_id, _day), (n, s, v, v2) in deltas.items():
+        tn, ts, tv, tv2 = totals.get((experiment_id, variant_id), (0, 0, 0.0, 0.0))
+        totals[(experiment_id, variant_id)] = (tn + n, ts + s, tv + v, tv2 + v2)
+    await increment_many(
+        session,
+        VariantTotal,
+        ["experiment_id", "variant_id", "source", "shard"],
+        [
+            {"experiment_id": e, "variant_id": v, "source": LIVE_SOURCE, "shard": shard,
+             **counts(*amounts)}
+            for (e, v), amounts in sorted(totals.items())
+        ],
+        COUNTERS,
+    )  # fmt: skip
+    await increment_many(
+        session,
+        LiveMetric,
+        ["experiment_id", "variant_id", "date", "shard"],
+        [
+            {"experiment_id": e, "variant_id": v, "date": day, "shard": shard,
+             **counts(*amounts)}
+            for (e, v, day), amounts in sorted(deltas.items())
+        ],
+        COUNTERS,
     )  # fmt: skip
 
 

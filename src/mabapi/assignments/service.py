@@ -368,24 +368,37 @@ async def convert_many(
                 results[index] = ConversionResult(experiment_id, unit_id, row.variant_id, False)
             else:
                 results[index] = _never_assigned(experiment_id, unit_id)
-    await repository.add_live_many(session, successes)
-    for index, item in enumerate(items):
-        if results[index] is None and item.metric_id is not None:
+    # The rest one at a time, in (experiment, unit) order, as every transaction takes the
+    # assignment rows' locks; every counter increment waits for the end, where all of
+    # them go in one sorted write. Concurrent batches and single conversions of the same
+    # units then lock rows in one order and cannot deadlock.
+    live: dict[tuple[str, str, date], tuple[int, int, float, float]] = {
+        key: (0, n, 0.0, 0.0) for key, (_, n) in successes.items()
+    }
+    rest = sorted(
+        (index for index in range(len(items)) if results[index] is None),
+        key=lambda index: (items[index].experiment_id, items[index].unit_id, index),
+    )
+    for index in rest:
+        item = items[index]
+        if item.metric_id is not None:
             try:
                 results[index] = await _convert_guardrail(session, item, now)
             except AppError as error:
                 results[index] = error
-        elif results[index] is None:  # value metrics
-            try:
-                results[index] = await _convert_one(
-                    session,
-                    experiment_id=item.experiment_id,
-                    unit_id=item.unit_id,
-                    value=item.value,
-                    event_id=item.event_id,
-                )
-            except AppError as error:  # raised before this item wrote anything
-                results[index] = error
+            continue
+        try:  # value metrics
+            results[index] = await _convert_one(
+                session,
+                live,
+                experiment_id=item.experiment_id,
+                unit_id=item.unit_id,
+                value=item.value,
+                event_id=item.event_id,
+            )
+        except AppError as error:  # raised before this item wrote anything
+            results[index] = error
+    await repository.add_live_values(session, live)
     return _filled(results)
 
 
@@ -422,6 +435,7 @@ def _never_assigned(experiment_id: str, unit_id: str) -> ConflictError:
 
 async def _convert_one(
     session: AsyncSession,
+    live: dict[tuple[str, str, date], tuple[int, int, float, float]],
     *,
     experiment_id: str,
     unit_id: str,
@@ -430,7 +444,8 @@ async def _convert_one(
 ) -> ConversionResult:
     """Credit a value event to the unit's variant, on the day it was exposed: once per
     event_id; the unit's running total keeps the sum of squares per unit exact
-    (x_new^2 - x_old^2 is added), which the value posterior needs."""
+    (x_new^2 - x_old^2 is added), which the value posterior needs. The counter
+    increments go into `live`, written by the caller once every row is locked."""
     assignment = await repository.find_assignment(session, experiment_id, unit_id, for_update=True)
     if assignment is None:
         raise _never_assigned(experiment_id, unit_id)
@@ -450,14 +465,13 @@ async def _convert_one(
         return ConversionResult(experiment_id, unit_id, assignment.variant_id, False)
     total, first = await repository.add_unit_value(session, assignment.id, value, now)
     previous = total - value
-    await repository.add_live(
-        session,
-        experiment_id=experiment_id,
-        variant_id=assignment.variant_id,
-        day=assignment.assigned_date,
-        successes=1 if first else 0,
-        value_sum=value,
-        value_sum_squares=total * total - previous * previous,
+    key = (experiment_id, assignment.variant_id, assignment.assigned_date)
+    n, s, value_sum, value_sum_squares = live.get(key, (0, 0, 0.0, 0.0))
+    live[key] = (
+        n,
+        s + (1 if first else 0),
+        value_sum + value,
+        value_sum_squares + total * total - previous * previous,
     )
     return ConversionResult(experiment_id, unit_id, assignment.variant_id, True)
 
