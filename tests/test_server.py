@@ -4,6 +4,7 @@ driven over HTTP exactly as the README shows."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from tests.fixtures.databases import (
     fresh_postgres,
 )
 from tests.fixtures.factories import metric
-from tests.fixtures.servers import BIN, free_port, plain, running
+from tests.fixtures.servers import BIN, free_port, plain, running, started
 
 
 @pytest.fixture
@@ -73,6 +74,25 @@ class TestReadmeQuickStart:
         command = [sys.executable, "-m", "mabapi", "serve", "--port", str(port)]
         with running(command, env=env, port=port) as base:
             assert httpx.get(f"{base}/allocations/none").status_code == 404
+
+
+class TestLogs:
+    def test_under_json_every_line_from_the_first_is_json(self, tmp_path: Path) -> None:
+        port = free_port()
+        log = tmp_path / "server.log"
+        env = {
+            "MABAPI_DATABASE_URL": f"sqlite:///{tmp_path}/json.db",
+            "MABAPI_PORT": str(port),
+            "MABAPI_LOG_FORMAT": "json",
+        }
+        with started([str(BIN / "mabapi"), "serve"], env=env, port=port, log=log) as (base, _):
+            assert httpx.get(f"{base}/health").status_code == 200
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        assert lines, "the server wrote nothing"
+        first = json.loads(lines[0])
+        assert "migrated to" in first["message"]
+        for line in lines:
+            assert isinstance(json.loads(line), dict), line
 
 
 class TestPostgresServer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import tempfile
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mabapi import cli_client
+from mabapi import cli_client, observability
 from mabapi.access import service as access
 from mabapi.access.models import Scope
 from mabapi.db import migrate
@@ -72,16 +73,22 @@ def _database_problem(error: BaseException) -> str | None:
     return None
 
 
-def _run_on_database(settings: Settings, work: Coroutine[Any, Any, T]) -> T:
+def _say(text: str) -> None:
+    console.print(text, markup=False)
+
+
+def _run_on_database(
+    settings: Settings, work: Coroutine[Any, Any, T], report: Callable[[str], None] = _say
+) -> T:
     """Run `work`; a database that cannot be used is one line and exit 3, no traceback."""
     url = settings.async_database_url
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         folder = Path(str(url.database)).expanduser().parent
         if not folder.is_dir():
             work.close()
-            console.print(
-                f"[red]{_describe(settings)}:[/red] the SQLite file's folder {folder} does "
-                "not exist: create it, or point MABAPI_DATABASE_URL elsewhere"
+            report(
+                f"{_describe(settings)}: the SQLite file's folder {folder} does not exist: "
+                "create it, or point MABAPI_DATABASE_URL elsewhere"
             )
             raise typer.Exit(EXIT_UNREACHABLE)
     try:
@@ -90,7 +97,7 @@ def _run_on_database(settings: Settings, work: Coroutine[Any, Any, T]) -> T:
         problem = _database_problem(error)
         if problem is None:
             raise
-        console.print(f"[red]{_describe(settings)}:[/red] {problem}", markup=True)
+        report(f"{_describe(settings)}: {problem}")
         raise typer.Exit(EXIT_UNREACHABLE) from None
 
 
@@ -152,9 +159,13 @@ def serve(
     import uvicorn
 
     settings = _settings()
+    # Every line the server writes goes through logging, in MABAPI_LOG_FORMAT, its
+    # first line included.
+    observability.configure_logging(settings.log_format, settings.log_level)
+    log = logging.getLogger("mabapi.serve")
     if settings.migrate_on_start:
-        revision = _run_on_database(settings, _upgrade(settings))
-        console.print(f"database {_describe(settings)} migrated to {revision}")
+        revision = _run_on_database(settings, _upgrade(settings), log.error)
+        log.info("database %s migrated to %s", _describe(settings), revision)
         # Migrated once here; the worker processes need not race to do it again.
         os.environ["MABAPI_MIGRATE_ON_START"] = "false"
     processes = None if reload else (workers or settings.workers)
