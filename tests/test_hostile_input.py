@@ -143,3 +143,43 @@ async def test_counts_that_would_pass_bigint_are_refused(client: httpx.AsyncClie
     assert "impressions" in response.text
     listing = await client.get("/experiments", params={"include_archived": True})
     assert listing.json()["total"] == 0
+
+
+ROW = (
+    '{"experiment_id": "enc", "variant_id": "a", "date": "2024-01-01", '
+    '"impressions": 10, "successes": 1}'
+)
+
+
+@pytest.mark.parametrize("path", ["/metrics/", "/metrics/batch"])
+@pytest.mark.parametrize(
+    ("encoding", "content_type"),
+    [
+        ("utf-16", "application/json"),  # with its BOM
+        ("utf-16-le", "application/json"),
+        ("utf-16-be", "application/json"),
+        ("utf-32", "application/json"),
+        ("utf-8", "application/json; charset=utf-16"),
+        ("latin-1", "application/json; charset=iso-8859-1"),
+    ],
+)
+async def test_json_that_is_not_utf8_is_a_415_and_writes_nothing(
+    client: httpx.AsyncClient, path: str, encoding: str, content_type: str
+) -> None:
+    text = ROW if path == "/metrics/" else '{"metrics": [' + ROW + ']}'
+    response = await client.post(
+        path, content=text.encode(encoding), headers={"Content-Type": content_type}
+    )
+    assert response.status_code == 415, response.text
+    assert "UTF-8" in response.json()["error"]["message"]
+    assert (await client.get("/experiments/enc")).status_code == 404
+
+
+async def test_a_utf8_byte_order_mark_is_ignored(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/metrics/",
+        content=b"\xef\xbb\xbf" + ROW.encode(),
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert response.status_code == 200, response.text
+    assert (await client.get("/experiments/enc")).status_code == 200

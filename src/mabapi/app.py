@@ -48,6 +48,7 @@ from mabapi.middleware import (
     ClientCors,
     LazyStart,
     RequestContext,
+    Utf8Json,
 )
 from mabapi.runtime import Runtime, runtime_of
 from mabapi.settings import Settings
@@ -269,6 +270,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Innermost first: the hot paths see a size-checked body and are logged and counted.
     if settings.hot_paths:
         app.add_middleware(HotPaths)
+    app.add_middleware(Utf8Json)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

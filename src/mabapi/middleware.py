@@ -123,6 +123,53 @@ class BodySizeLimit:
         await self.app(scope, replaying(b"".join(chunks), receive), send)
 
 
+class Utf8Json:
+    """JSON between systems is UTF-8 (RFC 8259, section 8.1): a JSON body in UTF-16 or
+    UTF-32 (found from its first bytes, as RFC 4627 did, or declared by a charset) is a
+    415 saying so, before the app reads it. A UTF-8 byte order mark is ignored, as the RFC
+    allows."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        content_type = (header(scope, b"content-type") or b"").decode("latin-1").lower()
+        if "json" not in content_type:
+            await self.app(scope, receive, send)
+            return
+        charset = re.search(r"charset\s*=\s*\"?([^\s;\"]+)", content_type)
+        if charset and charset.group(1) not in ("utf-8", "utf8"):
+            await _not_utf8(send, f"it declares charset={charset.group(1)}")
+            return
+        first = await receive()
+        start = bytes(first.get("body", b""))[:4]
+        if start.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(start) >= 2 and 0 in start):
+            await _not_utf8(send, "it is UTF-16 or UTF-32")
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _not_utf8(send: Send, why: str) -> None:
+    await _reject(
+        send,
+        415,
+        "unsupported_media_type",
+        f"JSON bodies must be UTF-8 (RFC 8259) and {why}: send the same JSON encoded as UTF-8",
+    )
+
+
 def replaying(body: bytes, receive: Receive) -> Receive:
     """A receive that gives `body` (already read) first, then the real receive."""
     replayed = False
