@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import io
+import itertools
 import sys
 import time
 from collections.abc import Iterator
@@ -291,28 +292,35 @@ def metrics_export(
     url: Url = None,
     key: Key = None,
 ) -> None:
-    """Every daily row of an experiment as CSV (the format `metrics push` reads)."""
+    """Every daily row of an experiment as CSV (the format `metrics push` reads), fetched
+    a page (10,000 rows) at a time and written as it comes."""
+    written = 0
     try:
         with _client(url, key) as client:
-            rows = client.daily_metrics(experiment_id).metrics
+            rows = client.iter_daily_metrics(experiment_id)
+            first = next(rows, None)  # a missing experiment fails before anything is written
+            with contextlib.ExitStack() as stack:
+                handle = (
+                    sys.stdout
+                    if output is None
+                    else stack.enter_context(output.open("w", newline=""))
+                )
+                writer = csv.writer(handle, lineterminator="\n")
+                writer.writerow(CSV_FIELDS)
+                for row in itertools.chain([] if first is None else [first], rows):
+                    sums = (row.value_sum, row.value_sum_squares)
+                    values = ("" if v is None else repr(v) for v in sums)
+                    writer.writerow(
+                        csv_cells.escaped_row(
+                            [experiment_id, row.variant_id, row.date.isoformat(),
+                             row.impressions, row.successes, *values, row.segment or ""]
+                        )
+                    )  # fmt: skip
+                    written += 1
     except Exception as error:
         raise _fail(error) from error
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
-    for row in rows:
-        values = ("" if v is None else repr(v) for v in (row.value_sum, row.value_sum_squares))
-        writer.writerow(
-            csv_cells.escaped_row(
-                [experiment_id, row.variant_id, row.date.isoformat(), row.impressions,
-                 row.successes, *values, row.segment or ""]
-            )
-        )  # fmt: skip
-    if output is None:
-        sys.stdout.write(buffer.getvalue())
-    else:
-        output.write_text(buffer.getvalue())
-        err.print(f"wrote {len(rows)} row(s) to {output}")
+    if output is not None:
+        err.print(f"wrote {written} row(s) to {output}")
 
 
 def segments(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Generic, TypeVar
@@ -38,7 +38,9 @@ from mabapi.experiments.schemas import (
     ClearedOut,
     ExperimentOut,
     ExperimentPage,
+    MetricRowOut,
     MetricRowsOut,
+    RevisionsOut,
     SegmentsOut,
     StatusOut,
     SummaryOut,
@@ -174,10 +176,30 @@ class _Calls:
 
     @staticmethod
     def daily_metrics(
-        experiment_id: str, start: date | str | None, end: date | str | None
+        experiment_id: str,
+        start: date | str | None,
+        end: date | str | None,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> _Call[MetricRowsOut]:
-        params = _drop_none({"from": _day(start), "to": _day(end)})
+        params = _drop_none(
+            {"from": _day(start), "to": _day(end), "limit": limit, "cursor": cursor}
+        )
         return _Call("GET", f"/experiments/{experiment_id}/metrics", MetricRowsOut, params=params)
+
+    @staticmethod
+    def revisions(
+        experiment_id: str,
+        start: date | str | None,
+        end: date | str | None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> _Call[RevisionsOut]:
+        params = _drop_none(
+            {"from": _day(start), "to": _day(end), "limit": limit, "cursor": cursor}
+        )
+        path = f"/experiments/{experiment_id}/metrics/revisions"
+        return _Call("GET", path, RevisionsOut, params=params)
 
     @staticmethod
     def create_webhook(
@@ -356,9 +378,46 @@ class Client(_Base):
         return stored
 
     def daily_metrics(
-        self, experiment_id: str, start: date | str | None = None, end: date | str | None = None
+        self,
+        experiment_id: str,
+        start: date | str | None = None,
+        end: date | str | None = None,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> MetricRowsOut:
-        return self._run(_Calls.daily_metrics(experiment_id, start, end))
+        """One page of daily rows (1,000 unless `limit`, at most 10,000); its
+        `next_cursor` fetches the next. `iter_daily_metrics` follows them for you."""
+        return self._run(_Calls.daily_metrics(experiment_id, start, end, limit, cursor))
+
+    def iter_daily_metrics(
+        self,
+        experiment_id: str,
+        start: date | str | None = None,
+        end: date | str | None = None,
+        *,
+        page_size: int = 10_000,
+    ) -> Iterator[MetricRowOut]:
+        """Every daily row, page after page (one page in memory at a time)."""
+        cursor: str | None = None
+        while True:
+            page = self.daily_metrics(experiment_id, start, end, limit=page_size, cursor=cursor)
+            yield from page.metrics
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def revisions(
+        self,
+        experiment_id: str,
+        start: date | str | None = None,
+        end: date | str | None = None,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> RevisionsOut:
+        """One page of the reported days' revisions; `next_cursor` fetches the next."""
+        return self._run(_Calls.revisions(experiment_id, start, end, limit, cursor))
 
     def allocations(
         self, experiment_id: str, for_date: date | str | None = None, segment: str | None = None
@@ -518,9 +577,26 @@ class AsyncClient(_Base):
         return await self._run(_Calls.convert(experiment_id, unit_id, value, event_id, metric_id))
 
     async def daily_metrics(
-        self, experiment_id: str, start: date | str | None = None, end: date | str | None = None
+        self,
+        experiment_id: str,
+        start: date | str | None = None,
+        end: date | str | None = None,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> MetricRowsOut:
-        return await self._run(_Calls.daily_metrics(experiment_id, start, end))
+        return await self._run(_Calls.daily_metrics(experiment_id, start, end, limit, cursor))
+
+    async def revisions(
+        self,
+        experiment_id: str,
+        start: date | str | None = None,
+        end: date | str | None = None,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> RevisionsOut:
+        return await self._run(_Calls.revisions(experiment_id, start, end, limit, cursor))
 
     async def update_experiment(self, experiment_id: str, **changes: Any) -> ExperimentOut:
         path = f"/experiments/{experiment_id}"

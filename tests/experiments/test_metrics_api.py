@@ -303,3 +303,88 @@ class TestVariantCap:
         assert (await client.get("/experiments/wide")).status_code == 404  # rolled back
         ok = await client.post("/metrics/batch", json={"metrics": rows[:100]})
         assert ok.status_code == 200
+
+
+class TestPaging:
+    async def _seed(self, client: httpx.AsyncClient) -> None:
+        rows = [
+            metric(experiment_id="paged", variant_id=v, date=f"2024-01-{d:02d}",
+                   impressions=100 + d, successes=d)
+            for d in range(1, 26) for v in ("a", "b")
+        ]  # fmt: skip
+        rows += [dict(row, segment="mobile") for row in rows[:6]]
+        assert (await client.post("/metrics/batch", json={"metrics": rows})).status_code == 200
+        # A second post of the first three days: three revisions more (new values).
+        again = [dict(row, successes=row["successes"] + 1) for row in rows[:6]]
+        assert (await client.post("/metrics/batch", json={"metrics": again})).status_code == 200
+
+    async def _walk(
+        self, client: httpx.AsyncClient, path: str, key: str, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        items: list[dict[str, Any]] = []
+        cursor, pages = None, 0
+        while True:
+            params: dict[str, Any] = {"limit": limit}
+            if cursor is not None:
+                params["cursor"] = cursor
+            response = await client.get(path, params=params)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert len(body[key]) <= limit
+            items += body[key]
+            pages += 1
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return items, pages
+
+    async def test_pages_of_daily_rows_add_up_to_all_of_them_once(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await self._seed(client)
+        everything = (await client.get("/experiments/paged/metrics")).json()
+        assert everything["next_cursor"] is None
+        assert len(everything["metrics"]) == 56
+        paged, pages = await self._walk(client, "/experiments/paged/metrics", "metrics", 7)
+        assert pages == 8
+        assert paged == everything["metrics"]
+
+    async def test_pages_of_revisions_add_up_to_all_of_them_once(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await self._seed(client)
+        path = "/experiments/paged/metrics/revisions"
+        everything = (await client.get(path)).json()["revisions"]
+        assert len(everything) == 62
+        paged, pages = await self._walk(client, path, "revisions", 10)
+        assert pages == 7
+        assert paged == everything
+
+    async def test_the_default_page_and_the_largest_limit(self, client: httpx.AsyncClient) -> None:
+        rows = [
+            metric(experiment_id="big", variant_id=f"v{n % 50}",
+                   date=f"{2000 + n // 600}-{1 + n // 50 % 12:02d}-01")
+            for n in range(1500)
+        ]  # fmt: skip
+        assert (await client.post("/metrics/batch", json={"metrics": rows})).status_code == 200
+        first = (await client.get("/experiments/big/metrics")).json()
+        assert len(first["metrics"]) == 1000
+        assert first["next_cursor"] is not None
+        rest = (
+            await client.get("/experiments/big/metrics", params={"cursor": first["next_cursor"]})
+        ).json()
+        assert len(rest["metrics"]) == 500
+        assert rest["next_cursor"] is None
+        assert (await client.get("/experiments/big/metrics?limit=10000")).status_code == 200
+        too_many = await client.get("/experiments/big/metrics?limit=10001")
+        assert too_many.status_code == 422
+
+    @pytest.mark.parametrize(
+        "cursor", ["nonsense", "W10=", "WyJ4IiwgMSwgMl0=", "WyIyMDI0LTAxLTAxIiwgImEiXQ==", "!!"]
+    )
+    async def test_a_cursor_this_api_did_not_give_is_a_422(
+        self, client: httpx.AsyncClient, cursor: str
+    ) -> None:
+        await self._seed(client)
+        for path in ("/experiments/paged/metrics", "/experiments/paged/metrics/revisions"):
+            response = await client.get(path, params={"cursor": cursor})
+            assert response.status_code == 422, response.text

@@ -212,11 +212,14 @@ async def daily_metrics(
     start: date | None,
     end: date | None,
     variant_id: str | None,
+    after: tuple[date, str, str] | None = None,
+    limit: int | None = None,
 ) -> Sequence[ExperimentMetric]:
     await require_experiment(session, experiment_id)
     return await repository.list_daily_metrics(
-        session, experiment_id, start=start, end=end, variant_id=variant_id
-    )
+        session, experiment_id, start=start, end=end, variant_id=variant_id, after=after,
+        limit=limit,
+    )  # fmt: skip
 
 
 async def revisions(
@@ -226,8 +229,11 @@ async def revisions(
     start: date | None,
     end: date | None,
     variant_id: str | None,
+    after: tuple[date, str, int] | None = None,
+    limit: int | None = None,
 ) -> Sequence[MetricRevision]:
     await require_experiment(session, experiment_id)
     return await reported.list_revisions(
-        session, experiment_id, start=start, end=end, variant_id=variant_id
-    )
+        session, experiment_id, start=start, end=end, variant_id=variant_id, after=after,
+        limit=limit,
+    )  # fmt: skip

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, String, cast, column, func, select, table, text
+from sqlalchemy import Date, String, cast, column, func, select, table, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.counts.models import REPORTED_SOURCE, LiveMetric
@@ -240,13 +240,19 @@ async def list_revisions(
     start: date | None = None,
     end: date | None = None,
     variant_id: str | None = None,
+    after: tuple[date, str, int] | None = None,
+    limit: int | None = None,
 ) -> Sequence[MetricRevision]:
+    """Revisions by (date, variant, arrival); `after` a (date, variant, id) key."""
     statement = metric_filter(select(MetricRevision), MetricRevision, experiment_id,
                                start, end, variant_id)  # fmt: skip
-    statement = statement.order_by(
-        MetricRevision.date, MetricRevision.variant_id, MetricRevision.recorded_at,
-        MetricRevision.id,
-    )  # fmt: skip
+    # Arrival order is the id's (ids grow as rows arrive): the key is unique.
+    key = (MetricRevision.date, MetricRevision.variant_id, MetricRevision.id)
+    if after is not None:
+        statement = statement.where(tuple_(*key) > tuple_(*after))
+    statement = statement.order_by(*key)
+    if limit is not None:
+        statement = statement.limit(limit)
     return (await session.scalars(statement)).all()
 
 

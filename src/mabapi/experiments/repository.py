@@ -11,6 +11,7 @@ from sqlalchemy import (
     Select,
     func,
     select,
+    tuple_,
     union_all,
     update,
 )
@@ -332,12 +333,18 @@ async def list_daily_metrics(
     start: date | None = None,
     end: date | None = None,
     variant_id: str | None = None,
+    after: tuple[date, str, str] | None = None,
+    limit: int | None = None,
 ) -> Sequence[ExperimentMetric]:
+    """Daily rows by (date, variant, segment); `after` such a key, at most `limit`."""
     statement = metric_filter(select(ExperimentMetric), ExperimentMetric, experiment_id,
                                start, end, variant_id)  # fmt: skip
-    statement = statement.order_by(
-        ExperimentMetric.date, ExperimentMetric.variant_id, ExperimentMetric.segment
-    )
+    key = (ExperimentMetric.date, ExperimentMetric.variant_id, ExperimentMetric.segment)
+    if after is not None:
+        statement = statement.where(tuple_(*key) > tuple_(*after))
+    statement = statement.order_by(*key)
+    if limit is not None:
+        statement = statement.limit(limit)
     return (await session.scalars(statement)).all()
 
 

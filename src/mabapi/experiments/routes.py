@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -13,7 +17,7 @@ from mabapi.access.service import AuditEvent, Principal
 from mabapi.cache import AnswerCache
 from mabapi.db.transactions import background_transaction
 from mabapi.deps import ExperimentId, PrincipalDep, SessionDep, SettingsDep
-from mabapi.errors import Responses, documented_error
+from mabapi.errors import InvalidInputError, Responses, documented_error
 from mabapi.experiments import service
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
 from mabapi.experiments.schemas import (
@@ -368,10 +372,47 @@ async def restore_experiment(experiment_id: ExperimentId, session: SessionDep) -
 FromDay = Annotated[IsoDate | None, Query(alias="from", description="First day (inclusive).")]
 ToDay = Annotated[IsoDate | None, Query(alias="to", description="Last day (inclusive).")]
 VariantFilter = Annotated[str | None, Query(pattern=ID_PATTERN.pattern, max_length=128)]
+# Pages: at most MAX_PAGE rows an answer (DEFAULT_PAGE unless `limit` says otherwise), and
+# an opaque cursor to the next page (keyset paging: a page costs the same however deep).
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10_000
+PageLimit = Annotated[
+    int, Query(ge=1, le=MAX_PAGE, description=f"Rows per page (at most {MAX_PAGE}).")
+]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=600, pattern=r"^[A-Za-z0-9_-]+={0,2}$", description="`next_cursor` of "
+          "the previous page."),
+]  # fmt: skip
+
+
+def _encode_cursor(key: Sequence[object]) -> str:
+    text = json.dumps([str(part) if isinstance(part, date) else part for part in key])
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def _decode_cursor(cursor: str, kinds: tuple[type, ...]) -> tuple[Any, ...]:
+    """The key a cursor holds, checked part by part; a 422 for one this API did not give."""
+    problem = InvalidInputError("cursor is not one this API gave: pass next_cursor as it came")
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not isinstance(parts, list) or len(parts) != len(kinds):
+            raise problem
+        key: list[Any] = []
+        for part, kind in zip(parts, kinds, strict=True):
+            if kind is date:
+                key.append(date.fromisoformat(part))
+            elif not isinstance(part, kind) or isinstance(part, bool):
+                raise problem
+            else:
+                key.append(part)
+        return tuple(key)
+    except (ValueError, TypeError, binascii.Error):
+        raise problem from None
 
 
 @experiments_router.get(
-    "/{experiment_id}/metrics", response_model=MetricRowsOut, responses=NOT_FOUND
+    "/{experiment_id}/metrics", response_model=MetricRowsOut, responses={**NOT_FOUND, **INVALID}
 )
 async def get_metrics(
     experiment_id: ExperimentId,
@@ -379,18 +420,30 @@ async def get_metrics(
     start: FromDay = None,
     end: ToDay = None,
     variant_id: VariantFilter = None,
+    limit: PageLimit = DEFAULT_PAGE,
+    cursor: Cursor = None,
 ) -> MetricRowsOut:
-    """The daily rows, oldest first."""
+    """The daily rows, oldest first (by date, variant, segment), a page at a time."""
+    after = None if cursor is None else _decode_cursor(cursor, (date, str, str))
     rows = await service.daily_metrics(
-        session, experiment_id=experiment_id, start=start, end=end, variant_id=variant_id
-    )
+        session, experiment_id=experiment_id, start=start, end=end, variant_id=variant_id,
+        after=after, limit=limit + 1,
+    )  # fmt: skip
+    page = rows[:limit]
+    last = page[-1] if len(rows) > limit else None
     return MetricRowsOut(
-        experiment_id=experiment_id, metrics=[MetricRowOut.model_validate(row) for row in rows]
+        experiment_id=experiment_id,
+        metrics=[MetricRowOut.model_validate(row) for row in page],
+        next_cursor=None
+        if last is None
+        else _encode_cursor((last.date, last.variant_id, last.segment)),
     )
 
 
 @experiments_router.get(
-    "/{experiment_id}/metrics/revisions", response_model=RevisionsOut, responses=NOT_FOUND
+    "/{experiment_id}/metrics/revisions",
+    response_model=RevisionsOut,
+    responses={**NOT_FOUND, **INVALID},
 )
 async def get_revisions(
     experiment_id: ExperimentId,
@@ -398,15 +451,23 @@ async def get_revisions(
     start: FromDay = None,
     end: ToDay = None,
     variant_id: VariantFilter = None,
+    limit: PageLimit = DEFAULT_PAGE,
+    cursor: Cursor = None,
 ) -> RevisionsOut:
     """Every change of each day's reported totals, as it arrived (a re-post that changes
     nothing adds none): the audit trail of late data, and what conversion delays are
-    learnt from. By day, variant, then arrival."""
+    learnt from. By day, variant, then arrival, a page at a time."""
+    after = None if cursor is None else _decode_cursor(cursor, (date, str, int))
     rows = await service.revisions(
-        session, experiment_id=experiment_id, start=start, end=end, variant_id=variant_id
-    )
+        session, experiment_id=experiment_id, start=start, end=end, variant_id=variant_id,
+        after=after, limit=limit + 1,
+    )  # fmt: skip
+    page = rows[:limit]
+    last = page[-1] if len(rows) > limit else None
     return RevisionsOut(
-        experiment_id=experiment_id, revisions=[RevisionOut.model_validate(row) for row in rows]
+        experiment_id=experiment_id,
+        revisions=[RevisionOut.model_validate(row) for row in page],
+        next_cursor=None if last is None else _encode_cursor((last.date, last.variant_id, last.id)),
     )
 
 

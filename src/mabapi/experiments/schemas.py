@@ -533,6 +533,10 @@ class MetricRowOut(BaseModel):
 class MetricRowsOut(BaseModel):
     experiment_id: str
     metrics: list[MetricRowOut]
+    next_cursor: str | None = Field(
+        default=None,
+        description="More rows follow: pass it as `cursor` for the next page. Null: the last.",
+    )
 
 
 class RevisionOut(BaseModel):
@@ -552,6 +556,10 @@ class RevisionOut(BaseModel):
 class RevisionsOut(BaseModel):
     experiment_id: str
     revisions: list[RevisionOut]
+    next_cursor: str | None = Field(
+        default=None,
+        description="More revisions follow: pass it as `cursor` for the next page. Null: the last.",
+    )
 
 
 class CredibleInterval(BaseModel):
