@@ -22,8 +22,10 @@ from tests.fixtures.databases import (
     clear_tables,
     create_postgres_database,
     drop_postgres_database,
+    pgbouncer_port,
     selected_backends,
     sqlite_url,
+    through_pgbouncer,
     url_text,
 )
 
@@ -41,7 +43,8 @@ def database_url(
     url = create_postgres_database()
     try:
         asyncio.run(upgrade_url(url))
-        yield url
+        # The app talks to it through PgBouncer (transaction mode) for that backend.
+        yield url.set(port=pgbouncer_port()) if request.param == "pgbouncer" else url
     finally:
         drop_postgres_database(url)
 
@@ -54,6 +57,7 @@ def backend(database_url: URL) -> str:
 def make_settings(url: URL | str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": SecretStr(url if isinstance(url, str) else url_text(url)),
+        "db_transaction_pooler": not isinstance(url, str) and through_pgbouncer(url),
         "migrate_on_start": False,
         # Tests that deliver webhooks turn the loop on (or run it by hand).
         "webhook_delivery": False,

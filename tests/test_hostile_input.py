@@ -166,7 +166,7 @@ ROW = (
 async def test_json_that_is_not_utf8_is_a_415_and_writes_nothing(
     client: httpx.AsyncClient, path: str, encoding: str, content_type: str
 ) -> None:
-    text = ROW if path == "/metrics/" else '{"metrics": [' + ROW + ']}'
+    text = ROW if path == "/metrics/" else '{"metrics": [' + ROW + "]}"
     response = await client.post(
         path, content=text.encode(encoding), headers={"Content-Type": content_type}
     )

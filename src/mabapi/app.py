@@ -365,7 +365,13 @@ async def start_runtime(app: FastAPI, settings: Settings, *, lazy: bool = False)
             # Its own thread, event loop and two connections: its numbers never stall
             # delivery or requests.
             watcher=WatchThread(
-                partial(make_engine, settings.async_database_url, pool_size=2, max_overflow=0),
+                partial(
+                    make_engine,
+                    settings.async_database_url,
+                    pool_size=2,
+                    max_overflow=0,
+                    transaction_pooler=settings.db_transaction_pooler,
+                ),
                 watcher.round,
                 every_seconds=settings.webhook_watch_seconds,
             ),

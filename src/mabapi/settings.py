@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
+    db_transaction_pooler: bool = Field(
+        default=False,
+        description="PostgreSQL is reached through a pooler in transaction mode (PgBouncer "
+        "pool_mode=transaction): no statement is kept prepared across transactions.",
+    )
     require_auth: bool = Field(
         default=False,
         description="Require an API key on every route but /health and /ready. Unset, an "

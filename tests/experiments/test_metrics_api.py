@@ -241,9 +241,8 @@ class TestBadInput:
             "successes (11) cannot exceed impressions (10)" in response.json()["error"]["message"]
         )
 
-    @pytest.mark.parametrize(
-        "content", [b"{", b"not json", b"[]", b"null", b'"text"', b"", b"\xff\xfe"]
-    )
+    # (b"\xff\xfe", a UTF-16 byte order mark, is a 415: tests/test_hostile_input.py.)
+    @pytest.mark.parametrize("content", [b"{", b"not json", b"[]", b"null", b'"text"', b""])
     async def test_not_a_json_object(self, client: httpx.AsyncClient, content: bytes) -> None:
         response = await client.post(
             "/metrics/", content=content, headers={"Content-Type": "application/json"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from sqlalchemy import event, text
@@ -47,7 +48,12 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 
 def make_engine(
-    url: URL, *, pool_size: int = 10, max_overflow: int = 10, pooled: bool = True
+    url: URL,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    pooled: bool = True,
+    transaction_pooler: bool = False,
 ) -> AsyncEngine:
     """`pooled=False`: every session opens and closes its own connection (NullPool).
     Bound parameters never appear in an error or log line (`hide_parameters`): they hold
@@ -70,7 +76,22 @@ def make_engine(
     # then drops every pooled connection older than the failure, the group commit runs the
     # batch again on a new one (nothing had committed), and a request that hit it outside
     # the group commit gets the documented 503 with Retry-After.
+    if transaction_pooler:
+        # Behind PgBouncer in transaction mode consecutive transactions may run on
+        # different server connections: asyncpg's and SQLAlchemy's statement caches
+        # (named statements prepared once per connection) would name statements the next
+        # server connection never saw, or one it already has. No caches, and a fresh name
+        # for every statement prepared (SQLAlchemy's documented recipe for PgBouncer).
+        pool["connect_args"] = {
+            "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": _unique_statement_name,
+        }
     return create_async_engine(url, hide_parameters=True, **pool)
+
+
+def _unique_statement_name() -> str:
+    return f"__mabapi_{uuid.uuid4().hex}__"
 
 
 def engine_from_settings(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
@@ -79,6 +100,7 @@ def engine_from_settings(settings: Settings, *, pooled: bool = True) -> AsyncEng
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pooled=pooled,
+        transaction_pooler=settings.db_transaction_pooler,
     )
 
 
