@@ -11,7 +11,7 @@ export MABAPI_TEST_POSTGRES_URL
 # throwaway SQLite file and PostgreSQL database.
 PYTEST_WORKERS ?= auto
 
-.PHONY: run test test-fast lint typecheck pytest install install-dev migrations-check bench clean
+.PHONY: run test test-fast test-pgbouncer lint typecheck pytest install install-dev migrations-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ pytest: install-dev
 # The inner loop: unit and API tests on SQLite, without the slow ones (under a minute).
 test-fast: install-dev
 	MABAPI_TEST_DATABASES=sqlite $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not slow"
+
+# The API's write and read paths with PostgreSQL behind PgBouncer in transaction mode
+# (listening on MABAPI_TEST_PGBOUNCER_PORT, 6432; .ci/run starts one).
+PGBOUNCER_TESTS = tests/db/test_transaction_pooler.py tests/experiments/test_metrics_api.py \
+	tests/experiments/test_concurrency.py tests/assignments tests/webhooks/test_webhooks.py \
+	tests/experiments/test_guardrails_api.py tests/experiments/test_segments_api.py
+test-pgbouncer: install-dev
+	MABAPI_TEST_DATABASES=pgbouncer $(BIN)/pytest -n $(PYTEST_WORKERS) $(PGBOUNCER_TESTS)
 
 # Models and migrations must not drift: autogenerate finds nothing to add.
 migrations-check: install-dev
