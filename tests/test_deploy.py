@@ -1,5 +1,5 @@
-"""The deploy/ files agree with the service: compose runs the four services with keys on
-and 2 workers, Prometheus scrapes the real path, every metric the Grafana dashboard
+"""The deploy/ files agree with the service: compose runs the five services with keys on,
+2 workers and Redis for their shared rate limits, Prometheus scrapes the real path, every metric the Grafana dashboard
 queries is one the service exposes."""
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ def load(name: str) -> Any:
 class TestCompose:
     def test_services_and_settings(self) -> None:
         compose = load("docker-compose.yml")
-        assert set(compose["services"]) == {"db", "api", "prometheus", "grafana"}
+        assert set(compose["services"]) == {"db", "redis", "api", "prometheus", "grafana"}
         api = compose["services"]["api"]["environment"]
         assert api["MABAPI_WORKERS"] == "2"
+        # More than one worker: rate limits are shared through Redis (docs/OPERATIONS.md).
+        assert api["MABAPI_REDIS_URL"].startswith("redis://redis:")
+        assert "redis" in compose["services"]["api"]["depends_on"]
         assert api["MABAPI_REQUIRE_AUTH"] == "true"
         assert "MABAPI_BOOTSTRAP_ADMIN_KEY" in api
 

@@ -91,3 +91,14 @@ class TestEnvTemplate:
             exclude={"database_url"}
         )
         assert from_template.async_database_url == defaults.async_database_url
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (__import__("pathlib").Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("## Settings") : readme.index("## Dashboard")]
+    for name, field in Settings.model_fields.items():
+        spellings = {f"MABAPI_{name.upper()}"}
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            spellings |= {str(choice) for choice in alias.choices if str(choice).isupper()}
+        assert any(f"`{spelling}`" in table for spelling in spellings), f"{name} is undocumented"
