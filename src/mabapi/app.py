@@ -40,6 +40,7 @@ from mabapi.errors import AppError, RateLimitedError, Responses, documented_erro
 from mabapi.experiments import service as experiments
 from mabapi.experiments.owners import Owners
 from mabapi.experiments.routes import allocations_router, experiments_router, metrics_router
+from mabapi.experiments.segments import SegmentFits
 from mabapi.experiments.watch import Watcher
 from mabapi.health.routes import router as health_router
 from mabapi.hot_paths import HotPaths
@@ -333,13 +334,19 @@ async def start_runtime(app: FastAPI, settings: Settings, *, lazy: bool = False)
         await upgrade(engine)
     sessionmaker = make_sessionmaker(engine)
     answers: AnswerCache[Any, Any] = AnswerCache(settings.allocation_cache_seconds)
+    segment_fits = SegmentFits(settings.segment_fit_seconds, epoch=lambda: answers.epoch)
     assign_writer, convert_writer, ingest_writer = _writers(sessionmaker, answers, settings)
     runtime = Runtime(
         settings=settings,
         engine=engine,
         sessionmaker=sessionmaker,
         answers=answers,
-        allocation_cache=AllocationCache(sessionmaker, settings.allocation_cache_seconds),
+        allocation_cache=AllocationCache(
+            sessionmaker,
+            settings.allocation_cache_seconds,
+            fits=segment_fits,
+            max_segments=settings.segments_max_per_experiment,
+        ),
         assignment_memo=UnitMemo(),
         conversion_memo=UnitMemo(),
         keyring=KeyRing(sessionmaker, settings.key_cache_seconds),
@@ -348,6 +355,7 @@ async def start_runtime(app: FastAPI, settings: Settings, *, lazy: bool = False)
         assign_writer=assign_writer,
         convert_writer=convert_writer,
         ingest_writer=ingest_writer,
+        segment_fits=segment_fits,
     )
     app.state.runtime = runtime
     if first:
@@ -422,7 +430,12 @@ def _writers(
     async def ingest(
         session: AsyncSession, reports: Sequence[experiments.Report]
     ) -> list[AppError | None]:
-        return await experiments.ingest_many(session, reports, auto_create=settings.auto_create)
+        return await experiments.ingest_many(
+            session,
+            reports,
+            auto_create=settings.auto_create,
+            max_segments=settings.segments_max_per_experiment,
+        )
 
     assign_writer: GroupCommit[Any, Any] = GroupCommit(
         sessionmaker,

@@ -19,6 +19,7 @@ from mabapi.assignments.cache import AllocationCache, UnitMemo
 from mabapi.cache import AnswerCache
 from mabapi.db.group_commit import GroupCommit
 from mabapi.experiments.owners import Owners
+from mabapi.experiments.segments import SegmentFits
 from mabapi.settings import Settings
 from mabapi.webhooks.runner import WebhookRunner
 
@@ -38,6 +39,7 @@ class Runtime:
     assign_writer: GroupCommit[Any, Any]
     convert_writer: GroupCommit[Any, Any]
     ingest_writer: GroupCommit[Any, Any]
+    segment_fits: SegmentFits  # each experiment's pooled segment model, shared
     webhooks: WebhookRunner | None = None  # the delivery loop (when this process runs one)
 
 

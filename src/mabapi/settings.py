@@ -89,6 +89,21 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest body for the batch endpoints (10,000 rows fit well inside).",
     )
+    segments_max_per_experiment: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Segments one experiment may have: a write naming one more is a 409; an "
+        "assign naming one more gets the split over all traffic (and says so).",
+    )
+    segment_fit_seconds: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=86400.0,
+        description="How long a process reuses an experiment's pooled segment model (fitted "
+        "over every segment) for each segment's allocation and summary; a post of daily "
+        "totals through the process refits it at once.",
+    )
     webhook_allow_private: bool = Field(
         default=False,
         description="Let webhooks reach loopback, link-local and private addresses (off: "

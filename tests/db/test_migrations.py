@@ -93,6 +93,42 @@ class TestMigrations:
         finally:
             await engine.dispose()
 
+    async def test_segments_are_registered_from_the_data_there(self, empty_database: URL) -> None:
+        engine = make_engine(empty_database)
+        try:
+            await migrate.upgrade(engine, "0009")
+            async with engine.begin() as connection:
+                for sql in (
+                    "INSERT INTO experiments (id, name, description, status, algorithm, "
+                    "metric_kind, higher_is_better, settings, live_generation, created_at, "
+                    "updated_at) VALUES ('e', 'e', '', 'running', 'thompson', 'conversion', "
+                    "true, '{}', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+                    "INSERT INTO variants (experiment_id, id, name, is_control, active, "
+                    "position, created_at) VALUES ('e', 'a', 'a', true, true, 0, "
+                    "CURRENT_TIMESTAMP)",
+                    "INSERT INTO experiment_metrics (experiment_id, variant_id, date, segment, "
+                    "impressions, successes, created_at, updated_at) VALUES "
+                    "('e', 'a', '2024-01-01', 'mobile', 100, 10, CURRENT_TIMESTAMP, "
+                    "CURRENT_TIMESTAMP), ('e', 'a', '2024-01-02', 'mobile', 50, 5, "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP), ('e', 'a', '2024-01-01', '', 9, 1, "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+                    "INSERT INTO assignments (experiment_id, unit_id, variant_id, probability, "
+                    "assigned_at, assigned_date, segment) VALUES ('e', 'u1', 'a', 1.0, "
+                    "CURRENT_TIMESTAMP, '2024-01-01', 'desktop'), ('e', 'u2', 'a', 1.0, "
+                    "CURRENT_TIMESTAMP, '2024-01-01', NULL)",
+                ):
+                    await connection.execute(text(sql))
+            await migrate.upgrade(engine)
+            async with engine.connect() as connection:
+                registered = (
+                    await connection.execute(
+                        text("SELECT experiment_id, segment FROM experiment_segments ORDER BY 2")
+                    )
+                ).all()
+            assert [tuple(row) for row in registered] == [("e", "desktop"), ("e", "mobile")]
+        finally:
+            await engine.dispose()
+
     async def test_running_totals_are_backfilled(self, empty_database: URL) -> None:
         engine = make_engine(empty_database)
         try:

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mabapi.cache import AnswerCache, KeyedLocks
 from mabapi.db.transactions import background_transaction
+from mabapi.experiments import segments
 from mabapi.experiments import service as experiments
 from mabapi.experiments.models import MetricKind
+from mabapi.experiments.segments import SegmentFits
 from mabapi.stats.allocation import largest_remainder_percentages
 
 
@@ -38,6 +40,10 @@ class CachedAllocation:
     cumulative_shares: tuple[float, ...] = field(init=False)
     # What assignment serves, in percent (GET /allocations' `live`): computed once too.
     live_percentages: dict[str, float] = field(init=False)
+    # For a segment asked for: "own" (its split), "new" (no data yet: the split over all
+    # traffic; its units are stored in it), "capped" (the experiment has its most
+    # segments: the split over all traffic, and its units are stored without it).
+    segment_state: str = "own"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cumulative_shares", tuple(itertools.accumulate(self.shares)))
@@ -79,10 +85,19 @@ class AllocationCache:
     """The allocation real-time assignment draws from, per experiment: the one cache
     (`mabapi.cache.AnswerCache`) keyed by experiment id, with a computation of its own."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], ttl: float) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        ttl: float,
+        *,
+        fits: SegmentFits | None = None,
+        max_segments: int = 1000,
+    ) -> None:
         self._sessionmaker = sessionmaker
         self._cache: AnswerCache[tuple[str, str | None], CachedAllocation] = AnswerCache(ttl)
         self._segments: dict[str, set[str]] = {}  # per experiment, segments asked for
+        self._fits = fits
+        self._max_segments = max_segments
 
     @property
     def locks(self) -> KeyedLocks[tuple[str, str | None]]:
@@ -92,6 +107,19 @@ class AllocationCache:
         # Real time: everything observed so far counts (the day being planned is today,
         # so "strictly before tomorrow"). Not recorded as a snapshot on every refresh.
         tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+        if segment is not None:
+            # A segment never seen (one lookup) draws from the split over all traffic,
+            # computed once for every such segment: no segment model is fitted for it.
+            async with background_transaction(self._sessionmaker) as session:
+                if await segments.known(session, experiment_id, segment):
+                    state = "own"
+                elif await segments.registered(session, experiment_id) < self._max_segments:
+                    state = "new"
+                else:
+                    state = "capped"
+            if state != "own":
+                overall = await self.get(experiment_id, None)
+                return replace(overall, segment_state=state)
         async with background_transaction(self._sessionmaker) as session:
             result = await experiments.compute_allocation(
                 session,
@@ -99,6 +127,7 @@ class AllocationCache:
                 for_date=tomorrow,
                 record=False,
                 segment=segment,
+                fits=self._fits,
             )
             experiment = await experiments.require_experiment(session, experiment_id)
         return CachedAllocation(

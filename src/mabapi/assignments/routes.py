@@ -73,7 +73,7 @@ def _rng() -> np.random.Generator:
     return generator
 
 
-def _assign_out(result: service.AssignResult) -> AssignOut:
+def _assign_out(result: service.AssignResult, *, capped: bool = False) -> AssignOut:
     ASSIGNMENTS.labels("true" if result.new else "false").inc()
     return AssignOut(
         experiment_id=result.experiment_id,
@@ -82,7 +82,13 @@ def _assign_out(result: service.AssignResult) -> AssignOut:
         probability=result.probability,
         new=result.new,
         concluded=result.concluded,
+        segment_capped=capped,
     )
+
+
+def _stored_segment(segment: str | None, allocation: CachedAllocation) -> str | None:
+    """The segment a new unit is stored in: none past the experiment's segment cap."""
+    return None if allocation.segment_state == "capped" else segment
 
 
 def _conversion_out(result: service.ConversionResult) -> ConversionOut:
@@ -127,9 +133,9 @@ async def assign_unit(state: Runtime, experiment_id: str, body: AssignIn) -> Ass
         allocation=allocation,
         rng=_rng(),
         memo=state.assignment_memo,
-        segment=body.segment,
+        segment=_stored_segment(body.segment, allocation),
     )
-    return _assign_out(result)
+    return _assign_out(result, capped=allocation.segment_state == "capped" and result.new)
 
 
 @router.post("/assign/batch", response_model=BatchAssignOut)
@@ -157,14 +163,26 @@ async def assign_batch(
     keys = {(item.experiment_id, item.segment) for item in body.assignments}
     for experiment_id, segment in sorted(keys, key=lambda key: (key[0], key[1] or "")):
         allocations[experiment_id, segment] = await cache.get(experiment_id, segment)
+    stored = [
+        (item.experiment_id, item.unit_id,
+         _stored_segment(item.segment, allocations[item.experiment_id, item.segment]))
+        for item in body.assignments
+    ]  # fmt: skip
+    for (experiment_id, _, segment), item in zip(stored, body.assignments, strict=True):
+        allocations.setdefault((experiment_id, segment), allocations[experiment_id, item.segment])
     results = await service.assign_batch(
-        session,
-        [(item.experiment_id, item.unit_id, item.segment) for item in body.assignments],
-        allocations=allocations,
-        rng=_rng(),
-        memo=memo,
+        session, stored, allocations=allocations, rng=_rng(), memo=memo
     )
-    return BatchAssignOut(assignments=[_assign_out(result) for result in results])
+    return BatchAssignOut(
+        assignments=[
+            _assign_out(
+                result,
+                capped=result.new
+                and allocations[item.experiment_id, item.segment].segment_state == "capped",
+            )
+            for result, item in zip(results, body.assignments, strict=True)
+        ]
+    )
 
 
 @router.post("/experiments/{experiment_id}/conversions", response_model=ConversionOut)

@@ -47,6 +47,12 @@ class AssignOut(BaseModel):
     concluded: bool = Field(
         default=False, description="The test is over: every unit gets the winner."
     )
+    segment_capped: bool = Field(
+        default=False,
+        description="The segment asked for is new and the experiment already has "
+        "MABAPI_SEGMENTS_MAX_PER_EXPERIMENT segments: the unit got the split over all "
+        "traffic and is stored without a segment.",
+    )
 
 
 class BatchAssignItem(StrictModel):

@@ -16,6 +16,7 @@ from mabapi.db.base import utcnow
 from mabapi.errors import AppError, ConflictError, InvalidInputError, no_such_experiment
 from mabapi.experiments import guardrails as experiments_guardrails
 from mabapi.experiments import repository as experiments_repository
+from mabapi.experiments import segments as experiment_segments
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
 from mabapi.stats.policies import draw_cumulative
 
@@ -222,6 +223,12 @@ async def assign_many(
              "segment": item.segment}
             for (e, u), item in drawn.items()
         ],
+    )  # fmt: skip
+    # The segments of the units stored, registered with them (the cap was applied when
+    # their allocation was computed).
+    await experiment_segments.register_all(
+        session, {(e, item.segment) for (e, u), item in drawn.items()
+                  if item.segment is not None and (e, u) in created}
     )  # fmt: skip
     stored = await repository.find_assignments(
         session,

@@ -132,6 +132,10 @@ def _chart_data(
     }
 
 
+# The experiment page's segments table shows this many (GET .../segments pages the rest).
+SEGMENTS_SHOWN = 100
+
+
 @router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
 async def experiment_page(
     request: Request,
@@ -143,10 +147,17 @@ async def experiment_page(
     """Charts, the summary table (of one segment, if picked), what the bandit earned, the
     segments, the rule and the actions."""
     history = await service.history(session, experiment_id=experiment_id)
-    summarized = await service.summarize(session, experiment_id=experiment_id, segment=segment)
+    fits = runtime_of(request.app).segment_fits
+    summarized = await service.summarize(
+        session, experiment_id=experiment_id, segment=segment, fits=fits
+    )
     summary = summary_out(summarized)
-    pooling, overall_leader, segments = await service.list_segments(
-        session, experiment_id=experiment_id, overall=summarized
+    page = await service.list_segments(
+        session,
+        experiment_id=experiment_id,
+        overall=summarized if segment is None else None,
+        fits=fits,
+        limit=SEGMENTS_SHOWN,
     )
     experiment = history.experiment
     total = sum(v.impressions for v in summary.variants)
@@ -167,10 +178,11 @@ async def experiment_page(
             "traffic_to_others": to_others,
             "can_act": principal.may_admin,
             "segment": segment,
-            "segments": segments,
-            "pooling": pooling,
-            "overall_leader": overall_leader,
-            "segment_units": sum(item.units for item in segments),
+            "segments": page.segments,
+            "segments_total": page.total,
+            "pooling": page.pooling,
+            "overall_leader": page.overall_leader,
+            "segment_units": page.units,
             "days": _days_running(experiment.created_at, summary.days_of_data),
         },
     )

@@ -226,6 +226,7 @@ async def compute_allocation(
     for_date: date,
     record: bool = True,
     segment: str | None = None,
+    fits: segments.SegmentFits | None = None,
 ) -> Allocation:
     """Traffic shares for `for_date` from data dated strictly before it: the experiment's
     policy, then its controls (burn-in, floor, reserved shares, paused variants, maximum
@@ -286,19 +287,30 @@ async def compute_allocation(
         for totals_ in inputs
     ]
     answered_segment = None
-    if segment is not None and settings.segments.pooling != "full":
+    if (
+        segment is not None
+        and settings.segments.pooling != "full"
+        # A segment never registered is answered over all traffic without a fit.
+        and await segments.known(session, experiment_id, segment)
+    ):
         # The segment's days count as the overall ones do: forgotten by the same weights,
         # recent conversion days at their effective exposures.
         late = curve if kind is MetricKind.CONVERSION else None
         adjust = segments.DayAdjustment(
             weights=day_weights, curve=late, now=min(today, for_date - timedelta(days=1))
         )
-        found = await segments.counts(
-            session, experiment_id, [v.id for v in variants], before=for_date, adjust=adjust
+        found, by_variant = await segments.fitted(
+            session,
+            experiment_id,
+            [v.id for v in variants],
+            before=for_date,
+            pooling=settings.segments.pooling,
+            kind=kind,
+            adjust=adjust,
+            fits=fits,
         )
         row = found.index(segment)
         if row is not None:  # a segment never seen gets the answer over all traffic
-            by_variant = segments.pooled(found, settings.segments.pooling, kind)
             inputs = tuple(Totals(*sums) for sums in segments.totals_of(found, row, len(variants)))
             arms = [
                 ArmData(

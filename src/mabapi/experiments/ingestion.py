@@ -18,7 +18,7 @@ from mabapi.errors import (
     NotFoundError,
     no_such_experiment,
 )
-from mabapi.experiments import guardrails, reported, repository
+from mabapi.experiments import guardrails, reported, repository, segments
 from mabapi.experiments.lifecycle import require_experiment
 from mabapi.experiments.models import (
     ExperimentMetric,
@@ -29,9 +29,17 @@ from mabapi.experiments.schemas import (
     MetricIn,
 )
 
+# Segments one experiment may have (MABAPI_SEGMENTS_MAX_PER_EXPERIMENT's default).
+DEFAULT_MAX_SEGMENTS = 1000
+
 
 async def ingest(
-    session: AsyncSession, *, rows: Sequence[MetricIn], auto_create: bool, principal: Principal
+    session: AsyncSession,
+    *,
+    rows: Sequence[MetricIn],
+    auto_create: bool,
+    principal: Principal,
+    max_segments: int = DEFAULT_MAX_SEGMENTS,
 ) -> None:
     """Daily totals sent by `principal`: experiments of other projects are a 404, new
     ones are registered in the caller's project.
@@ -49,7 +57,9 @@ async def ingest(
     await check_experiments(session, principal=principal, experiment_ids=experiment_ids)
     primary = [row for row in rows if row.metric_id is None]
     if primary:
-        await record_metrics(session, rows=primary, auto_create=auto_create)
+        await record_metrics(
+            session, rows=primary, auto_create=auto_create, max_segments=max_segments
+        )
     if len(primary) < len(rows):
         await _record_guardrail_rows(session, [row for row in rows if row.metric_id is not None])
 
@@ -97,7 +107,11 @@ class Report:
 
 
 async def ingest_many(
-    session: AsyncSession, reports: Sequence[Report], *, auto_create: bool
+    session: AsyncSession,
+    reports: Sequence[Report],
+    *,
+    auto_create: bool,
+    max_segments: int = DEFAULT_MAX_SEGMENTS,
 ) -> list[AppError | None]:
     """Many single-row posts in one transaction (group commit): a few statements for the
     whole batch. A refusal (unknown or archived experiment, another project's...) is
@@ -106,12 +120,16 @@ async def ingest_many(
 
     Two posts of the same (experiment, variant, day) in one batch were concurrent, so
     either order is a valid one: the later in the queue wins, as if it came second."""
-    await _ingest_together(session, reports, auto_create=auto_create)
+    await _ingest_together(session, reports, auto_create=auto_create, max_segments=max_segments)
     return [None] * len(reports)
 
 
 async def _ingest_together(
-    session: AsyncSession, reports: Sequence[Report], *, auto_create: bool
+    session: AsyncSession,
+    reports: Sequence[Report],
+    *,
+    auto_create: bool,
+    max_segments: int = DEFAULT_MAX_SEGMENTS,
 ) -> None:
     by_principal: dict[Principal, dict[tuple[str, ...], MetricIn]] = {}
     for report in reports:
@@ -126,7 +144,11 @@ async def _ingest_together(
     await access.record_many(session, [r.audit for r in reports if r.audit is not None])
     for principal, rows in by_principal.items():
         await ingest(
-            session, rows=list(rows.values()), auto_create=auto_create, principal=principal
+            session,
+            rows=list(rows.values()),
+            auto_create=auto_create,
+            principal=principal,
+            max_segments=max_segments,
         )
 
 
@@ -135,6 +157,7 @@ async def record_metrics(
     *,
     rows: Sequence[MetricIn],
     auto_create: bool,
+    max_segments: int = DEFAULT_MAX_SEGMENTS,
 ) -> None:
     """Set daily totals (an idempotent upsert), registering unknown variants if allowed
     (`ingest` has registered the experiments and checked their owner)."""
@@ -187,6 +210,11 @@ async def record_metrics(
             f"value_sum_squares ({len(missing_values)} row(s) lack them, first at index "
             f"{missing_values[0]})"
         )
+    wanted: dict[str, set[str]] = {}
+    for row in rows:
+        if row.segment:
+            wanted.setdefault(row.experiment_id, set()).add(row.segment)
+    await segments.register_or_refuse(session, wanted, cap=max_segments)
     await reported.upsert_daily_metrics(
         session,
         [

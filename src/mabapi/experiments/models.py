@@ -323,3 +323,17 @@ class EventState(Base):
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ExperimentSegment(Base):
+    """Every segment an experiment has data for, registered by the write that first names
+    it (reported rows, assignments): what the segment cap counts, and how a request knows
+    in one lookup whether a segment was ever seen."""
+
+    __tablename__ = "experiment_segments"
+
+    experiment_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    segment: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

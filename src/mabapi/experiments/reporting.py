@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -66,7 +67,11 @@ class Summary:
 
 
 async def summarize(
-    session: AsyncSession, *, experiment_id: str, segment: str | None = None
+    session: AsyncSession,
+    *,
+    experiment_id: str,
+    segment: str | None = None,
+    fits: segments.SegmentFits | None = None,
 ) -> Summary:
     """Everything about how sure we are, over all data so far (of one segment, if given:
     its totals, the posteriors its allocation uses under the experiment's pooling, its
@@ -77,7 +82,7 @@ async def summarize(
     variants = list(experiment.variants)
     today = utcnow().date()
     if segment is not None:
-        view = await _segment_view(session, experiment, segment)
+        view = await _segment_view(session, experiment, segment, fits)
         inputs, counted, posteriors, rows = view
         days_of_data = len({row.date for row in rows if row.impressions > 0})
     else:
@@ -176,28 +181,38 @@ async def summarize(
     )
 
 
-async def _segment_counts(
-    session: AsyncSession, experiment: Experiment
-) -> tuple[segments.SegmentCounts, segments.SegmentCounts]:
+async def _segment_fit(
+    session: AsyncSession, experiment: Experiment, fits: segments.SegmentFits | None
+) -> tuple[segments.SegmentCounts, segments.SegmentCounts, Any]:
     """Every segment's counts over all data so far: as posted, and as the posteriors use
-    them (recent conversion days at their effective exposures, if a delay is set)."""
+    them (recent conversion days at their effective exposures, if a delay is set), with
+    the pooled posteriors of the latter (from `fits` when it has them)."""
     variant_ids = [v.id for v in experiment.variants]
-    found = await segments.counts(session, experiment.id, variant_ids, before=None)
-    if MetricKind(experiment.metric_kind) is not MetricKind.CONVERSION:
-        return found, found
+    kind = MetricKind(experiment.metric_kind)
+    pooling = experiment_settings(experiment).segments.pooling
+    found, by_variant = await segments.fitted(
+        session, experiment.id, variant_ids, before=None, pooling=pooling, kind=kind, fits=fits
+    )
+    if kind is not MetricKind.CONVERSION:
+        return found, found, by_variant
     today = utcnow().date()
     policy = experiment_settings(experiment).policy
     curve = await late_conversions.delay_curve(session, experiment.id, policy, today)
     if curve is None:
-        return found, found
+        return found, found, by_variant
     adjust = segments.DayAdjustment(curve=curve, now=today)
-    return found, await segments.counts(
-        session, experiment.id, variant_ids, before=None, adjust=adjust
-    )
+    counted, by_variant = await segments.fitted(
+        session, experiment.id, variant_ids, before=None, pooling=pooling, kind=kind,
+        adjust=adjust, fits=fits,
+    )  # fmt: skip
+    return found, counted, by_variant
 
 
 async def _segment_view(
-    session: AsyncSession, experiment: Experiment, segment: str
+    session: AsyncSession,
+    experiment: Experiment,
+    segment: str,
+    fits: segments.SegmentFits | None = None,
 ) -> tuple[
     list[repository.VariantTotals],
     list[repository.VariantTotals],
@@ -208,15 +223,18 @@ async def _segment_view(
     (404 if never seen)."""
     variants = list(experiment.variants)
     settings = experiment_settings(experiment)
-    kind = MetricKind(experiment.metric_kind)
-    found, counted = await _segment_counts(session, experiment)
+    if not await segments.known(session, experiment.id, segment):
+        raise NotFoundError(
+            f"experiment {experiment.id!r} has no data for segment {segment!r}; "
+            "GET /experiments/{id}/segments lists its segments"
+        )
+    found, counted, by_variant = await _segment_fit(session, experiment, fits)
     row = found.index(segment)
     if row is None:
         raise NotFoundError(
-            f"experiment {experiment.id!r} has no data for segment {segment!r}; its "
-            f"segments: {', '.join(found.segments) or 'none'}"
+            f"experiment {experiment.id!r} has no data for segment {segment!r} yet; "
+            "GET /experiments/{id}/segments lists its segments"
         )
-    by_variant = segments.pooled(counted, settings.segments.pooling, kind)
     inputs, effective = (
         [
             repository.VariantTotals(int(n), int(s), v, q)
@@ -395,15 +413,32 @@ def _daily_point(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentPage:
+    pooling: str
+    overall_leader: str | None
+    segments: list[segments.SegmentSummary]
+    total: int  # segments with data, over every page
+    units: float  # units of every segment, over every page
+    next_after: str | None  # the last segment of this page, if more follow
+
+
 async def list_segments(
-    session: AsyncSession, *, experiment_id: str, overall: Summary | None = None
-) -> tuple[str, str | None, list[segments.SegmentSummary]]:
-    """(pooling, overall leader, every segment's summary) over all data so far.
-    `overall`: the summary over all traffic, if the caller has it (else computed)."""
+    session: AsyncSession,
+    *,
+    experiment_id: str,
+    overall: Summary | None = None,
+    fits: segments.SegmentFits | None = None,
+    after: str | None = None,
+    limit: int | None = None,
+) -> SegmentPage:
+    """The segments (in name order, those after `after`, at most `limit`) with their
+    summaries over all data so far. `overall`: the summary over all traffic, if the
+    caller has it (else computed)."""
     summary = (
         overall
         if overall is not None and overall.segment is None
-        else await summarize(session, experiment_id=experiment_id)
+        else await summarize(session, experiment_id=experiment_id, fits=fits)
     )
     experiment = summary.experiment
     settings = experiment_settings(experiment)
@@ -411,17 +446,22 @@ async def list_segments(
     active = [item for item in summary.variants if item.variant.active]
     best = max(active, key=lambda item: item.probability_best, default=None)
     overall_leader = best.variant.id if best else None
-    found, counted = await _segment_counts(session, experiment)
-    return (
-        settings.segments.pooling,
-        overall_leader,
-        segments.leaders(
+    found, _, by_variant = await _segment_fit(session, experiment, fits)
+    rows = [i for i, name in enumerate(found.segments) if after is None or name > after]
+    more = limit is not None and len(rows) > limit
+    rows = rows[:limit] if limit is not None else rows
+    return SegmentPage(
+        pooling=settings.segments.pooling,
+        overall_leader=overall_leader,
+        segments=segments.leaders(
             found,
-            counted,
+            by_variant,
             variants,
-            settings.segments.pooling,
+            rows=rows,
             overall_leader=overall_leader,
             higher_is_better=experiment.higher_is_better,
-            kind=MetricKind(experiment.metric_kind),
         ),
+        total=len(found.segments),
+        units=float(found.units.sum()),
+        next_after=found.segments[rows[-1]] if more and rows else None,
     )

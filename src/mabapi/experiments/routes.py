@@ -54,7 +54,7 @@ from mabapi.experiments.schemas import (
 from mabapi.hot_paths import hot_path
 from mabapi.observability import ROWS_INGESTED, observe_allocation
 from mabapi.runtime import Runtime, runtime_of
-from mabapi.schemas import ID_PATTERN, IsoDate
+from mabapi.schemas import ID_PATTERN, Identifier, IsoDate
 from mabapi.settings import Settings
 
 INVALID: Responses = {
@@ -72,11 +72,8 @@ UNAVAILABLE: Responses = {
 }
 
 SegmentQuery = Annotated[
-    str | None,
+    Identifier | None,
     Query(
-        min_length=1,
-        max_length=128,
-        pattern=ID_PATTERN.pattern,
         description="One segment (settings.segments.pooling). Allocations: a segment never "
         "seen gets the split over all traffic.",
     ),
@@ -127,7 +124,13 @@ async def record_metric(
 async def _record(
     session: SessionDep, settings: Settings, principal: Principal, rows: list[MetricIn]
 ) -> None:
-    await service.ingest(session, rows=rows, auto_create=settings.auto_create, principal=principal)
+    await service.ingest(
+        session,
+        rows=rows,
+        auto_create=settings.auto_create,
+        principal=principal,
+        max_segments=settings.segments_max_per_experiment,
+    )
     ROWS_INGESTED.inc(len(rows))
 
 
@@ -206,7 +209,12 @@ async def allocation_answer(
         # Its own transaction: the cache may run this after the request has ended.
         async with background_transaction(state.sessionmaker) as session:
             computed = await service.compute_allocation(
-                session, experiment_id=experiment_id, for_date=day, record=record, segment=segment
+                session,
+                experiment_id=experiment_id,
+                for_date=day,
+                record=record,
+                segment=segment,
+                fits=state.segment_fits,
             )
         observe_allocation(
             experiment_id,
@@ -475,20 +483,39 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+SEGMENT_PAGE = 100
+MAX_SEGMENT_PAGE = 1000
+
+
 @experiments_router.get(
-    "/{experiment_id}/segments", response_model=SegmentsOut, responses=NOT_FOUND
+    "/{experiment_id}/segments", response_model=SegmentsOut, responses={**NOT_FOUND, **INVALID}
 )
-async def get_segments(experiment_id: ExperimentId, session: SessionDep) -> SegmentsOut:
-    """Every segment seen (reported rows naming it, units assigned in it) with its units,
-    its leader and that leader's probability to be best under the experiment's pooling,
-    and whether the leader differs from the leader over all traffic."""
-    pooling, overall_leader, found = await service.list_segments(
-        session, experiment_id=experiment_id
+async def get_segments(
+    experiment_id: ExperimentId,
+    session: SessionDep,
+    request: Request,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_SEGMENT_PAGE, description="Segments per page (at most 1,000).")
+    ] = SEGMENT_PAGE,
+    cursor: Annotated[
+        Identifier | None, Query(description="`next_cursor` of the previous page.")
+    ] = None,
+) -> SegmentsOut:
+    """The segments seen (reported rows naming them, units assigned in them), in name
+    order, a page at a time: each one's units, its leader and that leader's probability to
+    be best under the experiment's pooling, and whether the leader differs from the leader
+    over all traffic."""
+    page = await service.list_segments(
+        session,
+        experiment_id=experiment_id,
+        fits=runtime_of(request.app).segment_fits,
+        after=cursor,
+        limit=limit,
     )
     return SegmentsOut(
         experiment_id=experiment_id,
-        pooling=pooling,
-        overall_leader=overall_leader,
+        pooling=page.pooling,
+        overall_leader=page.overall_leader,
         segments=[
             SegmentOut(
                 segment=item.segment,
@@ -498,14 +525,16 @@ async def get_segments(experiment_id: ExperimentId, session: SessionDep) -> Segm
                 probability_best=item.probability_best,
                 differs_from_overall=item.differs,
             )
-            for item in found
+            for item in page.segments
         ],
+        total=page.total,
+        next_cursor=page.next_after,
     )
 
 
 @experiments_router.get("/{experiment_id}/summary", response_model=SummaryOut, responses=NOT_FOUND)
 async def get_summary(
-    experiment_id: ExperimentId, session: SessionDep, segment: SegmentQuery = None
+    experiment_id: ExperimentId, session: SessionDep, request: Request, segment: SegmentQuery = None
 ) -> SummaryOut:
     """Per variant, over all data: totals, posterior, 95% interval, probability to be best,
     expected loss, uplift and probability to beat the control, period-stratified means;
@@ -513,8 +542,9 @@ async def get_summary(
     With `segment`: that segment's (its posteriors are those its allocation uses; no SRM
     check; 404 for a segment never seen).
     """
+    fits = runtime_of(request.app).segment_fits
     return summary_out(
-        await service.summarize(session, experiment_id=experiment_id, segment=segment)
+        await service.summarize(session, experiment_id=experiment_id, segment=segment, fits=fits)
     )
 
 

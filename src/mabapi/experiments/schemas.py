@@ -311,6 +311,11 @@ class SegmentsOut(BaseModel):
     pooling: Literal["partial", "none", "full"]
     overall_leader: str | None
     segments: list[SegmentOut]
+    total: int = Field(description="Segments with data, over every page.")
+    next_cursor: str | None = Field(
+        default=None,
+        description="More segments follow: pass it as `cursor` for the next page. Null: the last.",
+    )
 
 
 class ClearedOut(BaseModel):

@@ -4,16 +4,22 @@ segment with its leader. Reads only."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Date, Float, String, column, func, null, select, table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mabapi.db.base import UTCDateTime
-from mabapi.experiments.models import ExperimentMetric, MetricKind, Variant
+from mabapi.cache import KeyedLocks
+from mabapi.db.base import UTCDateTime, utcnow
+from mabapi.db.dialect import insert_for
+from mabapi.errors import ConflictError
+from mabapi.experiments.models import ExperimentMetric, ExperimentSegment, MetricKind, Variant
 from mabapi.stats.allocation import probability_best
 from mabapi.stats.delay import DelayCurve, effective_units
 from mabapi.stats.posterior import Posterior
@@ -36,6 +42,88 @@ _ASSIGNMENTS = table(
     column("converted_at", UTCDateTime),
     column("conversion_value", Float),
 )
+
+
+# --- The registry: which segments an experiment has, and the cap on how many ---
+
+
+async def known(session: AsyncSession, experiment_id: str, segment: str) -> bool:
+    """Whether the experiment has registered `segment` (one primary-key lookup)."""
+    found = await session.scalar(
+        select(ExperimentSegment.segment).where(
+            ExperimentSegment.experiment_id == experiment_id, ExperimentSegment.segment == segment
+        )
+    )
+    return found is not None
+
+
+async def registered(session: AsyncSession, experiment_id: str) -> int:
+    """How many segments the experiment has registered."""
+    return int(
+        await session.scalar(
+            select(func.count()).where(ExperimentSegment.experiment_id == experiment_id)
+        )
+        or 0
+    )
+
+
+async def register(
+    session: AsyncSession, wanted: Mapping[str, set[str]], *, cap: int
+) -> dict[str, set[str]]:
+    """Register the segments each experiment's write names; returns, per experiment, the
+    new ones the cap left out (nothing of those is registered). Idempotent."""
+    refused: dict[str, set[str]] = {}
+    for experiment_id, names in sorted(wanted.items()):
+        if not names:
+            continue
+        have = set(
+            await session.scalars(
+                select(ExperimentSegment.segment).where(
+                    ExperimentSegment.experiment_id == experiment_id,
+                    ExperimentSegment.segment.in_(sorted(names)),
+                )
+            )
+        )
+        new = sorted(names - have)
+        if not new:
+            continue
+        room = max(cap - await registered(session, experiment_id), 0)
+        if len(new) > room:
+            refused[experiment_id] = set(new[room:])
+            new = new[:room]
+        if new:
+            await session.execute(
+                insert_for(session, ExperimentSegment).on_conflict_do_nothing(),
+                [{"experiment_id": experiment_id, "segment": name, "created_at": utcnow()}
+                 for name in new],
+            )  # fmt: skip
+    return refused
+
+
+async def register_all(session: AsyncSession, pairs: set[tuple[str, str]]) -> None:
+    """Register (experiment, segment) pairs the caller has already let in (units of new
+    segments, allowed when their allocation was computed): one INSERT, sorted."""
+    if pairs:
+        now = utcnow()
+        await session.execute(
+            insert_for(session, ExperimentSegment).on_conflict_do_nothing(),
+            [{"experiment_id": e, "segment": name, "created_at": now}
+             for e, name in sorted(pairs)],
+        )  # fmt: skip
+
+
+async def register_or_refuse(
+    session: AsyncSession, wanted: Mapping[str, set[str]], *, cap: int
+) -> None:
+    """`register`, refusing the whole write (409) if any segment is past the cap."""
+    refused = await register(session, wanted, cap=cap)
+    if refused:
+        experiment_id, names = min(refused.items())
+        raise ConflictError(
+            f"experiment {experiment_id!r} has {cap} segments, the most allowed "
+            f"(MABAPI_SEGMENTS_MAX_PER_EXPERIMENT); this write names {len(names)} more "
+            f"(first: {min(names)!r}): post them without a segment, or raise the cap"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +238,80 @@ async def counts(
     return SegmentCounts(segments, units, successes, value_sum, squares)
 
 
+Fit = tuple[SegmentCounts, "list[PooledSegments] | list[PooledValueSegments]"]
+
+
+class SegmentFits:
+    """Each experiment's segment counts and pooled model (`pooled`), computed once and
+    reused by every segment's request for up to `ttl` seconds: the model is fitted over
+    all segments, and refitting it per segment asked made S segments cost S fits.
+
+    Keyed by what the fit depends on (experiment, variants, day planned, pooling, day
+    adjustments) and by `epoch()` (the answer cache's: bumped by every write of reported
+    data through this process, so a post is seen at once). Live exposures and conversions,
+    and other processes' writes, show within `ttl`. Bounded (least recently used out)."""
+
+    def __init__(
+        self, ttl: float, *, epoch: Callable[[], int] = lambda: 0, capacity: int = 256
+    ) -> None:
+        self._ttl = ttl
+        self._epoch = epoch
+        self._capacity = capacity
+        self._entries: OrderedDict[Hashable, tuple[float, Fit]] = OrderedDict()
+        self._locks: KeyedLocks[Hashable] = KeyedLocks()
+        self.computed = 0  # fits computed (tests and benchmarks read it)
+
+    def _fresh(self, key: Hashable) -> Fit | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    async def get(self, key: Hashable, compute: Callable[[], Awaitable[Fit]]) -> Fit:
+        key = (key, self._epoch())
+        if (found := self._fresh(key)) is not None:
+            return found
+        async with self._locks.hold(key):  # one computation per key; the others wait
+            if (found := self._fresh(key)) is not None:
+                return found
+            value = await compute()
+            self.computed += 1
+            if self._ttl > 0:
+                self._entries[key] = (time.monotonic() + self._ttl, value)
+                while len(self._entries) > self._capacity:
+                    self._entries.popitem(last=False)
+            return value
+
+
+async def fitted(
+    session: AsyncSession,
+    experiment_id: str,
+    variant_ids: list[str],
+    *,
+    before: date | None,
+    pooling: Pooling,
+    kind: MetricKind,
+    adjust: DayAdjustment | None = None,
+    fits: SegmentFits | None = None,
+) -> Fit:
+    """Every segment's counts and pooled posteriors (`counts`, then `pooled`), from
+    `fits` when it has them."""
+
+    async def compute() -> Fit:
+        found = await counts(session, experiment_id, variant_ids, before=before, adjust=adjust)
+        return found, (pooled(found, pooling, kind) if found.segments else [])
+
+    if fits is None:
+        return await compute()
+    adjusted: Any = None
+    if adjust is not None:
+        weights = None if adjust.weights is None else tuple(sorted(adjust.weights.items()))
+        adjusted = (weights, adjust.curve, adjust.now)
+    key = (experiment_id, tuple(variant_ids), before, pooling, kind.value, adjusted)
+    return await fits.get(key, compute)
+
+
 def pooled(
     found: SegmentCounts, pooling: Pooling, kind: MetricKind = MetricKind.CONVERSION
 ) -> list[PooledSegments] | list[PooledValueSegments]:
@@ -174,21 +336,21 @@ class SegmentSummary:
 
 def leaders(
     found: SegmentCounts,
-    counted: SegmentCounts,
+    by_variant: list[PooledSegments] | list[PooledValueSegments],
     variants: list[Variant],
-    pooling: Pooling,
     *,
+    rows: Sequence[int],
     overall_leader: str | None,
     higher_is_better: bool,
-    kind: MetricKind = MetricKind.CONVERSION,
 ) -> list[SegmentSummary]:
-    """Every segment's P(best) of the active variants (exact, from `counted`: the counts
-    as the posteriors use them), its units (from `found`: as posted), its leader and
-    whether the leader differs from the overall one."""
+    """The segments at `rows` (of `found`): each one's P(best) of the active variants
+    (exact, from its pooled posteriors `by_variant`, fitted on the counts as the
+    posteriors use them), its units (from `found`: as posted), its leader and whether the
+    leader differs from the overall one."""
     active = [k for k, v in enumerate(variants) if v.active]
-    by_variant = pooled(counted, pooling, kind) if len(counted.segments) else []
     result = []
-    for i, segment in enumerate(found.segments):
+    for i in rows:
+        segment = found.segments[i]
         posteriors: list[Posterior] = [by_variant[k].posteriors[i] for k in active]
         probabilities: list[float] = (
             [float(p) for p in probability_best(posteriors, higher_is_better=higher_is_better)]
