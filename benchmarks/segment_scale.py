@@ -107,7 +107,10 @@ def main() -> None:
     parser.add_argument("--postgres", help="PostgreSQL URL of an empty database to use")
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
-    print("| segments | assign, no segments | new segment | known segment | unknown ?segment= | listing |")
+    print(
+        "| segments | assign, no segments | new segment | known segment "
+        "| unknown ?segment= | listing |"
+    )
     print("|---|---|---|---|---|---|")
     for count in args.segments:
         with tempfile.TemporaryDirectory() as folder:

@@ -1,6 +1,6 @@
 """The deploy/ files agree with the service: compose runs the five services with keys on,
-2 workers and Redis for their shared rate limits, Prometheus scrapes the real path, every metric the Grafana dashboard
-queries is one the service exposes."""
+2 workers and Redis for their shared rate limits, Prometheus scrapes the real path, every
+metric the Grafana dashboard queries is one the service exposes."""
 
 from __future__ import annotations
 
