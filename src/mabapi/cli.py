@@ -8,6 +8,7 @@ import math
 import os
 import tempfile
 from collections.abc import Awaitable, Callable, Coroutine
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -27,6 +28,26 @@ from mabapi.schemas import ID_PATTERN
 from mabapi.settings import Settings
 
 app = typer.Typer(help="mabapi: a multi-armed bandit service for A/B tests.", no_args_is_help=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"mabapi {metadata.version('mabapi')} (schema {migrate.head_revision()})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Version and schema."
+        ),
+    ] = False,
+) -> None:
+    """mabapi: a multi-armed bandit service for A/B tests."""
+
+
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
