@@ -31,6 +31,7 @@ from mabapi.assignments.routes import router as assignments_router
 from mabapi.cache import AnswerCache
 from mabapi.dashboard.routes import STATIC_DIR as DASHBOARD_STATIC
 from mabapi.dashboard.routes import router as dashboard_router
+from mabapi.dashboard.summaries import SummaryCache
 from mabapi.db.engine import engine_from_settings, is_unavailable, make_engine, make_sessionmaker
 from mabapi.db.group_commit import GroupCommit
 from mabapi.db.migrate import upgrade
@@ -68,6 +69,7 @@ COMMON_RESPONSES: Responses = {
     401: documented_error("No key, a malformed key, or an unknown or revoked key."),
     403: documented_error("The key's scope does not allow this route."),
     413: documented_error("The request body is larger than the configured limit."),
+    415: documented_error("A JSON body that is not UTF-8 (UTF-16, UTF-32, another charset)."),
     429: documented_error("The key's rate limit is reached; retry after Retry-After seconds."),
     500: documented_error("A bug: the error is logged with the request id; never a trace."),
     503: documented_error("The database is unreachable; retry after Retry-After seconds."),
@@ -267,6 +269,11 @@ def create_app(settings: Settings) -> FastAPI:
         responses=COMMON_RESPONSES,
     )
     app.state.settings = settings
+    # The dashboard's summaries (dashboard/summaries.py): dropped by any write committed
+    # through this process, as the allocation answers are.
+    app.state.summaries = SummaryCache(
+        settings.dashboard_summary_seconds, epoch=lambda: runtime_of(app).answers.epoch
+    )
     _install_error_handlers(app)
     # Innermost first: the hot paths see a size-checked body and are logged and counted.
     if settings.hot_paths:

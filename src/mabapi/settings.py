@@ -96,6 +96,13 @@ class Settings(BaseSettings):
         description="Segments one experiment may have: a write naming one more is a 409; an "
         "assign naming one more gets the split over all traffic (and says so).",
     )
+    dashboard_summary_seconds: float = Field(
+        default=30.0,
+        ge=0.0,
+        le=3600.0,
+        description="How long the dashboard reuses an experiment's summary (the list and "
+        "its page show the same one); a write through the process drops it at once.",
+    )
     segment_fit_seconds: float = Field(
         default=60.0,
         ge=0.0,

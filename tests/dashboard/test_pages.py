@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -238,3 +239,52 @@ class TestSegments:
             assert f"{variant['probability_best']:.4f}" in mobile
         missing = await client.get("/experiments/s/summary", params={"segment": "tv"})
         assert missing.status_code == 404
+
+
+class TestListBounds:
+    async def _many(self, client: httpx.AsyncClient, count: int) -> None:
+        rows = [
+            {"experiment_id": f"x{n:02d}", "variant_id": v, "date": "2024-01-01",
+             "impressions": 100, "successes": 10 + n % 3}
+            for n in range(count) for v in ("a", "b")
+        ]  # fmt: skip
+        assert (await client.post("/metrics/batch", json={"metrics": rows})).status_code == 200
+
+    async def test_the_list_is_paged_and_searched_in_the_database(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        from mabapi.dashboard.routes import PAGE_SIZE
+
+        await self._many(client, PAGE_SIZE + 5)
+        first = (await client.get("/ui")).text
+        assert first.count('data-experiment="') == PAGE_SIZE
+        assert "page 1 of 2" in first
+        second = (await client.get("/ui?page=2")).text
+        assert second.count('data-experiment="') == 5
+        found = (await client.get("/ui?q=X07")).text  # case-insensitive, id or name
+        assert found.count('data-experiment="') == 1
+        assert 'data-experiment="x07"' in found
+        assert (await client.get("/ui?q=50%25")).status_code == 200  # LIKE wildcards escaped
+
+    async def test_a_load_computes_what_its_budget_allows_and_the_page_catches_up(
+        self, app: FastAPI, client: httpx.AsyncClient, monkeypatch: Any
+    ) -> None:
+        from mabapi.dashboard import routes
+
+        await self._many(client, 6)
+        monkeypatch.setattr(routes, "LIST_BUDGET_SECONDS", 0.0)  # one summary a load
+        loads = []
+        for _ in range(10):
+            page = (await client.get("/ui")).text
+            loads.append(page.count("computing…"))
+            if not loads[-1]:
+                break
+        assert loads == [5, 4, 3, 2, 1, 0]
+        assert 'http-equiv="refresh"' not in page
+        # The list and each experiment's page show one summary.
+        summary = app.state.summaries.get("x03")
+        assert summary is not None
+        leader = max(summary.variants, key=lambda item: item.probability_best)
+        detail = (await client.get("/ui/experiments/x03")).text
+        assert f"{leader.probability_best:.4f}" in detail
+        assert f"{leader.probability_best:.3f}" in page

@@ -4,8 +4,10 @@ Strict cookie, so no page ever contains a secret."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,8 +18,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from mabapi import csv_cells
+from mabapi.dashboard.summaries import SummaryCache
+from mabapi.db.transactions import background_transaction
 from mabapi.deps import KEY_COOKIE, ExperimentId, PrincipalDep, SessionDep
-from mabapi.errors import ForbiddenError, InvalidInputError, NotFoundError
+from mabapi.errors import AppError, ForbiddenError, InvalidInputError, NotFoundError
 from mabapi.experiments import service
 from mabapi.experiments.models import ExperimentStatus
 from mabapi.experiments.routes import summary_out
@@ -40,49 +44,89 @@ def _days_running(created: datetime, days_of_data: int) -> int:
     return max(0, (datetime.now(UTC) - created).days, days_of_data)
 
 
+# The experiment list shows this many a page, and computes summaries it does not have
+# (or has only an expired one of) for at most this long a load, one after the other,
+# missing ones first; a page with rows still missing reloads itself.
+PAGE_SIZE = 20
+LIST_BUDGET_SECONDS = 1.0
+
+
+async def _summary_now(request: Request, experiment_id: str) -> service.Summary:
+    """An experiment's summary computed now, in a transaction of its own, and kept in the
+    dashboard's cache (see summaries.py)."""
+    runtime = runtime_of(request.app)
+    cache: SummaryCache = request.app.state.summaries
+    epoch = cache.epoch()
+    async with background_transaction(runtime.sessionmaker) as session:
+        summary = await service.summarize(
+            session, experiment_id=experiment_id, fits=runtime.segment_fits
+        )
+    cache.put(experiment_id, summary, epoch=epoch)
+    return summary
+
+
+def _row(experiment: Any, summary: SummaryOut | None) -> dict[str, Any]:
+    leader = (
+        max(summary.variants, key=lambda v: v.probability_best, default=None) if summary else None
+    )
+    return {
+        "id": experiment.id,
+        "name": experiment.name,
+        "status": experiment.status.value,
+        "variants": [v.id for v in experiment.variants],
+        "days": _days_running(experiment.created_at, summary.days_of_data if summary else 0),
+        "ready": summary is not None,
+        "leader": leader.variant_id if leader else None,
+        "leader_probability": leader.probability_best if leader else None,
+        "recommendation": summary.recommendation if summary else None,
+        "breaches": [
+            f"{item.variant_id}: {report.guardrail.metric_id} ({item.breach.action})"
+            for report in (summary.guardrails if summary else [])
+            for item in report.variants
+            if item.breach is not None
+        ],
+    }
+
+
 @router.get("", response_class=HTMLResponse)
 async def experiments_page(
     request: Request,
-    session: SessionDep,
     principal: PrincipalDep,
     q: Annotated[str, Query(max_length=128)] = "",
     status: Annotated[ExperimentStatus | None, Query()] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> HTMLResponse:
-    """Every experiment with its leader, probability to be best and recommendation."""
-    items, total = await service.list_experiments(
-        session,
-        limit=200,
-        offset=0,
-        status=status,
-        include_archived=False,
-        project_id=principal.project_id,
-    )
-    needle = q.strip().lower()
-    rows = []
-    for experiment in items:
-        if needle and needle not in experiment.id.lower() and needle not in experiment.name.lower():
-            continue
-        summary = summary_out(await service.summarize(session, experiment_id=experiment.id))
-        leader = max(summary.variants, key=lambda v: v.probability_best, default=None)
-        breaches = [
-            f"{item.variant_id}: {report.guardrail.metric_id} ({item.breach.action})"
-            for report in summary.guardrails
-            for item in report.variants
-            if item.breach is not None
-        ]
-        rows.append(
-            {
-                "id": experiment.id,
-                "name": experiment.name,
-                "status": experiment.status.value,
-                "variants": [v.id for v in experiment.variants],
-                "days": _days_running(experiment.created_at, summary.days_of_data),
-                "leader": leader.variant_id if leader else None,
-                "leader_probability": leader.probability_best if leader else None,
-                "recommendation": summary.recommendation,
-                "breaches": breaches,
-            }
+    """The experiments, a page at a time, each with its leader, probability to be best
+    and recommendation. Bounded: PAGE_SIZE rows, LIST_BUDGET_SECONDS of waiting for
+    summaries not computed yet."""
+    runtime = runtime_of(request.app)
+    async with background_transaction(runtime.sessionmaker) as session:
+        items, total = await service.list_experiments(
+            session,
+            limit=PAGE_SIZE,
+            offset=(page - 1) * PAGE_SIZE,
+            status=status,
+            include_archived=False,
+            project_id=principal.project_id,
+            search=q,
         )
+    cache: SummaryCache = request.app.state.summaries
+    known = {item.id: cache.get_stale(item.id) for item in items}
+    todo = sorted(
+        (item.id for item in items if not known[item.id][1]),
+        key=lambda experiment_id: known[experiment_id][0] is not None,  # missing first
+    )
+    started = time.monotonic()
+    for done, experiment_id in enumerate(todo):
+        if done and time.monotonic() - started >= LIST_BUDGET_SECONDS:
+            break  # at least one a load: a page always catches up
+        with contextlib.suppress(AppError):  # deleted meanwhile: shown as pending
+            known[experiment_id] = (await _summary_now(request, experiment_id), True)
+    rows = []
+    for item in items:
+        summary: service.Summary | None = known[item.id][0]
+        rows.append(_row(item, None if summary is None else summary_out(summary)))
+    pages = max(1, -(-total // PAGE_SIZE))
     return templates.TemplateResponse(
         request,
         "list.html",
@@ -92,6 +136,9 @@ async def experiments_page(
             "q": q,
             "status": status.value if status else "",
             "statuses": [s.value for s in ExperimentStatus],
+            "page": page,
+            "pages": pages,
+            "pending": any(not row["ready"] for row in rows),
         },
     )
 
@@ -148,9 +195,14 @@ async def experiment_page(
     segments, the rule and the actions."""
     history = await service.history(session, experiment_id=experiment_id)
     fits = runtime_of(request.app).segment_fits
-    summarized = await service.summarize(
+    cache: SummaryCache = request.app.state.summaries
+    cached = cache.get(experiment_id) if segment is None else None
+    epoch = cache.epoch()
+    summarized = cached or await service.summarize(
         session, experiment_id=experiment_id, segment=segment, fits=fits
     )
+    if segment is None and cached is None:
+        cache.put(experiment_id, summarized, epoch=epoch)
     summary = summary_out(summarized)
     page = await service.list_segments(
         session,

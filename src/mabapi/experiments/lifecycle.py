@@ -88,6 +88,7 @@ async def list_experiments(
     status: ExperimentStatus | None,
     include_archived: bool,
     project_id: str | None = None,
+    search: str = "",
 ) -> tuple[Sequence[Experiment], int]:
     return await repository.list_experiments(
         session,
@@ -96,6 +97,7 @@ async def list_experiments(
         project_id=project_id,
         status=status,
         include_archived=include_archived,
+        search=search,
     )
 
 

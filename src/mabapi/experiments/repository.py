@@ -390,6 +390,7 @@ async def list_experiments(
     project_id: str | None,
     status: ExperimentStatus | None,
     include_archived: bool,
+    search: str = "",
 ) -> tuple[Sequence[Experiment], int]:
     page = _experiment_filter(
         select(Experiment),
@@ -397,6 +398,12 @@ async def list_experiments(
         status=status,
         include_archived=include_archived,
     )
+    needle = search.strip().lower()
+    matches = func.lower(Experiment.id).contains(needle, autoescape=True) | func.lower(
+        Experiment.name
+    ).contains(needle, autoescape=True)
+    if needle:
+        page = page.where(matches)
     page = (
         page.options(selectinload(Experiment.variants))
         .order_by(Experiment.created_at.desc(), Experiment.id)
@@ -409,6 +416,8 @@ async def list_experiments(
         status=status,
         include_archived=include_archived,
     )
+    if needle:
+        count = count.where(matches)
     items = (await session.scalars(page)).all()
     total = int(await session.scalar(count) or 0)
     return items, total
