@@ -9,8 +9,10 @@ import asyncio
 from collections import Counter
 
 import httpx
+import pytest
 
 
+@pytest.mark.slow
 async def test_concurrent_requests_on_every_path_answer(client: httpx.AsyncClient) -> None:
     created = await client.post(
         "/experiments", json={"id": "e", "variants": [{"id": "a"}, {"id": "b"}]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from tests.fixtures.factories import metric
 
@@ -81,6 +82,7 @@ class TestConcurrentMetrics:
 
 
 class TestConcurrentValueConversions:
+    @pytest.mark.slow
     async def test_single_and_batch_value_conversions_for_the_same_units_never_deadlock(
         self, client: httpx.AsyncClient
     ) -> None:

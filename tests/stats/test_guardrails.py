@@ -139,6 +139,7 @@ class TestSequentialGuard:
         assert result.probability_any_harm < result.required_any_harm
 
 
+@pytest.mark.slow
 class TestErrorRates:
     """The target scenario at the default rule (any harm, probability 0.95): 2% refunds,
     5,000 units a day per variant."""

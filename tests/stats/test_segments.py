@@ -226,6 +226,7 @@ class TestProperties:
         assert first == all_variants(units, successes)
 
 
+@pytest.mark.slow
 class TestRegret:
     """The benchmark's scenarios on 12 seeds (benchmarks/segments.py runs 200)."""
 

@@ -261,6 +261,7 @@ class TestOneDeliveryNeverTouchesAnother:
 
 
 class TestClaims:
+    @pytest.mark.slow
     async def test_concurrent_senders_never_send_one_delivery_twice(
         self, app: FastAPI, serve: Callable[[Receiver], Receiver]
     ) -> None:

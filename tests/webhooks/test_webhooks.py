@@ -314,6 +314,7 @@ class TestDelivery:
         assert delivery["status"] == "failed"
         assert delivery["next_attempt_at"] is None
 
+    @pytest.mark.slow
     async def test_a_slow_receiver_times_out_after_5_seconds(
         self, app: FastAPI, client: httpx.AsyncClient, receiver: Receiver
     ) -> None:
