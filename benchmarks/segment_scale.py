@@ -53,6 +53,8 @@ async def measure(segments: int, database_url: str, repeats: int) -> dict[str, f
         webhook_delivery=False,
         allocation_cache_seconds=0.0,
         rate_limit_per_second=0,
+        # Room for the segments posted and the new ones the assigns name.
+        segments_max_per_experiment=max(segments + 10 * repeats, 1000),
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
