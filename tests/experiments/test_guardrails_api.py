@@ -270,3 +270,46 @@ class TestBreaches:
         assert delivery.event == "guardrail.breached"
         assert '"variant_id":"c"' in delivery.body
         assert '"probability_harm"' in delivery.body
+
+
+class TestOneAnswer:
+    """The summary never advises shipping a variant a guardrail has breached."""
+
+    async def _breach(self, client: httpx.AsyncClient, action: str) -> dict[str, Any]:
+        await create(
+            client,
+            {**REFUNDS, "action": action},
+            settings={"stop_rule": {"min_days": 0}},
+        )
+        await post(client, rows(10, **HARMFUL))
+        # c is also far better on the primary metric: it would be named the winner.
+        better = [
+            {"experiment_id": "e", "variant_id": "c", "date": str(FIRST + timedelta(days=d)),
+             "impressions": 5000, "successes": 900}
+            for d in range(10)
+        ]  # fmt: skip
+        await post(client, better)
+        await allocation(client, 10)  # the check that records the breach
+        response = await client.get("/experiments/e/summary")
+        assert response.status_code == 200, response.text
+        summary: dict[str, Any] = response.json()
+        [report] = summary["guardrails"]
+        [c] = [v for v in report["variants"] if v["variant_id"] == "c"]
+        assert c["breach"] is not None
+        return summary
+
+    async def test_a_stopped_variant_is_never_the_winner_and_has_no_chance(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        summary = await self._breach(client, "stop")
+        recommendation = summary["recommendation"]
+        assert recommendation["winner"] != "c", recommendation
+        [c] = [v for v in summary["variants"] if v["variant_id"] == "c"]
+        assert c["probability_best"] == 0.0
+
+    async def test_a_floored_leader_is_not_advised_to_ship(self, client: httpx.AsyncClient) -> None:
+        summary = await self._breach(client, "floor")
+        recommendation = summary["recommendation"]
+        assert recommendation["action"] == "continue", recommendation
+        assert recommendation["winner"] is None
+        assert "breached a guardrail" in recommendation["reason"]

@@ -44,7 +44,16 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only transaction (db/transactions.read_only_transaction) takes no write
+        # lock: in WAL mode it reads a snapshot while writers go on.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# The execution option of a transaction that only reads (SQLite: no write lock).
+READ_ONLY = "mabapi_read_only"
 
 
 def make_engine(

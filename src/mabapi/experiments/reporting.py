@@ -104,8 +104,20 @@ async def summarize(
         settings.stop_rule.min_days,
         settings.stop_rule.equivalence_margin,
     )
-    # Decisions are among the active variants: those traffic can still reach.
-    active = [i for i, variant in enumerate(variants) if variant.active]
+    # Every day so far, today's included, as the rest of the summary.
+    guardrail_reports = await guardrails.report(session, experiment, day=today + timedelta(days=1))
+    breached: dict[str, str] = {}  # variant -> its open breach's action ("stop" first)
+    for guardrail_report in guardrail_reports:
+        for item in guardrail_report.variants:
+            if item.breach is not None and breached.get(item.variant_id) != "stop":
+                breached[item.variant_id] = item.breach.action
+    # Decisions are among the active variants: those traffic can still reach (a variant a
+    # guardrail stopped gets none, as in the allocation).
+    active = [
+        i
+        for i, variant in enumerate(variants)
+        if variant.active and breached.get(variant.id) != "stop"
+    ]
     control_positions = [k for k, i in enumerate(active) if variants[i].is_control]
     names = [variants[i].id for i in active]
     stratified = _stratified(kind, variants, rows)
@@ -154,18 +166,28 @@ async def summarize(
         np.array([float(inputs[i].impressions) for i in active]),
         higher_is_better=experiment.higher_is_better,
     )
+    recommendation = (
+        outcome.recommendation
+        if outcome is not None
+        else decision.Recommendation(
+            decision.Action.CONTINUE, None, "continue: no variant traffic can reach"
+        )
+    )
+    if recommendation.winner is not None:
+        leader = names[recommendation.winner]
+        if breached.get(leader) is not None:  # "floor": it still gets some traffic
+            recommendation = decision.Recommendation(
+                decision.Action.CONTINUE,
+                None,
+                f"continue: the leader {leader} breached a guardrail (held at the floor); "
+                "do not ship it: clear the breach if it was wrong, or stop it",
+            )
     return Summary(
         experiment=experiment,
         variants=stats,
         days_of_data=days_of_data,
         value_remaining=outcome.value_remaining if outcome is not None else float("nan"),
-        recommendation=(
-            outcome.recommendation
-            if outcome is not None
-            else decision.Recommendation(
-                decision.Action.CONTINUE, None, "continue: no active variants"
-            )
-        ),
+        recommendation=recommendation,
         gain=gain,
         sample_ratio=(
             None
@@ -175,8 +197,7 @@ async def summarize(
         stop_rule=rule,
         seed=decision.DEFAULT_SEED,
         draws=decision.DEFAULT_DRAWS,
-        # Every day so far, today's included, as the rest of the summary.
-        guardrails=await guardrails.report(session, experiment, day=today + timedelta(days=1)),
+        guardrails=guardrail_reports,
         segment=segment,
     )
 

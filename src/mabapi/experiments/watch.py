@@ -24,9 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mabapi.db.base import utcnow
 from mabapi.db.dialect import insert_for
-from mabapi.db.transactions import background_transaction
+from mabapi.db.transactions import background_transaction, read_only_transaction
 from mabapi.errors import AppError
 from mabapi.experiments import guardrails
+from mabapi.experiments.lifecycle import require_experiment
 from mabapi.experiments.models import EventState, Experiment, ExperimentStatus
 from mabapi.experiments.reporting import Summary, summarize
 from mabapi.webhooks import outbox
@@ -127,10 +128,15 @@ async def watch_one(
     *,
     now: datetime | None = None,
     hold_seconds: float = 0.0,
+    summary: Summary | None = None,
 ) -> None:
+    """Check one experiment's guardrails and announce its changes. `summary`: the
+    experiment's summary if the caller computed it (in a read-only transaction, so the
+    long part holds no write lock on SQLite)."""
     now = now or utcnow()
-    summary = await summarize(session, experiment_id=experiment_id)
-    experiment = summary.experiment
+    summary = summary or await summarize(session, experiment_id=experiment_id)
+    # This transaction's own copy (a given summary's was read in another one).
+    experiment = await require_experiment(session, experiment_id)
     await guardrails.enforce(session, experiment, day=now.date())
     about = {"id": experiment.id, "name": experiment.name}
     recommendation = summary.recommendation
@@ -201,8 +207,12 @@ class Watcher:
             self._last[experiment_id] = time.monotonic()
             done += 1
             try:
+                async with read_only_transaction(sessionmaker) as session:
+                    summary = await summarize(session, experiment_id=experiment_id)
                 async with background_transaction(sessionmaker) as session:
-                    await watch_one(session, experiment_id, hold_seconds=self.hold_seconds)
+                    await watch_one(
+                        session, experiment_id, hold_seconds=self.hold_seconds, summary=summary
+                    )
             except AppError:  # deleted, archived or emptied meanwhile
                 continue
             except Exception:
