@@ -219,6 +219,9 @@ class TestCommands:
         assert code == 0
         assert "P(best)" in stdout
         assert "12.00%" in stdout
+        assert "1 day)" in stdout  # not "1 days"
+        assert "continue: continue:" not in stdout
+        assert "stop_winner: stop_winner:" not in stdout
 
     def test_segments_from_the_command_line(self, server: str) -> None:
         """Opposite winners in two segments: `segments` lists each leader, `allocations

@@ -50,6 +50,10 @@ CSV_FIELDS = (
 )
 
 
+def _days(count: int) -> str:
+    return f"{count} day" if count == 1 else f"{count} days"
+
+
 def _client(url: str | None, key: str | None) -> Client:
     try:
         settings = Settings()
@@ -121,7 +125,7 @@ def experiments_show(
         "P(best)",
         "expected loss",
         title=f"{experiment_id}{f' / {segment}' if segment else ''} "
-        f"({summary.metric_kind.value}, {summary.days_of_data} days)",
+        f"({summary.metric_kind.value}, {_days(summary.days_of_data)})",
     )
     for variant in summary.variants:
         name = variant.variant_id + (" (control)" if variant.is_control else "")
@@ -140,7 +144,8 @@ def experiments_show(
         f"({100 * gain.mass:.0f}% interval {gain.lower:+.1f} to {gain.upper:+.1f})"
     )
     recommendation = summary.recommendation
-    out.print(f"[bold]{recommendation.action}[/bold]: {recommendation.reason}")
+    reason = recommendation.reason.removeprefix(f"{recommendation.action}: ")
+    out.print(f"[bold]{recommendation.action}[/bold]: {reason}", markup=True)
 
 
 @experiments_app.command("create")
