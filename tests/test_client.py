@@ -95,6 +95,25 @@ class TestClient:
             assert client.revoke_key(key.id).revoked_at is not None
             assert client.audit().entries
 
+    def test_batch_items_are_tuples_or_mappings_in_both_calls(self, server: str) -> None:
+        with Client(server, api_key=ADMIN_KEY) as client:
+            client.create_experiment("shapes", ["a", "b"])
+            assigned = client.assign_batch(
+                [("shapes", "t1"), {"experiment_id": "shapes", "unit_id": "t2"}]
+            )
+            assert [a.unit_id for a in assigned.assignments] == ["t1", "t2"]
+            converted = client.convert_batch(
+                [("shapes", "t1"), {"experiment_id": "shapes", "unit_id": "t2"}]
+            )
+            assert [c.counted for c in converted.conversions] == [True, True]
+            for bad, words in (
+                (["shapes"], "not 'shapes'"),
+                ([("shapes",)], "2 to 3 values"),
+                ([{"experiment": "shapes", "unit_id": "x"}], "unknown field"),
+            ):
+                with pytest.raises(TypeError, match=words):
+                    client.assign_batch(bad)
+
     def test_errors_carry_the_api_message(self, server: str) -> None:
         with Client(server, api_key=ADMIN_KEY) as client:
             with pytest.raises(ApiError) as raised:

@@ -55,6 +55,28 @@ from mabapi.webhooks.schemas import (
 
 __all__ = ["ApiError", "AsyncClient", "Client"]
 
+# A batch item: a tuple in the documented order, or a mapping with the API's field names.
+BatchItem = Sequence[Any] | Mapping[str, Any]
+
+
+def _batch_item(item: BatchItem, keys: tuple[str, ...], call: str) -> dict[str, Any]:
+    """One batch item as the API's JSON object; a clear TypeError for anything else."""
+    if isinstance(item, Mapping):
+        unknown = sorted(set(item) - set(keys))
+        if unknown:
+            raise TypeError(f"{call}: unknown field(s) {unknown}; the fields are {list(keys)}")
+        return _drop_none(dict(item))
+    if isinstance(item, str | bytes) or not isinstance(item, Sequence):
+        raise TypeError(
+            f"{call}: each item is a tuple ({', '.join(keys)}) or a mapping, not {item!r}"
+        )
+    if not 2 <= len(item) <= len(keys):
+        raise TypeError(
+            f"{call}: a tuple item has 2 to {len(keys)} values ({', '.join(keys)}), not {len(item)}"
+        )
+    return _drop_none(dict(zip(keys, item, strict=False)))
+
+
 Model = TypeVar("Model", bound=BaseModel)
 RETRIED_STATUSES = frozenset({429, 503})
 BATCH_ROWS = 10_000
@@ -168,11 +190,18 @@ class _Calls:
         return _Call("POST", f"/experiments/{experiment_id}/assign", AssignOut, json=body)
 
     @staticmethod
-    def assign_batch(items: Iterable[Sequence[str | None]]) -> _Call[BatchAssignOut]:
-        """(experiment, unit) or (experiment, unit, segment) per item."""
+    def assign_batch(items: Iterable[BatchItem]) -> _Call[BatchAssignOut]:
+        """(experiment, unit[, segment]) or a mapping with those keys, per item."""
         keys = ("experiment_id", "unit_id", "segment")
-        body = {"assignments": [_drop_none(dict(zip(keys, item, strict=False))) for item in items]}
+        body = {"assignments": [_batch_item(item, keys, "assign_batch") for item in items]}
         return _Call("POST", "/assign/batch", BatchAssignOut, json=body)
+
+    @staticmethod
+    def convert_batch(items: Iterable[BatchItem]) -> _Call[BatchConversionOut]:
+        """(experiment, unit[, value, event_id, metric_id]) or a mapping, per item."""
+        keys = ("experiment_id", "unit_id", "value", "event_id", "metric_id")
+        body = {"conversions": [_batch_item(item, keys, "convert_batch") for item in items]}
+        return _Call("POST", "/conversions/batch", BatchConversionOut, json=body)
 
     @staticmethod
     def daily_metrics(
@@ -428,8 +457,8 @@ class Client(_Base):
     def assign(self, experiment_id: str, unit_id: str, segment: str | None = None) -> AssignOut:
         return self._run(_Calls.assign(experiment_id, unit_id, segment))
 
-    def assign_batch(self, items: Iterable[Sequence[str | None]]) -> BatchAssignOut:
-        """items: (experiment, unit) or (experiment, unit, segment)."""
+    def assign_batch(self, items: Iterable[BatchItem]) -> BatchAssignOut:
+        """items: (experiment, unit[, segment]) tuples or mappings with those keys."""
         return self._run(_Calls.assign_batch(items))
 
     def convert(
@@ -443,9 +472,9 @@ class Client(_Base):
         """A conversion (metric_id: a guardrail's) for a unit assigned before."""
         return self._run(_Calls.convert(experiment_id, unit_id, value, event_id, metric_id))
 
-    def convert_batch(self, conversions: Iterable[Mapping[str, Any]]) -> BatchConversionOut:
-        body = {"conversions": [dict(c) for c in conversions]}
-        return self._run(_Call("POST", "/conversions/batch", BatchConversionOut, json=body))
+    def convert_batch(self, conversions: Iterable[BatchItem]) -> BatchConversionOut:
+        """items: (experiment, unit[, value, event_id, metric_id]) tuples or mappings."""
+        return self._run(_Calls.convert_batch(conversions))
 
     # -- keys --
     def create_key(self, scope: str, project: str = "default", name: str = "") -> KeyCreatedOut:
@@ -641,12 +670,11 @@ class AsyncClient(_Base):
                 stored, batch = stored + answer.rows, []
         return stored
 
-    async def assign_batch(self, items: Iterable[Sequence[str | None]]) -> BatchAssignOut:
+    async def assign_batch(self, items: Iterable[BatchItem]) -> BatchAssignOut:
         return await self._run(_Calls.assign_batch(items))
 
-    async def convert_batch(self, conversions: Iterable[Mapping[str, Any]]) -> BatchConversionOut:
-        body = {"conversions": [dict(c) for c in conversions]}
-        return await self._run(_Call("POST", "/conversions/batch", BatchConversionOut, json=body))
+    async def convert_batch(self, conversions: Iterable[BatchItem]) -> BatchConversionOut:
+        return await self._run(_Calls.convert_batch(conversions))
 
     async def create_key(
         self, scope: str, project: str = "default", name: str = ""
