@@ -242,6 +242,24 @@ class TestCommands:
         assert "continue: continue:" not in stdout
         assert "stop_winner: stop_winner:" not in stdout
 
+    def test_an_auto_created_experiment_gets_a_control_and_shows_uplift(self, server: str) -> None:
+        with Client(server, api_key=ADMIN_KEY) as client:
+            client.post_metric("no-ctl", "a", "2024-01-01", 10_000, 1000)
+            client.post_metric("no-ctl", "b", "2024-01-01", 10_000, 1250)
+        code, stdout, _ = self.invoke(server, "experiments", "show", "no-ctl")
+        assert code == 0
+        assert "no control variant, so no uplift" in stdout
+        assert "mabapi experiments control no-ctl VARIANT" in stdout
+        code, stdout, _ = self.invoke(server, "experiments", "control", "no-ctl", "a")
+        assert code == 0, stdout
+        code, stdout, _ = self.invoke(server, "experiments", "show", "no-ctl")
+        assert "no control variant" not in stdout
+        assert "(control)" in stdout
+        with Client(server, api_key=ADMIN_KEY) as client:
+            [b] = [v for v in client.summary("no-ctl").variants if v.variant_id == "b"]
+        assert b.uplift is not None
+        assert f"{b.uplift.mean:+.1%}" in stdout  # about +25%
+
     def test_segments_from_the_command_line(self, server: str) -> None:
         """Opposite winners in two segments: `segments` lists each leader, `allocations
         --segment` and `experiments show --segment` answer for one."""

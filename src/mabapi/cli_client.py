@@ -124,6 +124,7 @@ def experiments_show(
         "rate",
         "P(best)",
         "expected loss",
+        "uplift vs control (95%)",
         title=f"{experiment_id}{f' / {segment}' if segment else ''} "
         f"({summary.metric_kind.value}, {_days(summary.days_of_data)})",
     )
@@ -136,8 +137,19 @@ def experiments_show(
             _percent(variant.conversion_rate),
             f"{variant.probability_best:.4f}",
             "-" if variant.expected_loss is None else f"{variant.expected_loss:.5f}",
+            "-"
+            if variant.uplift is None
+            else f"{variant.uplift.mean:+.1%} ({variant.uplift.lower:+.1%} to "
+            f"{variant.uplift.upper:+.1%})",
         )
     out.print(table)
+    if not any(variant.is_control for variant in summary.variants):
+        out.print(
+            f"no control variant, so no uplift: name one with `mabapi experiments control "
+            f"{experiment_id} VARIANT`",
+            markup=False,
+            soft_wrap=True,
+        )
     gain = summary.gain_vs_even_split
     out.print(
         f"gain over an even split: {gain.mean:+.1f} {gain.unit} "
@@ -146,6 +158,23 @@ def experiments_show(
     recommendation = summary.recommendation
     reason = recommendation.reason.removeprefix(f"{recommendation.action}: ")
     out.print(f"[bold]{recommendation.action}[/bold]: {reason}", markup=True)
+
+
+@experiments_app.command("control")
+def experiments_control(
+    experiment_id: Annotated[str, typer.Argument(help="The experiment.")],
+    variant_id: Annotated[str, typer.Argument(help="The variant the others are compared with.")],
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """Name the control variant (uplift is measured against it; the previous one, if
+    any, stops being the control)."""
+    try:
+        with _client(url, key) as client:
+            client.update_variant(experiment_id, variant_id, is_control=True)
+    except Exception as error:
+        raise _fail(error) from error
+    out.print(f"{experiment_id}: the control is now {variant_id}")
 
 
 @experiments_app.command("create")

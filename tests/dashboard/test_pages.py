@@ -288,3 +288,19 @@ class TestListBounds:
         detail = (await client.get("/ui/experiments/x03")).text
         assert f"{leader.probability_best:.4f}" in detail
         assert f"{leader.probability_best:.3f}" in page
+
+
+async def test_a_page_without_a_control_says_how_to_name_one(client: httpx.AsyncClient) -> None:
+    for variant, successes in (("a", 100), ("b", 130)):
+        posted = await client.post(
+            "/metrics/",
+            json={"experiment_id": "auto", "variant_id": variant, "date": "2024-01-01",
+                  "impressions": 1000, "successes": successes},
+        )  # fmt: skip
+        assert posted.status_code == 200
+    page = (await client.get("/ui/experiments/auto")).text
+    assert 'id="no-control"' in page
+    assert "mabapi experiments control auto VARIANT" in page
+    patched = await client.patch("/experiments/auto/variants/a", json={"is_control": True})
+    assert patched.status_code == 200
+    assert 'id="no-control"' not in (await client.get("/ui/experiments/auto")).text
