@@ -151,10 +151,15 @@ def experiments_show(
             soft_wrap=True,
         )
     gain = summary.gain_vs_even_split
-    out.print(
-        f"gain over an even split: {gain.mean:+.1f} {gain.unit} "
-        f"({100 * gain.mass:.0f}% interval {gain.lower:+.1f} to {gain.upper:+.1f})"
-    )
+    served = sum(gain.units.values())
+    if served:
+        out.print(
+            f"gain over an even split: {gain.mean:+.1f} {gain.unit} "
+            f"({100 * gain.mass:.0f}% interval {gain.lower:+.1f} to {gain.upper:+.1f}), "
+            f"over the {served:,} units mabapi's allocation served"
+        )
+    else:
+        out.print("gain over an even split: nothing to compare (no unit served by mabapi yet)")
     recommendation = summary.recommendation
     reason = recommendation.reason.removeprefix(f"{recommendation.action}: ")
     out.print(f"[bold]{recommendation.action}[/bold]: {reason}", markup=True)

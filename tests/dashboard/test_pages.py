@@ -304,3 +304,39 @@ async def test_a_page_without_a_control_says_how_to_name_one(client: httpx.Async
     patched = await client.patch("/experiments/auto/variants/a", json={"is_control": True})
     assert patched.status_code == 200
     assert 'id="no-control"' not in (await client.get("/ui/experiments/auto")).text
+
+
+async def test_what_the_bandit_earned_counts_only_what_it_served(
+    client: httpx.AsyncClient,
+) -> None:
+    """An imported history (an even split nobody served through mabapi) earns nothing
+    and sends nothing "to other variants"; a day planned by GET /allocations counts."""
+    for day in ("2024-01-01", "2024-01-02"):
+        for variant, successes in (("a", 100), ("b", 130)):
+            posted = await client.post(
+                "/metrics/",
+                json={"experiment_id": "imported", "variant_id": variant, "date": day,
+                      "impressions": 1000, "successes": successes},
+            )  # fmt: skip
+            assert posted.status_code == 200
+    summary = (await client.get("/experiments/imported/summary")).json()
+    gain = summary["gain_vs_even_split"]
+    assert gain["units"] == {"a": 0, "b": 0}
+    assert (gain["mean"], gain["lower"], gain["upper"]) == (0.0, 0.0, 0.0)
+    page = (await client.get("/ui/experiments/imported")).text
+    assert 'id="nothing-served"' in page
+    assert "went to variants other than" not in page
+    # A day mabapi planned (its allocation served) counts from then on.
+    planned = await client.get("/allocations/imported", params={"for_date": "2024-01-03"})
+    assert planned.status_code == 200
+    for variant, n in (("a", 400), ("b", 1600)):
+        posted = await client.post(
+            "/metrics/",
+            json={"experiment_id": "imported", "variant_id": variant, "date": "2024-01-03",
+                  "impressions": n, "successes": n // 8},
+        )  # fmt: skip
+        assert posted.status_code == 200
+    gain = (await client.get("/experiments/imported/summary")).json()["gain_vs_even_split"]
+    assert gain["units"] == {"a": 400, "b": 1600}
+    page = (await client.get("/ui/experiments/imported")).text
+    assert "over the 2,000 units mabapi" in page

@@ -214,9 +214,11 @@ async def experiment_page(
         limit=SEGMENTS_SHOWN,
     )
     experiment = history.experiment
-    total = sum(v.impressions for v in summary.variants)
+    # What the bandit earned, and where its traffic went: the units it served.
+    served = summary.gain_vs_even_split.units
+    total = sum(served.values())
     leader = max(summary.variants, key=lambda v: v.probability_best, default=None)
-    to_others = total - (leader.impressions if leader else 0)
+    to_others = total - (served.get(leader.variant_id, 0) if leader else 0)
     return templates.TemplateResponse(
         request,
         "experiment.html",

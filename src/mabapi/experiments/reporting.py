@@ -64,6 +64,9 @@ class Summary:
     draws: int
     guardrails: list[guardrails.GuardrailReport] = field(default_factory=list)
     segment: str | None = None
+    # Per variant (as `variants`), the units mabapi's allocation served: what `gain`
+    # compares with an even split (imported history no allocation was served for is not).
+    served_units: list[int] = field(default_factory=list)
 
 
 async def summarize(
@@ -161,9 +164,17 @@ async def summarize(
                 effective_impressions=float(counted[i].impressions),
             )
         )
+    # What the bandit earned: over the units its allocation served (all of a segment's,
+    # whose splits are not recorded day by day).
+    served = (
+        {variants[i].id: int(inputs[i].impressions) for i in range(len(variants))}
+        if segment is not None
+        else await repository.served_units(session, experiment_id)
+    )
+    served_units = [served.get(variant.id, 0) for variant in variants]
     gain = decision.gain_over_even_split(
         [posteriors[i] for i in active],
-        np.array([float(inputs[i].impressions) for i in active]),
+        np.array([float(served_units[i]) for i in active]),
         higher_is_better=experiment.higher_is_better,
     )
     recommendation = (
@@ -189,6 +200,7 @@ async def summarize(
         value_remaining=outcome.value_remaining if outcome is not None else float("nan"),
         recommendation=recommendation,
         gain=gain,
+        served_units=served_units,
         sample_ratio=(
             None
             if segment is not None

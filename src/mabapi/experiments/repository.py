@@ -311,6 +311,36 @@ async def latest_snapshot_before(
     return result
 
 
+async def served_units(session: AsyncSession, experiment_id: str) -> dict[str, int]:
+    """Impressions per variant that mabapi's allocation served: every real-time unit
+    (assigned by it), and reported rows of the days an allocation was served for (an
+    allocation snapshot exists). Imported history no allocation was served for is left
+    out: it says nothing of what the bandit earned."""
+    snapshot_days = (
+        select(AllocationSnapshot.for_date)
+        .where(AllocationSnapshot.experiment_id == experiment_id)
+        .distinct()
+    )
+    reported = (
+        select(ExperimentMetric.variant_id, func.sum(ExperimentMetric.impressions))
+        .where(
+            ExperimentMetric.experiment_id == experiment_id,
+            ExperimentMetric.date.in_(snapshot_days),
+        )
+        .group_by(ExperimentMetric.variant_id)
+    )
+    live = (
+        select(LiveMetric.variant_id, func.sum(LiveMetric.impressions))
+        .where(LiveMetric.experiment_id == experiment_id)
+        .group_by(LiveMetric.variant_id)
+    )
+    units: dict[str, int] = {}
+    for statement in (reported, live):
+        for variant_id, impressions in await session.execute(statement):
+            units[variant_id] = units.get(variant_id, 0) + int(impressions or 0)
+    return units
+
+
 async def served_allocations(
     session: AsyncSession, experiment_id: str
 ) -> dict[date, dict[str, Any]]:

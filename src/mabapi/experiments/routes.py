@@ -580,6 +580,7 @@ def summary_out(summary: service.Summary) -> SummaryOut:
             upper=summary.gain.upper,
             mass=mass,
             unit="value" if kind is MetricKind.VALUE else "conversions",
+            units=dict(zip(ids, summary.served_units, strict=False)),
         ),
         sample_ratio_mismatch=(
             None

@@ -626,13 +626,19 @@ class RecommendationOut(BaseModel):
 
 
 class GainOut(BaseModel):
-    """Successes (or value) earned beyond an even split of the same traffic."""
+    """Successes (or value) earned beyond an even split of the same traffic: the units
+    mabapi's allocation served (real-time units, and reported days an allocation was
+    served for; imported history is not compared)."""
 
     mean: float
     lower: float
     upper: float
     mass: float
     unit: Literal["conversions", "value"]
+    units: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per variant, the units compared: those mabapi's allocation served.",
+    )
 
 
 class SampleRatioOut(BaseModel):
