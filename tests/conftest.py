@@ -16,10 +16,9 @@ from sqlalchemy.engine import URL
 
 from mabapi.app import create_app
 from mabapi.db.migrate import upgrade_url
-from mabapi.runtime import runtime_of
 from mabapi.settings import Settings
 from tests.fixtures.databases import (
-    clear_tables,
+    clear_database,
     create_postgres_database,
     drop_postgres_database,
     pgbouncer_port,
@@ -75,11 +74,12 @@ def settings_overrides() -> dict[str, Any]:
 @pytest.fixture
 async def app(database_url: URL, settings_overrides: dict[str, Any]) -> AsyncIterator[FastAPI]:
     application = create_app(make_settings(database_url, **settings_overrides))
-    async with application.router.lifespan_context(application):
-        try:
+    try:
+        async with application.router.lifespan_context(application):
             yield application
-        finally:
-            await clear_tables(runtime_of(application).engine)
+    finally:
+        # After the lifespan: the app's background loops have stopped.
+        await clear_database(database_url)
 
 
 @pytest.fixture
@@ -101,14 +101,14 @@ def make_app(
     @asynccontextmanager
     async def build(**overrides: Any) -> AsyncIterator[AppAndClient]:
         application = create_app(make_settings(database_url, **overrides))
-        async with application.router.lifespan_context(application):
-            try:
+        try:
+            async with application.router.lifespan_context(application):
                 transport = httpx.ASGITransport(app=application)
                 async with httpx.AsyncClient(
                     transport=transport, base_url="http://testserver"
                 ) as http:
                     yield application, http
-            finally:
-                await clear_tables(runtime_of(application).engine)
+        finally:
+            await clear_database(database_url)
 
     return build
