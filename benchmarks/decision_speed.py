@@ -3,9 +3,14 @@
 Two arms at 5% base rate, 2,000 units a day. For each effect, the fixed horizon is the
 day a two-proportion z-test (two-sided 5%, 80% power, 50/50 split) has its sample size:
 1, 3 and 6 weeks. The A/B test is simulated on an even split and read once, on that
-day. The bandits (`thompson`, `top_two_thompson`) run with the summary's default stop
-rule, checked every day, for three fixed horizons at most. Printed per effect: how often
-and when each declares the correct winner, and how often a wrong one.
+day. The bandits (`thompson`, the default, and `top_two_thompson`) run with the
+summary's default stop rule, checked every day, for three fixed horizons at most; their
+decision is the first advice other than "continue" (a ship or a winner).
+
+Printed per effect: how often each method's decision names the better arm, how often a
+worse one, and the median and 95th-percentile day of a correct decision over all runs
+(a run with no correct decision counts as never: "-" when more than half, or more than
+5%, of runs have none), and the ratio of the bandit's median day to the fixed horizon.
 
     python benchmarks/decision_speed.py            # 100 seeds
     python benchmarks/decision_speed.py --quick    # 10 seeds
@@ -76,9 +81,17 @@ def bandit(policy: str, rates: tuple[float, float], days: int, seed: int) -> Out
         seed=seed,
         stop_rule=StopRule(),
     )
-    if result.first_advice is not Action.STOP_WINNER:
+    if result.first_advice not in (Action.STOP_WINNER, Action.STOP_SHIP):
         return Outcome(None, None)
     return Outcome(result.first_advice_day, result.first_advice_correct)
+
+
+def percentile_day(outcomes: list[Outcome], q: float) -> float | None:
+    """The q-quantile of the day of a correct decision, runs without one counting as
+    never (None when the quantile falls among those)."""
+    days = sorted(o.day if o.correct and o.day is not None else math.inf for o in outcomes)
+    value = float(np.quantile(np.array(days), q, method="higher"))
+    return None if math.isinf(value) else value
 
 
 def main() -> None:
@@ -89,9 +102,9 @@ def main() -> None:
     args = parser.parse_args()
     seeds = 10 if args.quick else args.seeds
     print(f"Two arms, base rate {BASE:.0%}, {TRAFFIC:,} units a day, {seeds} seeds\n")
-    print("| fixed horizon | effect | method | correct winner | by the horizon | median day "
-          "| wrong winner |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print("| fixed horizon | effect | method | correct decision | by the horizon "
+          "| median day | 95th percentile day | median / horizon | worse arm named |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for weeks in (1, 3, 6):
         horizon = 7 * weeks
         best = effect_for(horizon)
@@ -107,10 +120,13 @@ def main() -> None:
             right = [o for o in outcomes if o.correct]
             wrong = sum(o.correct is False for o in outcomes)
             by_horizon = sum(o.day is not None and o.day <= horizon for o in right)
-            median = f"{np.median([o.day for o in right]):g}" if right else "-"
+            median, p95 = percentile_day(outcomes, 0.5), percentile_day(outcomes, 0.95)
+            ratio = f"{median / horizon:.2f}" if median is not None else "-"
             print(f"| {weeks} week(s), day {horizon} | {BASE:.1%} -> {best:.2%} "
                   f"(+{best / BASE - 1:.0%}) | {name} | {len(right) / seeds:.0%} "
-                  f"| {by_horizon / seeds:.0%} | {median} | {wrong / seeds:.1%} |")  # fmt: skip
+                  f"| {by_horizon / seeds:.0%} | {median if median is not None else '-'} "
+                  f"| {p95 if p95 is not None else 'never'} | {ratio} "
+                  f"| {wrong / seeds:.1%} |")  # fmt: skip
 
 
 if __name__ == "__main__":

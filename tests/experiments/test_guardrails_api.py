@@ -313,3 +313,26 @@ class TestOneAnswer:
         assert recommendation["action"] == "continue", recommendation
         assert recommendation["winner"] is None
         assert "breached a guardrail" in recommendation["reason"]
+
+    async def test_the_winner_is_named_right_when_a_variant_before_it_is_stopped(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """b (listed before c) breached and stopped; c is far better on the primary metric.
+        The decision is among a and c: its winner must be reported as c, never as the
+        variant in c's position among all variants (b, the stopped one)."""
+        await create(client, {**REFUNDS, "action": "stop"}, settings={"stop_rule": {"min_days": 0}})
+        harmful_b = {"a": (5000, 100), "b": (5000, 160), "c": (5000, 100)}
+        await post(client, rows(10, **harmful_b))
+        better = [
+            {"experiment_id": "e", "variant_id": "c", "date": str(FIRST + timedelta(days=d)),
+             "impressions": 5000, "successes": 900}
+            for d in range(10)
+        ]  # fmt: skip
+        await post(client, better)
+        await allocation(client, 10)
+        summary = (await client.get("/experiments/e/summary")).json()
+        recommendation = summary["recommendation"]
+        assert recommendation["action"] == "stop_winner", recommendation
+        assert recommendation["winner"] == "c"
+        assert recommendation["claims_better"] is True
+        assert "c wins" in recommendation["reason"]

@@ -56,6 +56,7 @@ class TestSettingsValidation:
             "value_remaining_threshold": 0.01,
             "min_days": 7,
             "equivalence_margin": 0.01,
+            "ship_loss_threshold": 0.005,
         }
 
     @pytest.mark.parametrize(
@@ -389,3 +390,44 @@ class TestAutoForgetting:
         )
         assert response.status_code == 422
         assert "forgetting" in response.text
+
+
+class TestAdviceKinds:
+    """Which kind of answer the summary's advice is, and when the next one is due."""
+
+    async def _post(self, client: httpx.AsyncClient, days: int, rates: dict[str, int]) -> None:
+        rows = [
+            {"experiment_id": "exp", "variant_id": v, "date": f"2024-01-{d:02d}",
+             "impressions": 20_000, "successes": s}
+            for d in range(1, days + 1)
+            for v, s in rates.items()
+        ]  # fmt: skip
+        response = await client.post("/metrics/batch", json={"metrics": rows})
+        assert response.status_code == 200, response.text
+
+    async def test_equal_variants_are_told_to_ship_one_without_a_claim(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await create(client)
+        await self._post(client, 28, {"control": 2000, "b": 2001, "c": 1999})
+        recommendation = (await client.get("/experiments/exp/summary")).json()["recommendation"]
+        assert recommendation["action"] == "stop_ship", recommendation
+        assert recommendation["claims_better"] is False
+        assert recommendation["winner"] in {"control", "b", "c"}
+        assert recommendation["days_to_decision"] == 0
+        assert f"ship {recommendation['winner']}" in recommendation["reason"]
+
+    async def test_continue_says_about_how_many_more_days(self, client: httpx.AsyncClient) -> None:
+        await create(client)
+        await self._post(client, 3, {"control": 2000, "b": 2060, "c": 1990})
+        recommendation = (await client.get("/experiments/exp/summary")).json()["recommendation"]
+        assert recommendation["action"] == "continue"
+        days = recommendation["days_to_decision"]
+        assert isinstance(days, int) and days >= 4  # min_days is 7; 3 days of data so far
+        assert f"about {days} more days at today's traffic" in recommendation["reason"]
+
+    async def test_ship_advice_can_be_turned_off(self, client: httpx.AsyncClient) -> None:
+        await create(client, settings={"stop_rule": {"ship_loss_threshold": 0}})
+        await self._post(client, 28, {"control": 2000, "b": 2001, "c": 1999})
+        recommendation = (await client.get("/experiments/exp/summary")).json()["recommendation"]
+        assert recommendation["action"] == "continue"

@@ -68,17 +68,27 @@ class TestWhatThePoliciesDo:
         wrong = sum(r.winner_correct is False for r in runs)
         assert wrong / len(runs) <= 0.05
 
-    def test_a_real_lift_is_never_called_no_difference(self) -> None:
+    def test_a_real_lift_is_named_by_day_14_and_never_called_no_difference(self) -> None:
         lift = Environment(rates=(0.10, 0.11))
         runs = results(
             policy_spec("thompson"), lift, 30, days=30, traffic_per_day=5000,
             stop_rule=StopRule(),
         )  # fmt: skip
-        advised = [r for r in runs if r.first_advice is not None]
-        assert len(advised) >= 20
-        assert all(r.first_advice is Action.STOP_WINNER for r in advised)
-        assert all(r.first_advice_correct for r in advised)
-        assert all(r.first_advice_day is not None and r.first_advice_day >= 7 for r in advised)
+        assert all(r.first_advice in (Action.STOP_WINNER, Action.STOP_SHIP) for r in runs), (
+            "every run advises by day 30, and only ship or winner"
+        )
+        assert all(r.first_advice_correct and r.first_winner == 1 for r in runs)
+        days = [r.first_advice_day for r in runs]
+        assert all(d is not None and 7 <= d <= 14 for d in days)
+
+    def test_an_aa_test_is_told_to_ship_either_not_that_one_is_better(self) -> None:
+        equal = Environment(rates=(0.10, 0.10, 0.10))
+        runs = results(
+            policy_spec("thompson"), equal, 30, days=28, traffic_per_day=5000,
+            stop_rule=StopRule(),
+        )  # fmt: skip
+        assert sum(r.first_advice is Action.STOP_SHIP for r in runs) >= 20
+        assert sum(r.winner_day is not None for r in runs) <= 1
 
     def test_decay_follows_a_switch(self) -> None:
         switching = Environment(rates=(0.05, 0.07), switch_day=15, switch_rates=(0.07, 0.05))

@@ -10,12 +10,15 @@ from scipy import stats
 
 from mabapi.stats.allocation import best_arm, probability_best
 from mabapi.stats.decision import (
+    FORECAST_DAYS,
     Action,
     StopRule,
+    days_to_decision,
     decide,
     gain_over_even_split,
     largest_difference,
     recommend,
+    relative_expected_loss,
     sample_posteriors,
     sample_ratio_mismatch,
     stratified_means,
@@ -200,13 +203,111 @@ class TestValueRemainingAndStopping:
         # |lower bound| of -1% +- 1.96 x 0.2%
         assert found == pytest.approx(0.01 + 1.96 * 0.002, abs=2e-4)
 
+    def test_ship_is_advised_for_equal_arms_and_never_claims_better(self) -> None:
+        """A/A with lots of data outside the equivalence margin's reach: shipping either
+        costs almost nothing, which is a correct answer, and it is not a claim."""
+        arms = [beta(400_000, 40_000), beta(400_000, 40_050), beta(400_000, 39_980)]
+        result = decide(arms, names=["a", "b", "c"], control=0, days_of_data=28, rule=StopRule())
+        advice = result.recommendation
+        assert advice.action is Action.STOP_SHIP
+        assert not advice.action.claims_better
+        assert Action.STOP_WINNER.claims_better
+        relative = result.expected_loss / np.array([a.mean for a in arms])
+        assert advice.winner == int(np.argmin(relative))
+        assert relative.min() <= StopRule().ship_loss_threshold
+        assert "ship b" in advice.reason and "not a claim" in advice.reason
+
+    def test_ship_threshold_is_the_boundary(self) -> None:
+        rule = StopRule(min_days=0, ship_loss_threshold=0.003)
+        probabilities = np.array([0.3, 0.7])
+        at = recommend(
+            probabilities, 0.5, days_of_data=9, rule=rule, names=["a", "b"],
+            relative_loss=np.array([0.01, 0.003]),
+        )  # fmt: skip
+        assert (at.action, at.winner) == (Action.STOP_SHIP, 1)
+        above = recommend(
+            probabilities, 0.5, days_of_data=9, rule=rule, names=["a", "b"],
+            relative_loss=np.array([0.01, 0.0031]),
+        )  # fmt: skip
+        assert above.action is Action.CONTINUE
+        off = recommend(
+            probabilities, 0.5, days_of_data=9, rule=StopRule(min_days=0, ship_loss_threshold=0),
+            names=["a", "b"], relative_loss=np.array([0.0, 0.0]),
+        )  # fmt: skip
+        assert off.action is Action.CONTINUE
+
+    def test_relative_expected_loss_matches_monte_carlo(self) -> None:
+        arms = [beta(5_000, 500), beta(5_000, 540), beta(3_000, 320)]
+        result = decide(arms, names=["a", "b", "c"], control=None, days_of_data=9, rule=StopRule())
+        rng = np.random.default_rng(11)
+        draws = np.vstack([rng.beta(a.alpha, a.beta, 400_000) for a in arms])
+        loss = (draws.max(axis=0)[None, :] - draws).mean(axis=1)
+        means = np.array([a.mean for a in arms])
+        np.testing.assert_allclose(
+            relative_expected_loss(result.expected_loss, means), loss / means, rtol=0.02
+        )
+
     @pytest.mark.parametrize(
         "kwargs",
-        [{"probability_threshold": 0.4}, {"value_remaining_threshold": 0}, {"min_days": -1}],
+        [
+            {"probability_threshold": 0.4},
+            {"value_remaining_threshold": 0},
+            {"min_days": -1},
+            {"ship_loss_threshold": -0.1},
+            {"ship_loss_threshold": 1.0},
+        ],
     )
     def test_bad_rules(self, kwargs: dict[str, float]) -> None:
         with pytest.raises(ValueError, match=r"must|cannot"):
             StopRule(**kwargs)  # type: ignore[arg-type]
+
+
+class TestDaysToDecision:
+    """The forecast: today's means held, spreads shrinking with the traffic to come."""
+
+    def test_already_decided_is_the_first_day(self) -> None:
+        arms = [beta(100_000, 10_000), beta(100_000, 11_000)]
+        days = days_to_decision(
+            arms, np.array([1e5, 1e5]), np.array([1e3, 1e3]), days_of_data=14, rule=StopRule()
+        )
+        assert days == 1
+
+    def test_min_days_come_first(self) -> None:
+        arms = [beta(100_000, 10_000), beta(100_000, 11_000)]
+        days = days_to_decision(
+            arms, np.array([1e5, 1e5]), np.array([1e3, 1e3]), days_of_data=2, rule=StopRule()
+        )
+        assert days == 5
+
+    def test_more_traffic_decides_sooner_and_none_decides_never(self) -> None:
+        arms = [beta(1_000, 100), beta(1_000, 104)]
+        units = np.array([1_000.0, 1_000.0])
+        rule = StopRule()
+        slow = days_to_decision(arms, units, np.array([200.0, 200.0]), days_of_data=7, rule=rule)
+        fast = days_to_decision(arms, units, np.array([2e3, 2e3]), days_of_data=7, rule=rule)
+        assert slow is not None and fast is not None and fast < slow
+        assert days_to_decision(arms, units, np.zeros(2), days_of_data=7, rule=rule) is None
+
+    def test_the_forecast_is_the_closed_form_for_two_normal_arms(self) -> None:
+        """Two arms with a real gap: the ship rule first holds when the normal expected
+        loss E[(X)+], X ~ N(-gap, s), falls to the threshold; the forecast's day is the
+        first grid day at or after that, computed independently here."""
+        arms = [beta(20_000, 2_000), beta(20_000, 2_200)]
+        units = np.array([20_000.0, 20_000.0])
+        per_day = np.array([1_000.0, 1_000.0])
+        rule = StopRule(probability_threshold=0.999999, ship_loss_threshold=0.002)
+        days = days_to_decision(arms, units, per_day, days_of_data=7, rule=rule)
+        gap = arms[1].mean - arms[0].mean
+
+        def loss(ahead: float) -> float:
+            shrink = 20_000 / (20_000 + 1_000 * ahead)
+            s = np.sqrt((arms[0].variance + arms[1].variance) * shrink)
+            z = gap / s
+            return float((s * stats.norm.pdf(z) - gap * stats.norm.sf(z)) / arms[1].mean)
+
+        first = next(d for d in range(1, 400) if loss(d) <= rule.ship_loss_threshold)
+        assert days is not None
+        assert first - 2 <= days <= first + 2 or days == min(d for d in FORECAST_DAYS if d >= first)
 
 
 class TestStratified:

@@ -67,6 +67,12 @@ class Summary:
     # Per variant (as `variants`), the units mabapi's allocation served: what `gain`
     # compares with an even split (imported history no allocation was served for is not).
     served_units: list[int] = field(default_factory=list)
+    # About how many more days to advice other than "continue" (0: advice is here; None:
+    # not within a year at today's traffic, or a person must act first).
+    days_to_decision: int | None = 0
+    # The variant the recommendation names (its `winner` indexes the decision's variants:
+    # the active ones a guardrail has not stopped).
+    winner_id: str | None = None
 
 
 async def summarize(
@@ -106,6 +112,7 @@ async def summarize(
         settings.stop_rule.value_remaining_threshold,
         settings.stop_rule.min_days,
         settings.stop_rule.equivalence_margin,
+        settings.stop_rule.ship_loss_threshold,
     )
     # Every day so far, today's included, as the rest of the summary.
     guardrail_reports = await guardrails.report(session, experiment, day=today + timedelta(days=1))
@@ -184,6 +191,7 @@ async def summarize(
             decision.Action.CONTINUE, None, "continue: no variant traffic can reach"
         )
     )
+    days_ahead: int | None = 0
     if recommendation.winner is not None:
         leader = names[recommendation.winner]
         if breached.get(leader) is not None:  # "floor": it still gets some traffic
@@ -193,6 +201,25 @@ async def summarize(
                 f"continue: the leader {leader} breached a guardrail (held at the floor); "
                 "do not ship it: clear the breach if it was wrong, or stop it",
             )
+            days_ahead = None  # a person decides this one, not more data
+    if recommendation.action is decision.Action.CONTINUE and days_ahead == 0:
+        days_ahead = (
+            None
+            if outcome is None
+            else decision.days_to_decision(
+                [posteriors[i] for i in active],
+                np.array([float(counted[i].impressions) for i in active]),
+                _recent_traffic([variants[i].id for i in active], rows),
+                days_of_data=days_of_data,
+                rule=rule,
+                higher_is_better=experiment.higher_is_better,
+            )
+        )
+        recommendation = decision.Recommendation(
+            recommendation.action,
+            recommendation.winner,
+            recommendation.reason + _forecast_words(days_ahead),
+        )
     return Summary(
         experiment=experiment,
         variants=stats,
@@ -211,7 +238,31 @@ async def summarize(
         draws=decision.DEFAULT_DRAWS,
         guardrails=guardrail_reports,
         segment=segment,
+        days_to_decision=days_ahead,
+        winner_id=None if recommendation.winner is None else names[recommendation.winner],
     )
+
+
+# Days of data "today's traffic" is averaged over.
+RECENT_DAYS = 7
+
+
+def _recent_traffic(variant_ids: Sequence[str], rows: Sequence[repository.DailyRow]) -> Any:
+    """Units per day of each variant over the last RECENT_DAYS days with data."""
+    dates = sorted({row.date for row in rows if row.impressions > 0})[-RECENT_DAYS:]
+    recent = set(dates)
+    per_variant = dict.fromkeys(variant_ids, 0.0)
+    for row in rows:
+        if row.date in recent and row.variant_id in per_variant:
+            per_variant[row.variant_id] += row.impressions
+    days = max(len(dates), 1)
+    return np.array([per_variant[v] / days for v in variant_ids])
+
+
+def _forecast_words(days_ahead: int | None) -> str:
+    if days_ahead is None:
+        return "; no decision in sight within a year at today's traffic"
+    return f"; about {days_ahead} more day{'s' if days_ahead != 1 else ''} at today's traffic"
 
 
 async def _segment_fit(

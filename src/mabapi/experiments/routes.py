@@ -554,8 +554,6 @@ def summary_out(summary: service.Summary) -> SummaryOut:
     settings = service.experiment_settings(experiment)
     kind = MetricKind(experiment.metric_kind)
     mass = service.CREDIBLE_MASS
-    names = [item.variant.id for item in summary.variants if item.variant.active]
-    winner = summary.recommendation.winner
     srm = summary.sample_ratio
     ids = [item.variant.id for item in summary.variants]
     return SummaryOut(
@@ -570,8 +568,10 @@ def summary_out(summary: service.Summary) -> SummaryOut:
         value_remaining=_finite(summary.value_remaining),
         recommendation=RecommendationOut(
             action=summary.recommendation.action.value,
-            winner=None if winner is None else names[winner],
+            winner=summary.winner_id,
+            claims_better=summary.recommendation.action.claims_better,
             reason=summary.recommendation.reason,
+            days_to_decision=summary.days_to_decision,
         ),
         stop_rule=settings.stop_rule,
         gain_vs_even_split=GainOut(

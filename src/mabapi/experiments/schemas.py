@@ -161,6 +161,12 @@ class StopRuleSettings(StrictModel):
         description="stop_no_difference only when every variant's relative difference to "
         "the leader is inside +- this (95% credible interval).",
     )
+    ship_loss_threshold: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = Field(
+        default=0.005,
+        description="stop_ship when shipping the safest variant is expected to cost at most "
+        "this share of its metric against the best variant (expected loss / its mean; "
+        "0 turns ship advice off).",
+    )
 
 
 class SegmentSettings(StrictModel):
@@ -620,9 +626,25 @@ class VariantSummary(BaseModel):
 
 
 class RecommendationOut(BaseModel):
-    action: Literal["continue", "stop_winner", "stop_no_difference"]
-    winner: str | None
+    """What to do, and which kind of answer it is (docs/STATISTICS.md, "Stop advice")."""
+
+    action: Literal["continue", "stop_winner", "stop_ship", "stop_no_difference"] = Field(
+        description="stop_winner: `winner` is better (a claim, P(best) at the look's "
+        "threshold); stop_ship: ship `winner`, whose expected loss is within "
+        "stop_rule.ship_loss_threshold (not a claim that it is better: equal variants "
+        "get this too); stop_no_difference: no variant differs by more than the "
+        "equivalence margin, ship either; continue: keep the experiment running."
+    )
+    winner: str | None = Field(description="The variant stop_winner or stop_ship names.")
+    claims_better: bool = Field(
+        description="True only for stop_winner: act on `winner` being better only then."
+    )
     reason: str
+    days_to_decision: int | None = Field(
+        description="About how many more days until advice other than continue, if today's "
+        "estimates hold and today's traffic continues (0: the advice is here; null: not "
+        "within a year, or a guardrail breach on the leader needs a person first)."
+    )
 
 
 class GainOut(BaseModel):

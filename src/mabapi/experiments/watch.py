@@ -140,9 +140,8 @@ async def watch_one(
     await guardrails.enforce(session, experiment, day=now.date())
     about = {"id": experiment.id, "name": experiment.name}
     recommendation = summary.recommendation
-    names = [item.variant.id for item in summary.variants if item.variant.active]
     action = recommendation.action.value
-    winner = None if recommendation.winner is None else names[recommendation.winner]
+    winner = summary.winner_id
     # The state is the action and its winner: "stop: b wins" -> "stop: c wins" is a change.
     state = action if winner is None else f"{action}:{winner}"[:64]
     old = None
@@ -163,6 +162,7 @@ async def watch_one(
                 "from_winner": old_winner or None,
                 "to": action,
                 "winner": winner,
+                "claims_better": recommendation.action.claims_better,
                 "reason": recommendation.reason,
                 **_numbers(summary),
             },

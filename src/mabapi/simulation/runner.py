@@ -72,12 +72,14 @@ class RunResult:
     winner_day: int | None  # first day (1-based) a winner was declared
     winner: int | None
     winner_correct: bool | None
-    # The first advice other than "continue" (stop_winner or stop_no_difference), its day,
-    # and whether it was right: the true best arm named, or "no difference" when the arms
-    # are equal (an A/A test). None: the run ended still continuing.
+    # The first advice other than "continue", its day, and whether it was right: the true
+    # best arm named as better (stop_winner), one of the best arms named to ship
+    # (stop_ship), or "no difference" when the arms are equal (an A/A test). None: the
+    # run ended still continuing.
     first_advice: Action | None = None
     first_advice_day: int | None = None
     first_advice_correct: bool | None = None
+    first_winner: int | None = None  # the arm the first advice named (ship or winner)
 
 
 def _posteriors(
@@ -150,6 +152,7 @@ def run(
     first_advice: Action | None = None
     first_advice_day: int | None = None
     first_advice_correct: bool | None = None
+    first_winner: int | None = None
     delays = DelayedReports(days, arms, reporting) if reporting is not None else None
     for day in range(days):
         seen = delays.seen(history, day, spec) if delays is not None else history
@@ -218,11 +221,15 @@ def run(
             truly_best = np.flatnonzero(expected == best)
             if first_advice is None and advice.action is not Action.CONTINUE:
                 first_advice, first_advice_day = advice.action, day + 1
-                first_advice_correct = (
-                    truly_best.size > 1
-                    if advice.action is Action.STOP_NO_DIFFERENCE
-                    else truly_best.size == 1 and advice.winner == int(truly_best[0])
-                )
+                first_winner = advice.winner
+                if advice.action is Action.STOP_NO_DIFFERENCE:
+                    first_advice_correct = truly_best.size > 1
+                elif advice.action is Action.STOP_SHIP:  # any of the best arms is right
+                    first_advice_correct = advice.winner in truly_best.tolist()
+                else:
+                    first_advice_correct = truly_best.size == 1 and advice.winner == int(
+                        truly_best[0]
+                    )
             if advice.action is Action.STOP_WINNER:
                 winner_day = day + 1
                 winner = advice.winner
@@ -243,6 +250,7 @@ def run(
         first_advice=first_advice,
         first_advice_day=first_advice_day,
         first_advice_correct=first_advice_correct,
+        first_winner=first_winner,
     )
 
 

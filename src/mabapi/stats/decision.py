@@ -55,7 +55,14 @@ LOOK_DAYS = 7
 class Action(enum.StrEnum):
     CONTINUE = "continue"
     STOP_WINNER = "stop_winner"
+    STOP_SHIP = "stop_ship"
     STOP_NO_DIFFERENCE = "stop_no_difference"
+
+    @property
+    def claims_better(self) -> bool:
+        """Only `stop_winner` claims the named variant is better; `stop_ship` says
+        shipping it costs at most the loss threshold, which is true of equal arms too."""
+        return self is Action.STOP_WINNER
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,7 @@ class StopRule:
     value_remaining_threshold: float = 0.01
     min_days: int = 7
     equivalence_margin: float = 0.01
+    ship_loss_threshold: float = 0.005
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.probability_threshold < 1.0:
@@ -90,6 +98,8 @@ class StopRule:
             raise ValueError("min_days cannot be negative")
         if not 0.0 < self.equivalence_margin < 1.0:
             raise ValueError("equivalence_margin must lie in (0, 1)")
+        if not 0.0 <= self.ship_loss_threshold < 1.0:
+            raise ValueError("ship_loss_threshold must lie in [0, 1)")
 
     def threshold(self, days_of_data: int, rivals: int) -> float:
         """P(best) the leader needs now: 1 - alpha_k / (K - 1).
@@ -154,6 +164,15 @@ def largest_difference(samples: FloatArray, leader: int, *, mass: float = 0.95) 
     return float(np.abs(bounds).max())
 
 
+def relative_expected_loss(expected_loss: FloatArray, means: FloatArray) -> FloatArray:
+    """Each variant's expected loss E[best - theta_i] as a share of its own mean (inf
+    where the mean is 0: nothing can be said in relative terms)."""
+    scale = np.abs(means)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.where(scale > 0, expected_loss / scale, np.inf)
+    return np.asarray(relative, dtype=np.float64)
+
+
 def recommend(
     probabilities: FloatArray,
     remaining: float,
@@ -162,8 +181,10 @@ def recommend(
     rule: StopRule,
     names: Sequence[str],
     difference: float = float("inf"),
+    relative_loss: FloatArray | None = None,
 ) -> Recommendation:
-    """`difference`: `largest_difference` of the variants to the leader (inf: unknown)."""
+    """`difference`: `largest_difference` of the variants to the leader (inf: unknown).
+    `relative_loss`: `relative_expected_loss` per variant (None: no ship advice)."""
     leader = int(np.argmax(probabilities))
     leader_probability = float(probabilities[leader])
     # The leader must beat K - 1 rivals: Bonferroni-adjust the threshold so that an A/A
@@ -182,7 +203,7 @@ def recommend(
         return Recommendation(
             Action.STOP_NO_DIFFERENCE,
             None,
-            f"stop: no meaningful difference; every variant is within "
+            f"stop: no meaningful difference, ship either; every variant is within "
             f"{difference:.2%} of {names[leader]} (95% sure), inside the "
             f"+-{rule.equivalence_margin:.1%} equivalence margin",
         )
@@ -190,14 +211,26 @@ def recommend(
         return Recommendation(
             Action.STOP_WINNER,
             leader,
-            f"stop: {names[leader]} wins with probability {leader_probability:.1%} to be "
-            f"best, and at most {remaining:.2%} could still be gained by continuing",
+            f"stop: {names[leader]} wins: it is better, with probability "
+            f"{leader_probability:.1%} to be best, and at most {remaining:.2%} could still be gained by continuing",
         )
+    if relative_loss is not None and relative_loss.size and rule.ship_loss_threshold > 0:
+        safest = int(np.argmin(relative_loss))
+        loss = float(relative_loss[safest])
+        if loss <= rule.ship_loss_threshold:
+            return Recommendation(
+                Action.STOP_SHIP,
+                safest,
+                f"stop: ship {names[safest]}; shipping it now is expected to cost "
+                f"{loss:.3%} against the best variant, within the "
+                f"{rule.ship_loss_threshold:.2%} you accept (not a claim that it is better: "
+                f"it leads with probability {float(probabilities[safest]):.1%} to be best)",
+            )
     return Recommendation(
         Action.CONTINUE,
         None,
         f"continue: {names[leader]} leads with probability {leader_probability:.1%} to be "
-        f"best (a winner at {threshold:.1%}), and up to {remaining:.1%} could still be "
+        f"best (better at {threshold:.1%}), and up to {remaining:.1%} could still be "
         f"gained (stop below {rule.value_remaining_threshold:.1%})",
     )
 
@@ -259,6 +292,7 @@ def decide(
             rule=rule,
             names=names,
             difference=largest_difference(samples, champion, mass=mass),
+            relative_loss=relative_expected_loss(expected_loss, means),
         ),
         seed=seed,
         draws=draws,
@@ -356,3 +390,90 @@ def gain_over_even_split(
     if not higher_is_better:
         gained = -gained
     return _interval(gained, mass)
+
+
+# Days ahead the forecast looks at: every day to two weeks, then coarser, to a year.
+FORECAST_DAYS: tuple[int, ...] = (
+    *range(1, 15),
+    21,
+    28,
+    35,
+    42,
+    56,
+    70,
+    91,
+    120,
+    150,
+    182,
+    240,
+    300,
+    365,
+)
+FORECAST_DRAWS = 2_000
+
+
+def _spread(posterior: Posterior) -> float:
+    if isinstance(posterior, BetaPosterior):
+        return float(np.sqrt(posterior.variance))
+    return float(posterior.scale)
+
+
+def days_to_decision(
+    posteriors: Sequence[Posterior],
+    units: FloatArray,
+    units_per_day: FloatArray,
+    *,
+    days_of_data: int,
+    rule: StopRule,
+    higher_is_better: bool = True,
+    seed: int = DEFAULT_SEED,
+) -> int | None:
+    """About how many more days until the stop rule gives advice other than "continue",
+    if today's estimates are right and each variant keeps getting `units_per_day`.
+
+    After d more days a variant with n units has n + d r of them, and its posterior's
+    spread shrinks by sqrt(n / (n + d r)) around today's mean (a normal approximation,
+    the usual way to project a sample size). The answer is the first d in FORECAST_DAYS
+    at which the ship or winner rule holds on seeded draws of those posteriors, found by
+    bisection (the rule only gets easier to meet as spreads shrink): at most 6
+    evaluations. None when a year is not enough (or no traffic comes)."""
+    count = len(posteriors)
+    if count == 0 or float(np.sum(units_per_day)) <= 0:
+        return None
+    means = np.array([p.mean for p in posteriors])
+    spreads = np.array([_spread(p) for p in posteriors])
+    normal = np.random.default_rng(seed).standard_normal((count, FORECAST_DRAWS))
+    sign = 1.0 if higher_is_better else -1.0
+    scale = np.abs(means)
+    rivals = max(count - 1, 1)
+
+    def decided(ahead: int) -> bool:
+        if days_of_data + ahead < rule.min_days:
+            return False
+        grown = units + units_per_day * ahead
+        shrink = np.sqrt(np.maximum(units, 1.0) / np.maximum(grown, 1.0))
+        draws = sign * (means[:, None] + (spreads * shrink)[:, None] * normal)
+        best = draws.max(axis=0)
+        loss = (best[None, :] - draws).mean(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = np.where(scale > 0, loss / scale, np.inf)
+        if rule.ship_loss_threshold > 0 and float(relative.min()) <= rule.ship_loss_threshold:
+            return True
+        winners = np.bincount(draws.argmax(axis=0), minlength=count) / FORECAST_DRAWS
+        leader = int(np.argmax(winners))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gap = (best - draws[leader]) / np.abs(draws[leader])
+        remaining = float(np.quantile(gap, 0.95))
+        threshold = rule.threshold(days_of_data + ahead, rivals)
+        return bool(winners[leader] >= threshold and remaining < rule.value_remaining_threshold)
+
+    low, high = 0, len(FORECAST_DAYS) - 1
+    if not decided(FORECAST_DAYS[high]):
+        return None
+    while low < high:
+        middle = (low + high) // 2
+        if decided(FORECAST_DAYS[middle]):
+            high = middle
+        else:
+            low = middle + 1
+    return FORECAST_DAYS[low]
