@@ -241,6 +241,18 @@ class TestCommands:
         assert "1 day)" in stdout  # not "1 days"
         assert "continue: continue:" not in stdout
         assert "stop_winner: stop_winner:" not in stdout
+        assert "more day" in stdout  # continue says about how many more days
+
+    def test_show_says_ship_for_equal_variants(self, server: str) -> None:
+        with Client(server, api_key=ADMIN_KEY) as client:
+            client.create_experiment("eq", ["a", "b"])
+            for day in range(1, 29):
+                for variant in ("a", "b"):
+                    client.post_metric("eq", variant, f"2024-02-{day:02d}", 10_000, 1_000)
+        code, stdout, _ = self.invoke(server, "experiments", "show", "eq")
+        assert code == 0
+        assert "stop_ship: ship " in " ".join(stdout.split())
+        assert "not a claim" in " ".join(stdout.split())
 
     def test_an_auto_created_experiment_gets_a_control_and_shows_uplift(self, server: str) -> None:
         with Client(server, api_key=ADMIN_KEY) as client:

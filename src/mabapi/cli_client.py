@@ -162,6 +162,7 @@ def experiments_show(
         out.print("gain over an even split: nothing to compare (no unit served by mabapi yet)")
     recommendation = summary.recommendation
     reason = recommendation.reason.removeprefix(f"{recommendation.action}: ")
+    reason = reason.removeprefix("stop: ")  # the action already says stop_...
     out.print(f"[bold]{recommendation.action}[/bold]: {reason}", markup=True)
 
 

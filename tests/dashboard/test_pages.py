@@ -146,6 +146,12 @@ class TestNumbers:
         page = (await client.get("/ui/experiments/home")).text
         for variant in summary["variants"]:
             assert f"{variant['probability_best']:.4f}" in page
+        # 3 days of data: continue, with the forecast users plan around.
+        days = summary["recommendation"]["days_to_decision"]
+        assert summary["recommendation"]["action"] == "continue"
+        assert f"a decision in about {days} more day" in page
+        listing = (await client.get("/ui")).text
+        assert f"continue (about {days} more days)" in listing
 
 
 class TestActions:

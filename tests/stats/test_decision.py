@@ -215,7 +215,8 @@ class TestValueRemainingAndStopping:
         relative = result.expected_loss / np.array([a.mean for a in arms])
         assert advice.winner == int(np.argmin(relative))
         assert relative.min() <= StopRule().ship_loss_threshold
-        assert "ship b" in advice.reason and "not a claim" in advice.reason
+        assert "ship b" in advice.reason
+        assert "not a claim" in advice.reason
 
     def test_ship_threshold_is_the_boundary(self) -> None:
         rule = StopRule(min_days=0, ship_loss_threshold=0.003)
@@ -285,7 +286,9 @@ class TestDaysToDecision:
         rule = StopRule()
         slow = days_to_decision(arms, units, np.array([200.0, 200.0]), days_of_data=7, rule=rule)
         fast = days_to_decision(arms, units, np.array([2e3, 2e3]), days_of_data=7, rule=rule)
-        assert slow is not None and fast is not None and fast < slow
+        assert slow is not None
+        assert fast is not None
+        assert fast < slow
         assert days_to_decision(arms, units, np.zeros(2), days_of_data=7, rule=rule) is None
 
     def test_the_forecast_is_the_closed_form_for_two_normal_arms(self) -> None:

@@ -468,6 +468,7 @@ class TestEvents:
         }
         change = payloads["recommendation.changed"]
         assert (change["from"], change["to"], change["winner"]) == ("continue", "stop_winner", "b")
+        assert change["claims_better"] is True
         assert change["variants"]["b"]["probability_best"] > 0.99
         assert payloads["sample_ratio.mismatch"]["p_value"] < 0.001
 

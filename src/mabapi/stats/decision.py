@@ -212,7 +212,8 @@ def recommend(
             Action.STOP_WINNER,
             leader,
             f"stop: {names[leader]} wins: it is better, with probability "
-            f"{leader_probability:.1%} to be best, and at most {remaining:.2%} could still be gained by continuing",
+            f"{leader_probability:.1%} to be best, and at most {remaining:.2%} could still "
+            "be gained by continuing",
         )
     if relative_loss is not None and relative_loss.size and rule.ship_loss_threshold > 0:
         safest = int(np.argmin(relative_loss))
