@@ -160,6 +160,9 @@ def experiments_show(
         )
     else:
         out.print("gain over an even split: nothing to compare (no unit served by mabapi yet)")
+    curve = summary.delay_curve
+    if curve is not None and curve.source != "off":
+        out.print(f"late conversions: {curve.source} curve; {curve.note}")
     recommendation = summary.recommendation
     reason = recommendation.reason.removeprefix(f"{recommendation.action}: ")
     reason = reason.removeprefix("stop: ")  # the action already says stop_...

@@ -159,6 +159,12 @@ class TestLearning:
             )
         assert curve is not None
         assert curve.cdf == pytest.approx((0.5, 0.8, 1.0), abs=1e-9)
+        async with runtime_of(app).sessionmaker() as session:
+            choice = await late_conversions.choose_curve(
+                session, "learn", PolicySettings(conversion_delay_days=2), today
+            )
+        assert choice.source == "learnt"
+        assert choice.days == 11  # every day but the last, observed at one age only
 
     async def test_unchanged_reposts_add_no_revision(
         self, client: httpx.AsyncClient, app: FastAPI
@@ -208,6 +214,39 @@ class TestLearning:
         assert curve.cdf == pytest.approx((0.5, 0.8, 1.0), abs=1e-9)
 
 
+class TestWhichCurve:
+    """The summary and the allocation say which curve they used: off, given, learnt from
+    N days, or none because there is not enough revision history yet."""
+
+    async def test_a_backfill_learns_nothing_and_says_so(self, client: httpx.AsyncClient) -> None:
+        await create(client, "import", conversion_delay_days=3)
+        today = datetime.now(UTC).date()
+        # 30 days of history posted at once: final totals, no growth to learn from.
+        rows = [(v, today - timedelta(days=k), 1000, 40) for k in range(1, 31) for v in "ab"]
+        await post(client, "import", rows)
+        summary = (await client.get("/experiments/import/summary")).json()
+        allocation = (await client.get("/allocations/import")).json()
+        for body in (summary, allocation):
+            curve = body["delay_curve"]
+            assert curve["source"] == "none"
+            assert curve["cdf"] is None
+            assert "not enough revision history" in curve["note"]
+            assert "conversion_delay_cdf" in curve["note"]
+        # Nothing was corrected: the recent days count whole.
+        for variant in summary["variants"]:
+            assert variant["effective_impressions"] == variant["impressions"] == 30_000
+
+    async def test_given_and_off(self, client: httpx.AsyncClient) -> None:
+        await create(client, "given", **DELAY)
+        await create(client, "plain")
+        for experiment in ("given", "plain"):
+            await post(client, experiment, [("a", date(2024, 1, 1), 100, 5)])
+        given = (await client.get("/experiments/given/summary")).json()["delay_curve"]
+        assert (given["source"], given["cdf"]) == ("given", [0.5, 0.8, 1.0])
+        plain = (await client.get("/allocations/plain")).json()["delay_curve"]
+        assert (plain["source"], plain["days"], plain["cdf"]) == ("off", 0, None)
+
+
 class TestRevisionsEndpoint:
     async def test_lists_each_change_in_arrival_order_with_filters(
         self, client: httpx.AsyncClient
@@ -235,3 +274,14 @@ class TestRevisionsEndpoint:
 
     async def test_unknown_experiment_is_a_404(self, client: httpx.AsyncClient) -> None:
         assert (await client.get("/experiments/nope/metrics/revisions")).status_code == 404
+
+
+async def test_the_page_says_a_backfill_is_not_corrected(client: httpx.AsyncClient) -> None:
+    await create(client, "import", conversion_delay_days=3)
+    today = datetime.now(UTC).date()
+    await post(
+        client, "import", [(v, today - timedelta(days=k), 100, 4) for k in (1, 2) for v in "ab"]
+    )
+    page = (await client.get("/ui/experiments/import")).text
+    assert 'id="delay-curve"' in page
+    assert "no correction" in page

@@ -8,6 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from mabapi.simulation.environments import Environment
+from mabapi.simulation.runner import run
+from mabapi.simulation.scenario import policy_spec
+from mabapi.stats import history
 from mabapi.stats.allocation import best_arm, probability_best
 from mabapi.stats.decision import (
     FORECAST_DAYS,
@@ -405,6 +409,36 @@ class TestChangePoint:
             assert 27 <= segment_start(units, successes) <= 33
         # 5% <-> 6% with 2,500 units an arm a day: about 11 days (here: 37 to 55).
         assert np.median(found) <= 45
+
+    def test_weekends_that_lift_every_arm_alike_are_not_a_change(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """5% vs 5.5%, every rate x1.3 on weekends, 56 days of Thompson sampling: the GLR
+        fires on some runs unless the weekday pattern is divided out."""
+        environment = Environment((0.05, 0.055), weekend_factor=1.3)
+        runs = [
+            run(environment, policy_spec("thompson"), days=56, traffic_per_day=5000, seed=seed)
+            for seed in range(20)
+        ]
+        alarms = sum(segment_start(r.units, r.successes) > 0 for r in runs)
+        monkeypatch.setattr(history, "WEEK", 10**6)  # never divide the weekdays out
+        per_arm_alarms = sum(segment_start(r.units, r.successes) > 0 for r in runs)
+        assert per_arm_alarms >= 2  # the data do fool a test that ignores the week
+        assert alarms == 0
+
+    def test_one_arm_changing_while_the_others_stay_is_a_change(self) -> None:
+        rates = [[0.05, 0.05, 0.05, 0.06]] * 30 + [[0.05, 0.05, 0.05, 0.045]] * 30
+        found = [segment_start(*self.data(rates, seed=seed)) for seed in range(20)]
+        assert all(25 <= start <= 35 for start in found)
+
+    def test_weekday_factors_are_the_pooled_weekday_rates(self) -> None:
+        units = np.full((14, 2), 1000.0)
+        successes = np.array([[50.0, 60.0] if d % 7 < 5 else [65.0, 78.0] for d in range(14)])
+        factors = history.weekday_factors(units, successes)
+        overall = successes.sum() / units.sum()
+        assert factors[0] == pytest.approx(0.055 / overall)
+        assert factors[5] == pytest.approx(0.0715 / overall)
+        assert factors[12] == factors[5]
 
     def test_golden_and_deterministic(self) -> None:
         units, successes = self.data([[0.05, 0.06]] * 30 + [[0.06, 0.05]] * 30, seed=7)

@@ -66,6 +66,7 @@ class Allocation:
     # Breached variants: metric_id, probability_harm, action, since (guardrails.breach_view).
     guardrails: dict[str, dict[str, Any]] = field(default_factory=dict)
     segment: str | None = None  # the segment answered for (None: all traffic)
+    delay_curve: late_conversions.CurveChoice | None = None  # the late-conversion curve used
 
 
 def _posterior(
@@ -262,7 +263,8 @@ async def compute_allocation(
     else:
         totals = await repository.metric_totals(session, experiment_id, before=for_date)
     today = utcnow().date()
-    curve = await late_conversions.delay_curve(session, experiment_id, policy, today)
+    curve_choice = await late_conversions.choose_curve(session, experiment_id, policy, today)
+    curve = curve_choice.curve
     if curve is not None and kind is MetricKind.CONVERSION:
         totals = await late_conversions.matured(
             session, experiment_id, totals, curve, before=for_date, today=today, weights=day_weights
@@ -380,6 +382,7 @@ async def compute_allocation(
         shares=tuple(float(x) for x in shares),
         guardrails={v: guardrails.breach_view(b) for v, b in breaches.items()},
         segment=answered_segment,
+        delay_curve=curve_choice,
     )
     # Segment answers are not snapshots: the served history (and the sample-ratio check
     # built on it) is of all traffic.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 import numpy as np
@@ -27,22 +27,39 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.experiments import reported, repository
 from mabapi.experiments.schemas import PolicySettings
-from mabapi.stats.delay import DelayCurve, chain_ladder, effective_units
+from mabapi.stats.delay import DelayCurve, chain_ladder, days_learnt_from, effective_units
 
 # How many days of history the curve is learnt from, per day of delay (plus a margin).
 LEARNING_DAYS_PER_DELAY_DAY = 8
 LEARNING_MARGIN_DAYS = 8
 
 
-async def delay_curve(
+@dataclass(frozen=True, slots=True)
+class CurveChoice:
+    """The delay curve an answer used, and why (shown on the summary and allocations).
+
+    source: "off" (conversion_delay_days 0: every day is complete), "given"
+    (conversion_delay_cdf), "learnt" (the chain ladder, from `days` exposure days), or
+    "none" (a delay is set but no day's conversions were ever seen growing: no correction).
+    """
+
+    curve: DelayCurve | None
+    source: str
+    days: int
+    note: str
+
+
+async def choose_curve(
     session: AsyncSession, experiment_id: str, policy: PolicySettings, today: date
-) -> DelayCurve | None:
-    """The curve to correct with; None when the experiment takes every day as complete."""
+) -> CurveChoice:
+    """The curve to correct with, and what it rests on."""
     days = policy.conversion_delay_days
     if days == 0:
-        return None
+        return CurveChoice(None, "off", 0, "every day's conversions are taken as complete")
     if policy.conversion_delay_cdf is not None:
-        return DelayCurve(tuple(policy.conversion_delay_cdf))
+        return CurveChoice(
+            DelayCurve(tuple(policy.conversion_delay_cdf)), "given", 0, "conversion_delay_cdf"
+        )
     since = today - timedelta(days=LEARNING_DAYS_PER_DELAY_DAY * days + LEARNING_MARGIN_DAYS)
     triangle = _reported_triangle(
         await reported.revisions_since(session, experiment_id, since), days, today
@@ -53,7 +70,30 @@ async def delay_curve(
         known = triangle.setdefault(day, [0.0] * len(cumulative))
         for age, count in enumerate(cumulative):
             known[age] += count
-    return chain_ladder(triangle, days)
+    learnt_from = days_learnt_from(triangle)
+    if learnt_from == 0:
+        return CurveChoice(
+            None,
+            "none",
+            0,
+            "no correction: not enough revision history yet. The curve is learnt from how "
+            "each day's conversions grow over the days after it (re-posted totals, or "
+            "real-time conversions); history posted all at once, as an import or a "
+            "backfill, shows no growth. Give conversion_delay_cdf to correct it now",
+        )
+    return CurveChoice(
+        chain_ladder(triangle, days),
+        "learnt",
+        learnt_from,
+        f"learnt from how {learnt_from} day(s)' conversions grew after they were first posted",
+    )
+
+
+async def delay_curve(
+    session: AsyncSession, experiment_id: str, policy: PolicySettings, today: date
+) -> DelayCurve | None:
+    """The curve to correct with; None when there is none (`choose_curve` says why)."""
+    return (await choose_curve(session, experiment_id, policy, today)).curve
 
 
 def _reported_triangle(

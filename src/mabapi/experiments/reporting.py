@@ -73,6 +73,7 @@ class Summary:
     # The variant the recommendation names (its `winner` indexes the decision's variants:
     # the active ones a guardrail has not stopped).
     winner_id: str | None = None
+    delay_curve: late_conversions.CurveChoice | None = None
 
 
 async def summarize(
@@ -90,6 +91,9 @@ async def summarize(
     kind = MetricKind(experiment.metric_kind)
     variants = list(experiment.variants)
     today = utcnow().date()
+    curve_choice = await late_conversions.choose_curve(
+        session, experiment_id, settings.policy, today
+    )
     if segment is not None:
         view = await _segment_view(session, experiment, segment, fits)
         inputs, counted, posteriors, rows = view
@@ -97,11 +101,10 @@ async def summarize(
     else:
         totals = await repository.metric_totals(session, experiment_id)
         inputs = [totals.get(variant.id, _EMPTY) for variant in variants]
-        curve = await late_conversions.delay_curve(session, experiment_id, settings.policy, today)
         counted = inputs
-        if curve is not None and kind is MetricKind.CONVERSION:
+        if curve_choice.curve is not None and kind is MetricKind.CONVERSION:
             matured = await late_conversions.matured(
-                session, experiment_id, totals, curve, before=None, today=today
+                session, experiment_id, totals, curve_choice.curve, before=None, today=today
             )
             counted = [matured.get(variant.id, _EMPTY) for variant in variants]
         posteriors = [_posterior(kind, settings.prior, t) for t in counted]
@@ -239,6 +242,7 @@ async def summarize(
         guardrails=guardrail_reports,
         segment=segment,
         days_to_decision=days_ahead,
+        delay_curve=curve_choice,
         winner_id=None if recommendation.winner is None else names[recommendation.winner],
     )
 

@@ -26,6 +26,7 @@ from mabapi.experiments.schemas import (
     BreachOut,
     ClearedOut,
     CredibleInterval,
+    DelayCurveOut,
     ExperimentIn,
     ExperimentOut,
     ExperimentPage,
@@ -241,7 +242,15 @@ async def allocation_answer(
         live=live.live_percentages,
         guardrails={v: BreachOut.model_validate(b) for v, b in result.guardrails.items()},
         segment=result.segment,
+        delay_curve=delay_curve_out(result.delay_curve),
     )
+
+
+def delay_curve_out(choice: service.CurveChoice | None) -> DelayCurveOut | None:
+    if choice is None:
+        return None
+    cdf = None if choice.curve is None else [float(x) for x in choice.curve.cdf]
+    return DelayCurveOut(source=choice.source, days=choice.days, cdf=cdf, note=choice.note)
 
 
 def _inputs_out(totals: service.Totals) -> dict[str, int | float]:
@@ -595,6 +604,7 @@ def summary_out(summary: service.Summary) -> SummaryOut:
         ),
         monte_carlo={"seed": summary.seed, "draws": summary.draws},
         guardrails=[_guardrail_out(item) for item in summary.guardrails],
+        delay_curve=delay_curve_out(summary.delay_curve),
     )
 
 

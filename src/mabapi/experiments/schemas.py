@@ -330,6 +330,21 @@ class ClearedOut(BaseModel):
     cleared: int = Field(description="How many open breaches were cleared (0: none was open).")
 
 
+class DelayCurveOut(BaseModel):
+    """The late-conversion curve an answer used (docs/STATISTICS.md, "Late conversions")."""
+
+    source: Literal["off", "given", "learnt", "none"] = Field(
+        description="off: conversion_delay_days is 0; given: conversion_delay_cdf; learnt: "
+        "from the revision history (`days` exposure days); none: a delay is set but there "
+        "is not enough revision history yet, so nothing is corrected."
+    )
+    days: int = Field(description="Exposure days the learnt curve rests on (0 otherwise).")
+    cdf: list[float] | None = Field(
+        description="Share of a day's conversions reported by each age 0..L (null: none)."
+    )
+    note: str
+
+
 class AllocationOut(BaseModel):
     experiment_id: str
     date: date
@@ -361,6 +376,9 @@ class AllocationOut(BaseModel):
         default=None,
         description="The segment this split is for; null: all traffic (no segment asked, "
         "one never seen, or pooling full).",
+    )
+    delay_curve: DelayCurveOut | None = Field(
+        default=None, description="The late-conversion curve this split used, and why."
     )
 
 
@@ -714,3 +732,6 @@ class SummaryOut(BaseModel):
         "and gain (probabilities and expected loss are exact)."
     )
     guardrails: list[GuardrailSummaryOut] = Field(default_factory=list)
+    delay_curve: DelayCurveOut | None = Field(
+        default=None, description="The late-conversion curve the summary used, and why."
+    )

@@ -45,6 +45,9 @@ from mabapi.experiments.ingestion import (
 from mabapi.experiments.ingestion import (
     revisions as revisions,
 )
+from mabapi.experiments.late_conversions import (
+    CurveChoice as CurveChoice,
+)
 from mabapi.experiments.lifecycle import (
     add_variant as add_variant,
 )

@@ -37,6 +37,8 @@ class Environment:
     value_log_mean: tuple[float, ...] | None = None
     value_log_sigma: float = 0.5
     weekly_amplitude: float = 0.0
+    # Every arm's rate multiplied by this on days 5 and 6 of each week (0-based day % 7).
+    weekend_factor: float = 1.0
     name: str = field(default="scenario")
 
     def __post_init__(self) -> None:
@@ -50,6 +52,8 @@ class Environment:
             raise ValueError("value_log_mean needs one value per arm")
         if not 0.0 <= self.weekly_amplitude < 1.0:
             raise ValueError("weekly_amplitude must lie in [0, 1)")
+        if not self.weekend_factor > 0.0:
+            raise ValueError("weekend_factor must be positive")
 
     @property
     def arms(self) -> int:
@@ -64,6 +68,8 @@ class Environment:
         if self.switch_day is not None and self.switch_rates is not None:
             base = self.switch_rates if day >= self.switch_day else self.rates
         season = 1.0 + self.weekly_amplitude * np.sin(2.0 * np.pi * day / 7.0)
+        if day % 7 in (5, 6):
+            season *= self.weekend_factor
         result: FloatArray = np.clip(np.asarray(base, dtype=np.float64) * season, 0.0, 1.0)
         return result
 

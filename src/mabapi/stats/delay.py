@@ -83,6 +83,16 @@ def chain_ladder(triangle: Mapping[Any, Sequence[float]], days: int) -> DelayCur
     return DelayCurve(tuple(float(x) for x in np.maximum.accumulate(cdf)))
 
 
+def days_learnt_from(triangle: Mapping[Any, Sequence[float]]) -> int:
+    """How many exposure days of `triangle` tell the chain ladder anything: observed at
+    two ages or more, with conversions known before the last of them."""
+    return sum(
+        1
+        for cumulative in triangle.values()
+        if len(cumulative) > 1 and any(count > 0 for count in cumulative[:-1])
+    )
+
+
 def effective_units(units: FloatArray, successes: FloatArray, shares: FloatArray) -> FloatArray:
     """n * F, never below the successes already seen (a day that converted faster than
     the curve says has at least its observed conversions' worth of exposures)."""

@@ -70,6 +70,27 @@ def _bernoulli_kl(p: FloatArray, q: FloatArray) -> FloatArray:
     return result
 
 
+# Days a segment needs before its weekday pattern is estimated and divided out.
+WEEK = 7
+
+
+def weekday_factors(units: FloatArray, successes: FloatArray) -> FloatArray:
+    """Per day of (days, arms) data: that weekday's pooled rate (all arms) over the whole
+    period's, days taken in 7-day cycles from the first. 1 where unknown."""
+    days = units.shape[0]
+    cycle = np.arange(days) % WEEK
+    total_rate = successes.sum() / units.sum() if units.sum() > 0 else 0.0
+    factors = np.ones(WEEK)
+    if total_rate > 0:
+        for weekday in range(WEEK):
+            n = units[cycle == weekday].sum()
+            s = successes[cycle == weekday].sum()
+            if n > 0 and s > 0:
+                factors[weekday] = (s / n) / total_rate
+    result: FloatArray = factors[cycle]
+    return result
+
+
 def segment_start(units: FloatArray, successes: FloatArray, delta: float = CHANGE_DELTA) -> int:
     """The first day (index) of the current stationary segment of daily data (days, arms).
 
@@ -80,13 +101,25 @@ def segment_start(units: FloatArray, successes: FloatArray, delta: float = CHANG
     before and after tau, p the segment's); a change is declared when the largest exceeds
     beta(n) = log(3 K n^(3/2) / delta), n the arm's units in the segment (their threshold,
     with delta shared over the K arms), and the segment restarts at the best split.
+
+    Weekly seasonality is divided out first: once the segment spans a week, each day's
+    successes are divided by its weekday's factor, the pooled rate of all arms on that
+    weekday over the segment's (a multiplicative day-of-week effect common to every arm,
+    as in classical seasonal adjustment by ratio to the mean). A pattern that moves every
+    arm alike (weekends) is then no change; a step in one arm's rate (a swap) is spread
+    over every weekday and stays one.
     Deterministic: the same rows give the same segment.
     """
     days, arms = units.shape
     start = 0
     for t in range(1, days):
-        n = np.cumsum(units[start : t + 1], axis=0)
-        s = np.cumsum(successes[start : t + 1], axis=0)
+        window_units = units[start : t + 1]
+        window_successes = successes[start : t + 1]
+        if window_units.shape[0] >= WEEK:
+            factors = weekday_factors(window_units, window_successes)
+            window_successes = np.minimum(window_successes / factors[:, None], window_units)
+        n = np.cumsum(window_units, axis=0)
+        s = np.cumsum(window_successes, axis=0)
         total_n, total_s = n[-1], s[-1]
         n1, s1 = n[:-1], s[:-1]
         n2, s2 = total_n - n1, total_s - s1
