@@ -14,20 +14,36 @@ Targets:
 
 Two more scenarios are printed without a target: segment levels that differ (2% to 8%).
 
+`--service N` also drives the fifty alike segments through the service itself, N seeds:
+an app in process on a fresh SQLite file per run, each day's rows posted with their
+segment and each segment's split read from `GET /allocations/{id}?segment=&for_date=`,
+exactly as a client would (pooling "partial" against "full"), with the same regret.
+
     python -m benchmarks.segments             # 200 seeds
     python -m benchmarks.segments --quick     # 20 seeds
+    python -m benchmarks.segments --service 40
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from datetime import date, timedelta
 from functools import partial
+from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
+from pydantic import SecretStr
 
 from benchmarks.policies import print_verdicts
+from mabapi.app import create_app
+from mabapi.db.migrate import upgrade_url
+from mabapi.settings import Settings, to_async_url
 from mabapi.simulation.segments import SegmentScenario, run, zipf_shares
 from mabapi.stats.allocation import probability_best
 from mabapi.stats.segments import Pooling, all_variants
@@ -73,12 +89,102 @@ def one_allocation_ms(segments: int, variants: int = 10, repeats: int = 5) -> fl
     return 1000 * float(np.median(times))
 
 
+DEBUG = False
+
+
+async def _through_service(scenario: SegmentScenario, pooling: str, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    rates = np.array(scenario.rates)
+    best = rates.max(axis=1)
+    variants = [f"v{k}" for k in range(rates.shape[1])]
+    regret = 0.0
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}"
+        await upgrade_url(to_async_url(url))
+        settings = Settings(
+            _env_file=None, database_url=SecretStr(url), migrate_on_start=False,
+            webhook_delivery=False, rate_limit_per_second=0,
+        )  # fmt: skip
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+                created = await http.post("/experiments", json={
+                    "id": "e", "variants": [{"id": v} for v in variants],
+                    "settings": {"segments": {"pooling": pooling}},
+                })  # fmt: skip
+                assert created.status_code == 201, created.text
+                first = date(2024, 1, 1)
+                for day in range(scenario.days):
+                    today = first + timedelta(days=day)
+                    arriving = rng.multinomial(scenario.units_per_day, scenario.shares)
+                    rows: list[dict[str, Any]] = []
+                    for i, count in enumerate(arriving):
+                        if count == 0:
+                            continue
+                        answer = await http.get(
+                            "/allocations/e", params={"segment": f"s{i}", "for_date": str(today)}
+                        )
+                        assert answer.status_code == 200, answer.text
+                        split = answer.json()["allocations"]
+                        shares = np.array([split[v] for v in variants], dtype=np.float64)
+                        served = rng.multinomial(count, shares / shares.sum())
+                        converted = rng.binomial(served, rates[i])
+                        regret += float(np.dot(served, best[i] - rates[i]))
+                        rows += [
+                            {"experiment_id": "e", "variant_id": v, "date": str(today),
+                             "impressions": int(n), "successes": int(c), "segment": f"s{i}"}
+                            for v, n, c in zip(variants, served, converted, strict=True)
+                        ]  # fmt: skip
+                    posted = await http.post("/metrics/batch", json={"metrics": rows})
+                    assert posted.status_code == 200, posted.text
+                    if DEBUG:
+                        print(day, time.perf_counter(), flush=True)
+    return regret
+
+
+def through_service(scenario: SegmentScenario, pooling: str, seed: int) -> float:
+    """Regret of one run driven through the API (see the module's docstring)."""
+    return asyncio.run(_through_service(scenario, pooling, seed))
+
+
+def service_table(seeds: int, jobs: int) -> list[tuple[str, bool]]:
+    print(f"\nThrough the service (GET /allocations?segment=, SQLite), {seeds} seeds:\n")
+    print("| scenario | pooling | regret | 90th percentile | 99th percentile | max |")
+    print("|---|---|---|---|---|---|")
+    found: dict[str, Any] = {}
+    for pooling in ("full", "partial"):
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            regrets = np.array(
+                list(pool.map(partial(through_service, ALIKE, pooling), range(seeds)))
+            )
+        found[pooling] = regrets
+        p90, p99 = np.quantile(regrets, [0.9, 0.99])
+        print(f"| 50 Zipf segments that do not differ | {LABELS[pooling]} | "
+              f"{regrets.mean():,.1f} | {p90:,.1f} | {p99:,.1f} | {regrets.max():,.1f} |",
+              flush=True)  # fmt: skip
+    ratio = float(np.quantile(found["partial"], 0.9) / np.quantile(found["full"], 0.9))
+    return [(f"through the service, alike: partial's 90th percentile / one bandit's = "
+             f"{ratio:.2f} (<= 1.5)", ratio <= 1.5)]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="20 seeds, for a smoke test")
+    parser.add_argument(
+        "--service",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also drive the alike scenario through the API, N seeds",
+    )
+    parser.add_argument("--service-only", action="store_true", help="only that table")
     args = parser.parse_args()
+    if args.service_only:
+        print_verdicts(service_table(args.service or 20, args.jobs))
+        return
     seeds = 20 if args.quick else args.seeds
     print(f"{seeds} seeds per row; regret: mean ± standard error\n")
     print("| scenario | pooling | regret | vs one bandit | vs independent "
@@ -127,6 +233,8 @@ def main() -> None:
          f"independent {mix['none']:,.1f}", mix["partial"] < min(mix["full"], mix["none"])),
         (f"200 segments x 10 variants: {timings[200]:.1f} ms (< 50)", timings[200] < 50),
     ]  # fmt: skip
+    if args.service:
+        verdicts += service_table(args.service, args.jobs)
     print_verdicts(verdicts)
 
 

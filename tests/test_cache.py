@@ -45,6 +45,34 @@ class TestAnswerCache:
         # ...and the new answer once it has landed.
         assert await cache.get("k", compute) == 2
 
+    async def test_close_waits_for_a_refresh_in_flight_to_unwind(self) -> None:
+        """At shutdown a refresh mid-computation is cancelled and awaited, so whatever it
+        holds (a database connection) is released before the engine is disposed."""
+        cache: AnswerCache[str, int] = AnswerCache(ttl=0.01)
+        started = asyncio.Event()
+        released: list[bool] = []
+        calls = 0
+
+        async def compute() -> int:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                return 1
+            started.set()
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                await asyncio.sleep(0.05)  # cleanup that takes a while, as a close does
+                released.append(True)
+            return 2
+
+        assert await cache.get("k", compute) == 1
+        await asyncio.sleep(0.02)
+        assert await cache.get("k", compute) == 1  # stale: starts the refresh
+        await asyncio.wait_for(started.wait(), 1)
+        await asyncio.wait_for(cache.close(), 1)
+        assert released == [True]
+
     async def test_failed_background_refresh_is_recomputed_by_the_next_request(self) -> None:
         cache: AnswerCache[str, int] = AnswerCache(ttl=0.01)
         outcomes: list[int | Exception] = [1, RuntimeError("database down"), 3]

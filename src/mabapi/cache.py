@@ -114,9 +114,14 @@ class AnswerCache(Generic[Key, Value]):
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """Stop the refreshes in flight (at shutdown; nothing is served afterwards)."""
-        for task in list(self._tasks):
+        """Stop the refreshes in flight and wait until they have unwound (at shutdown,
+        before the engine is disposed: a refresh cancelled but not awaited kept its
+        database connection, and on SQLite the event loop's own shutdown then waited
+        forever for that connection to close)."""
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
 
     def _fresh(self, key: Key) -> Value | None:
