@@ -89,9 +89,6 @@ def one_allocation_ms(segments: int, variants: int = 10, repeats: int = 5) -> fl
     return 1000 * float(np.median(times))
 
 
-DEBUG = False
-
-
 async def _through_service(scenario: SegmentScenario, pooling: str, seed: int) -> float:
     rng = np.random.default_rng(seed)
     rates = np.array(scenario.rates)
@@ -138,8 +135,6 @@ async def _through_service(scenario: SegmentScenario, pooling: str, seed: int) -
                         ]  # fmt: skip
                     posted = await http.post("/metrics/batch", json={"metrics": rows})
                     assert posted.status_code == 200, posted.text
-                    if DEBUG:
-                        print(day, time.perf_counter(), flush=True)
     return regret
 
 

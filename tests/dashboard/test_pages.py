@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
 import httpx
+import numpy as np
+import pytest
 from fastapi import FastAPI
 
 from tests.fixtures.factories import create_experiment
@@ -245,6 +248,43 @@ class TestSegments:
             assert f"{variant['probability_best']:.4f}" in mobile
         missing = await client.get("/experiments/s/summary", params={"segment": "tv"})
         assert missing.status_code == 404
+
+    async def test_a_segment_page_draws_the_segments_charts(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """Not all traffic's: mobile's daily rates, its units' split, and densities of the
+        posteriors its table shows."""
+        await client.post("/experiments", json={"id": "s", "variants": [{"id": "a"}, {"id": "b"}]})
+        rows = [
+            {"experiment_id": "s", "variant_id": v, "date": f"2024-06-0{d}", "impressions": n,
+             "successes": k, "segment": segment}
+            for d in range(1, 6)
+            for segment, n, rates in (("desktop", 6000, (600, 780)), ("mobile", 3000, (390, 300)))
+            for v, k in zip("ab", rates, strict=True)
+        ]  # fmt: skip
+        assert (await client.post("/metrics/batch", json={"metrics": rows})).status_code == 200
+
+        def charts(page: str) -> dict[str, Any]:
+            raw = page.split('id="chart-data">', 1)[1].split("</script>", 1)[0]
+            parsed: dict[str, Any] = json.loads(raw)
+            return parsed
+
+        everyone = charts((await client.get("/ui/experiments/s")).text)
+        mobile = charts((await client.get("/ui/experiments/s?segment=mobile")).text)
+        assert mobile != everyone
+        assert mobile["daily"]["series"]["b"][0]["mean"] == pytest.approx(0.10)
+        assert everyone["daily"]["series"]["b"][0]["mean"] == pytest.approx(1080 / 9000)
+        assert mobile["allocation"]["series"]["a"] == [50.0] * 5  # its units' split
+        summary = (await client.get("/experiments/s/summary", params={"segment": "mobile"})).json()
+        means = {v["variant_id"]: v["posterior_mean"] for v in summary["variants"]}
+        x = np.array(mobile["density"]["x"])
+        for variant, series in mobile["density"]["series"].items():
+            peak = float(x[int(np.argmax(series))])
+            assert peak == pytest.approx(means[variant], abs=0.01)
+        csv_text = (
+            await client.get("/ui/experiments/s/data/daily.csv", params={"segment": "mobile"})
+        ).text
+        assert "0.1" in csv_text.splitlines()[1]
 
 
 class TestListBounds:

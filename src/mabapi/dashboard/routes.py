@@ -195,7 +195,6 @@ async def experiment_page(
 ) -> HTMLResponse:
     """Charts, the summary table (of one segment, if picked), what the bandit earned, the
     segments, the rule and the actions."""
-    history = await service.history(session, experiment_id=experiment_id)
     fits = runtime_of(request.app).segment_fits
     cache: SummaryCache = request.app.state.summaries
     cached = cache.get(experiment_id) if segment is None else None
@@ -206,6 +205,13 @@ async def experiment_page(
     if segment is None and cached is None:
         cache.put(experiment_id, summarized, epoch=epoch)
     summary = summary_out(summarized)
+    # The charts are of what the table shows: the segment's rows and posteriors, if picked.
+    history = await service.history(
+        session,
+        experiment_id=experiment_id,
+        segment=segment,
+        posteriors=[item.posterior for item in summarized.variants],
+    )
     page = await service.list_segments(
         session,
         experiment_id=experiment_id,
@@ -273,12 +279,22 @@ def _csv_rows(history: service.History, chart: str) -> list[list[Any]]:
 
 @router.get("/experiments/{experiment_id}/data/{chart}.csv")
 async def chart_csv(
-    experiment_id: ExperimentId, chart: str, session: SessionDep, _principal: PrincipalDep
+    experiment_id: ExperimentId,
+    chart: str,
+    session: SessionDep,
+    _principal: PrincipalDep,
+    segment: Annotated[str | None, Query(max_length=128, pattern=ID_PATTERN.pattern)] = None,
 ) -> Response:
-    """Each chart's numbers, as CSV."""
+    """Each chart's numbers, as CSV (of one segment's, if asked: as its page shows them)."""
     if chart not in CHARTS:
         raise NotFoundError(f"no chart {chart!r}; charts: {', '.join(CHARTS)}")
-    history = await service.history(session, experiment_id=experiment_id)
+    posteriors = None
+    if segment is not None:
+        summarized = await service.summarize(session, experiment_id=experiment_id, segment=segment)
+        posteriors = [item.posterior for item in summarized.variants]
+    history = await service.history(
+        session, experiment_id=experiment_id, segment=segment, posteriors=posteriors
+    )
     buffer = io.StringIO()
     rows = [csv_cells.escaped_row(row) for row in _csv_rows(history, chart)]
     csv.writer(buffer, lineterminator="\n").writerows(rows)

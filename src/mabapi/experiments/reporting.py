@@ -425,14 +425,31 @@ class History:
     densities: dict[str, list[float]]
 
 
-async def history(session: AsyncSession, *, experiment_id: str) -> History:
+async def history(
+    session: AsyncSession,
+    *,
+    experiment_id: str,
+    segment: str | None = None,
+    posteriors: Sequence[Posterior] | None = None,
+) -> History:
     """Daily rates with credible bands, the allocations served, P(best) after each day
-    (from the totals up to and including it) and today's posterior densities."""
+    (from the totals up to and including it) and today's posterior densities.
+
+    With `segment`: all of it from that segment's own rows; its traffic split is the
+    share of its units each variant got each day (a segment's splits are not recorded).
+    `posteriors`: today's posteriors to draw the densities from (the summary's, so the
+    chart shows what the table says; for a segment, the pooled ones)."""
     experiment = await require_experiment(session, experiment_id)
     settings = experiment_settings(experiment)
     kind = MetricKind(experiment.metric_kind)
     variant_ids = [variant.id for variant in experiment.variants]
-    rows = await repository.daily_rows(session, experiment_id)
+    if segment is None:
+        rows = await repository.daily_rows(session, experiment_id)
+    else:
+        rows = [
+            repository.DailyRow(v, d, int(n), int(sc), x, q)
+            for v, d, n, sc, x, q in await segments.daily(session, experiment_id, segment)
+        ]
     days = sorted({row.date for row in rows})
     by_key = {(row.variant_id, row.date): row for row in rows}
     daily: dict[str, list[DailyPoint]] = {v: [] for v in variant_ids}
@@ -466,14 +483,19 @@ async def history(session: AsyncSession, *, experiment_id: str) -> History:
             best_days.append(day)
             for variant_id, probability in zip(variant_ids, probabilities, strict=True):
                 best[variant_id].append(float(probability))
-    served_by_day = await repository.served_allocations(session, experiment_id)
+    served_by_day = (
+        await repository.served_allocations(session, experiment_id)
+        if segment is None
+        else _observed_shares(rows)
+    )
     served_days = sorted(served_by_day)
     served = {v: [float(served_by_day[d].get(v, 0.0)) for d in served_days] for v in variant_ids}
     grid: list[float] = []
     densities: dict[str, list[float]] = {}
     if variant_ids:
-        posteriors = [_posterior(kind, settings.prior, running[v]) for v in variant_ids]
-        grid, curves = density_curves(posteriors)
+        if posteriors is None:
+            posteriors = [_posterior(kind, settings.prior, running[v]) for v in variant_ids]
+        grid, curves = density_curves(list(posteriors))
         densities = dict(zip(variant_ids, curves, strict=True))
     return History(
         experiment,
@@ -487,6 +509,18 @@ async def history(session: AsyncSession, *, experiment_id: str) -> History:
         grid,
         densities,
     )
+
+
+def _observed_shares(rows: Sequence[repository.DailyRow]) -> dict[date, dict[str, float]]:
+    """Per day, the percent of the day's units each variant got."""
+    units: dict[date, dict[str, float]] = {}
+    for row in rows:
+        units.setdefault(row.date, {})[row.variant_id] = float(row.impressions)
+    return {
+        day: {v: 100.0 * n / total for v, n in by_variant.items()}
+        for day, by_variant in units.items()
+        if (total := sum(by_variant.values())) > 0
+    }
 
 
 def _daily_point(
