@@ -14,6 +14,7 @@ worse one, and the median and 95th-percentile day of a correct decision over all
 
     python benchmarks/decision_speed.py            # 100 seeds
     python benchmarks/decision_speed.py --quick    # 10 seeds
+    python benchmarks/decision_speed.py --ship-loss 0.001   # a stricter ship rule
 """
 
 from __future__ import annotations
@@ -72,14 +73,16 @@ def fixed_horizon(rates: tuple[float, float], days: int, seed: int) -> Outcome:
     return Outcome(days, bool(z > 0))
 
 
-def bandit(policy: str, rates: tuple[float, float], days: int, seed: int) -> Outcome:
+def bandit(
+    policy: str, rates: tuple[float, float], days: int, ship_loss: float, seed: int
+) -> Outcome:
     result = run(
         Environment(rates=rates),
         policy_spec(policy),
         days=days,
         traffic_per_day=TRAFFIC,
         seed=seed,
-        stop_rule=StopRule(),
+        stop_rule=StopRule(ship_loss_threshold=ship_loss),
     )
     if result.first_advice not in (Action.STOP_WINNER, Action.STOP_SHIP):
         return Outcome(None, None)
@@ -99,9 +102,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="10 seeds, for a smoke test")
+    parser.add_argument(
+        "--ship-loss", type=float, default=StopRule().ship_loss_threshold,
+        help="the stop rule's ship_loss_threshold (default: the service's)",
+    )  # fmt: skip
     args = parser.parse_args()
     seeds = 10 if args.quick else args.seeds
-    print(f"Two arms, base rate {BASE:.0%}, {TRAFFIC:,} units a day, {seeds} seeds\n")
+    print(f"Two arms, base rate {BASE:.0%}, {TRAFFIC:,} units a day, {seeds} seeds, "
+          f"ship_loss_threshold {args.ship_loss:.2%}\n")  # fmt: skip
     print("| fixed horizon | effect | method | correct decision | by the horizon "
           "| median day | 95th percentile day | median / horizon | worse arm named |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
@@ -111,8 +119,10 @@ def main() -> None:
         rates = (BASE, best)
         methods = {
             "fixed-horizon z-test": partial(fixed_horizon, rates, horizon),
-            "thompson": partial(bandit, "thompson", rates, 3 * horizon),
-            "top_two_thompson": partial(bandit, "top_two_thompson", rates, 3 * horizon),
+            "thompson": partial(bandit, "thompson", rates, 3 * horizon, args.ship_loss),
+            "top_two_thompson": partial(
+                bandit, "top_two_thompson", rates, 3 * horizon, args.ship_loss
+            ),
         }
         for name, method in methods.items():
             with ProcessPoolExecutor(max_workers=args.jobs) as pool:
