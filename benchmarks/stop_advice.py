@@ -28,7 +28,8 @@ import numpy as np
 from mabapi.simulation.environments import Environment
 from mabapi.simulation.runner import RunResult, run
 from mabapi.simulation.scenario import policy_spec
-from mabapi.stats.decision import Action, StopRule
+from mabapi.stats.decision import Action, StopRule, days_to_decision
+from mabapi.stats.posterior import BetaPosterior, BinomialCounts
 
 LIFT = "real lift"
 NEEDLE = "needle"
@@ -109,6 +110,38 @@ def _ship_loss(scenario: Scenario, results: list[RunResult]) -> str:
     return f"{np.mean(losses):.3%}" if losses else "-"
 
 
+FORECAST_DAY = 7  # the forecast is checked as made after this many days
+
+
+def forecast_error(scenario: Scenario, results: list[RunResult]) -> str:
+    """For runs still at "continue" after FORECAST_DAY days: the days_to_decision the
+    summary would have said then (from the data so far and the last 7 days' traffic)
+    against the days it really took. Median of actual / forecast, and the share of
+    runs whose decision came within a factor of 2 of the forecast."""
+    if scenario.environment.is_value:
+        return "-"
+    ratios = []
+    for r in results:
+        if r.first_advice_day is None or r.first_advice_day <= FORECAST_DAY:
+            continue
+        units = r.units[:FORECAST_DAY].sum(axis=0)
+        successes = r.successes[:FORECAST_DAY].sum(axis=0)
+        posteriors = [
+            BetaPosterior.from_counts(BinomialCounts(float(n), float(k)))
+            for n, k in zip(units, successes, strict=True)
+        ]
+        per_day = r.units[FORECAST_DAY - 7 : FORECAST_DAY].mean(axis=0)
+        said = days_to_decision(
+            posteriors, units, per_day, days_of_data=FORECAST_DAY, rule=StopRule()
+        )
+        if said is not None:
+            ratios.append((r.first_advice_day - FORECAST_DAY) / said)
+    if not ratios:
+        return "-"
+    within = float(np.mean([0.5 <= x <= 2.0 for x in ratios]))
+    return f"{np.median(ratios):.2f} ({within:.0%} within 2x, {len(ratios)} runs)"
+
+
 def measure(scenario: Scenario, results: list[RunResult]) -> dict[str, float]:
     seeds = len(results)
     expected = scenario.environment.expected_reward(0)
@@ -135,8 +168,9 @@ def main() -> None:
           f"rule (ship at expected loss <= {rule.ship_loss_threshold:.1%})\n")  # fmt: skip
     print("| scenario | winner first | ship first | no difference first | still going "
           "| median day | better arm named by 14 / 28 (30) | worse arm named "
-          "| ever told \"better\" | true loss of a ship |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| ever told \"better\" | true loss of a ship "
+          "| days taken / days forecast on day 7 |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     verdicts: list[str] = []
     for scenario in SCENARIOS:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -151,7 +185,8 @@ def main() -> None:
               f"| {kinds[Action.STOP_NO_DIFFERENCE] / seeds:.1%} | {kinds[None] / seeds:.1%} "
               f"| {median} | {got['by day 14']:.1%} / {got[late]:.1%} "
               f"| {got['worse arm']:.1%} | {got['told better']:.1%} "
-              f"| {_ship_loss(scenario, results)} |")  # fmt: skip
+              f"| {_ship_loss(scenario, results)} "
+              f"| {forecast_error(scenario, results)} |")  # fmt: skip
         for name, target in scenario.targets.items():
             upper = name in ("worse arm", "told better")
             met = got[name] <= target if upper else got[name] >= target
