@@ -445,28 +445,25 @@ def days_to_decision(
     spreads = np.array([_spread(p) for p in posteriors])
     normal = np.random.default_rng(seed).standard_normal((count, FORECAST_DRAWS))
     sign = 1.0 if higher_is_better else -1.0
-    scale = np.abs(means)
-    rivals = max(count - 1, 1)
+
+    names = [str(i) for i in range(count)]
 
     def decided(ahead: int) -> bool:
-        if days_of_data + ahead < rule.min_days:
-            return False
+        """Would `recommend` (the rule itself) stop after `ahead` more days?"""
         grown = units + units_per_day * ahead
         shrink = np.sqrt(np.maximum(units, 1.0) / np.maximum(grown, 1.0))
         draws = sign * (means[:, None] + (spreads * shrink)[:, None] * normal)
-        best = draws.max(axis=0)
-        loss = (best[None, :] - draws).mean(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            relative = np.where(scale > 0, loss / scale, np.inf)
-        if rule.ship_loss_threshold > 0 and float(relative.min()) <= rule.ship_loss_threshold:
-            return True
+        loss = (draws.max(axis=0)[None, :] - draws).mean(axis=1)
         winners = np.bincount(draws.argmax(axis=0), minlength=count) / FORECAST_DRAWS
-        leader = int(np.argmax(winners))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gap = (best - draws[leader]) / np.abs(draws[leader])
-        remaining = float(np.quantile(gap, 0.95))
-        threshold = rule.threshold(days_of_data + ahead, rivals)
-        return bool(winners[leader] >= threshold and remaining < rule.value_remaining_threshold)
+        advice = recommend(
+            winners,
+            value_remaining(draws, int(np.argmax(winners))),
+            days_of_data=days_of_data + ahead,
+            rule=rule,
+            names=names,
+            relative_loss=relative_expected_loss(loss, means),
+        )
+        return advice.action is not Action.CONTINUE
 
     low, high = 0, len(FORECAST_DAYS) - 1
     if not decided(FORECAST_DAYS[high]):
