@@ -275,13 +275,17 @@ class TestBreaches:
 class TestOneAnswer:
     """The summary never advises shipping a variant a guardrail has breached."""
 
-    async def _breach(self, client: httpx.AsyncClient, action: str) -> dict[str, Any]:
+    async def _breach(
+        self, client: httpx.AsyncClient, action: str, harmful: str = "c"
+    ) -> dict[str, Any]:
+        """`harmful` breaches the refunds guardrail; c is far better on the primary."""
         await create(
             client,
             {**REFUNDS, "action": action},
             settings={"stop_rule": {"min_days": 0}},
         )
-        await post(client, rows(10, **HARMFUL))
+        refunds = {v: (5000, 160 if v == harmful else 100) for v in "abc"}
+        await post(client, rows(10, **refunds))
         # c is also far better on the primary metric: it would be named the winner.
         better = [
             {"experiment_id": "e", "variant_id": "c", "date": str(FIRST + timedelta(days=d)),
@@ -294,8 +298,8 @@ class TestOneAnswer:
         assert response.status_code == 200, response.text
         summary: dict[str, Any] = response.json()
         [report] = summary["guardrails"]
-        [c] = [v for v in report["variants"] if v["variant_id"] == "c"]
-        assert c["breach"] is not None
+        [breached] = [v for v in report["variants"] if v["variant_id"] == harmful]
+        assert breached["breach"] is not None
         return summary
 
     async def test_a_stopped_variant_is_never_the_winner_and_has_no_chance(
@@ -320,17 +324,7 @@ class TestOneAnswer:
         """b (listed before c) breached and stopped; c is far better on the primary metric.
         The decision is among a and c: its winner must be reported as c, never as the
         variant in c's position among all variants (b, the stopped one)."""
-        await create(client, {**REFUNDS, "action": "stop"}, settings={"stop_rule": {"min_days": 0}})
-        harmful_b = {"a": (5000, 100), "b": (5000, 160), "c": (5000, 100)}
-        await post(client, rows(10, **harmful_b))
-        better = [
-            {"experiment_id": "e", "variant_id": "c", "date": str(FIRST + timedelta(days=d)),
-             "impressions": 5000, "successes": 900}
-            for d in range(10)
-        ]  # fmt: skip
-        await post(client, better)
-        await allocation(client, 10)
-        summary = (await client.get("/experiments/e/summary")).json()
+        summary = await self._breach(client, "stop", harmful="b")
         recommendation = summary["recommendation"]
         assert recommendation["action"] == "stop_winner", recommendation
         assert recommendation["winner"] == "c"
