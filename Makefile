@@ -48,9 +48,9 @@ test-fast: install-dev
 # The API's write and read paths with PostgreSQL behind PgBouncer in transaction mode
 # (listening on MABAPI_TEST_PGBOUNCER_PORT, 6439: not the packaged default 6432, so a
 # pgbouncer the package started is never mistaken for it; .ci/run starts one).
-PGBOUNCER_TESTS = tests/db/test_transaction_pooler.py tests/experiments/test_metrics_api.py \
+PGBOUNCER_TESTS = tests/db/test_transaction_pooler.py tests/metrics/test_metrics_api.py \
 	tests/experiments/test_concurrency.py tests/assignments tests/webhooks/test_webhooks.py \
-	tests/experiments/test_guardrails_api.py tests/experiments/test_segments_api.py
+	tests/guardrails/test_guardrails_api.py tests/reports/test_segments_api.py
 test-pgbouncer: install-dev
 	MABAPI_TEST_DATABASES=pgbouncer $(BIN)/pytest -n $(PYTEST_WORKERS) $(PGBOUNCER_TESTS)
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mabapi import cli_client, observability
+from mabapi import cli_client, cli_webhooks, observability
 from mabapi.access import service as access
 from mabapi.access.models import Scope
 from mabapi.db import migrate
@@ -54,7 +54,7 @@ keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=T
 app.add_typer(keys_app, name="keys")
 app.add_typer(cli_client.experiments_app, name="experiments")
 app.add_typer(cli_client.metrics_app, name="metrics")
-app.add_typer(cli_client.webhooks_app, name="webhooks")
+app.add_typer(cli_webhooks.webhooks_app, name="webhooks")
 app.command("allocations")(cli_client.allocations)
 app.command("segments")(cli_client.segments)
 console = Console(stderr=True, soft_wrap=True)

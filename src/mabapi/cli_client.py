@@ -8,7 +8,6 @@ import contextlib
 import csv
 import itertools
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,15 +20,11 @@ from rich.table import Table
 
 from mabapi import csv_cells
 from mabapi.client import ApiError, Client
-from mabapi.experiments.schemas import MetricIn
+from mabapi.metrics.schemas import MetricIn
 from mabapi.settings import Settings
 
 experiments_app = typer.Typer(help="Experiments on a running server.", no_args_is_help=True)
 metrics_app = typer.Typer(help="Daily metrics: push a CSV, export one.", no_args_is_help=True)
-webhooks_app = typer.Typer(
-    help="Webhooks: list, create, delete, and test (send a test delivery, show its fate).",
-    no_args_is_help=True,
-)
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
@@ -54,7 +49,7 @@ def _days(count: int) -> str:
     return f"{count} day" if count == 1 else f"{count} days"
 
 
-def _client(url: str | None, key: str | None) -> Client:
+def connect(url: str | None, key: str | None) -> Client:
     try:
         settings = Settings()
     except ValueError as error:
@@ -64,7 +59,7 @@ def _client(url: str | None, key: str | None) -> Client:
     return Client(url or settings.api_url, api_key=secret)
 
 
-def _fail(error: Exception) -> typer.Exit:
+def failed(error: Exception) -> typer.Exit:
     if isinstance(error, ApiError):
         err.print(f"[red]{error.status_code} {error.code}:[/red] {error.message}")
     else:
@@ -85,10 +80,10 @@ def experiments_list(
 ) -> None:
     """Experiments, newest first."""
     try:
-        with _client(url, key) as client:
+        with connect(url, key) as client:
             page = client.list_experiments(limit=limit, status=status)
     except Exception as error:
-        raise _fail(error) from error
+        raise failed(error) from error
     table = Table("id", "name", "status", "metric", "variants", "created")
     for experiment in page.items:
         table.add_row(
@@ -113,10 +108,10 @@ def experiments_show(
     """The summary: totals, rate, probability to be best, expected loss, recommendation
     (of one segment with --segment)."""
     try:
-        with _client(url, key) as client:
+        with connect(url, key) as client:
             summary = client.summary(experiment_id, segment=segment)
     except Exception as error:
-        raise _fail(error) from error
+        raise failed(error) from error
     table = Table(
         "variant",
         "impressions",
@@ -179,10 +174,10 @@ def experiments_control(
     """Name the control variant (uplift is measured against it; the previous one, if
     any, stops being the control)."""
     try:
-        with _client(url, key) as client:
+        with connect(url, key) as client:
             client.update_variant(experiment_id, variant_id, is_control=True)
     except Exception as error:
-        raise _fail(error) from error
+        raise failed(error) from error
     out.print(f"{experiment_id}: the control is now {variant_id}")
 
 
@@ -202,10 +197,10 @@ def experiments_create(
     if name:
         fields["name"] = name
     try:
-        with _client(url, key) as client:
+        with connect(url, key) as client:
             created = client.create_experiment(experiment_id, variant, **fields)
     except Exception as error:
-        raise _fail(error) from error
+        raise failed(error) from error
     out.print(f"created {created.id} with variants {', '.join(v.id for v in created.variants)}")
 
 
@@ -299,7 +294,7 @@ def metrics_push(
         raise typer.Exit(2) from error
     stored = 0
     with (
-        _client(url, key) as client,
+        connect(url, key) as client,
         Progress(TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), console=err) as progress,
     ):
         task = progress.add_task("rows", total=len(good))
@@ -317,7 +312,7 @@ def metrics_push(
                     )
                 )
             except Exception as error:
-                raise _fail(error) from error
+                raise failed(error) from error
             progress.advance(task, len(batch))
     out.print(f"stored {stored} row(s) from {file}")
     if rejected:
@@ -339,7 +334,7 @@ def metrics_export(
     a page (10,000 rows) at a time and written as it comes."""
     written = 0
     try:
-        with _client(url, key) as client:
+        with connect(url, key) as client:
             rows = client.iter_daily_metrics(experiment_id)
             first = next(rows, None)  # a missing experiment fails before anything is written
             with contextlib.ExitStack() as stack:
@@ -361,7 +356,7 @@ def metrics_export(
                     )  # fmt: skip
                     written += 1
     except Exception as error:
-        raise _fail(error) from error
+        raise failed(error) from error
     if output is not None:
         err.print(f"wrote {written} row(s) to {output}")
 
@@ -374,10 +369,10 @@ def segments(
     """Every segment: units, leader, its P(best), and whether it differs from the leader
     over all traffic."""
     try:
-        with _client(url, key) as client:
+        with connect(url, key) as client:
             listing = client.segments(experiment_id)
     except Exception as error:
-        raise _fail(error) from error
+        raise failed(error) from error
     table = Table(
         "segment",
         "units",
@@ -408,10 +403,10 @@ def allocations(
     """Today's (or --date's) traffic split as a table (one segment's with --segment; a
     segment never seen gets the split over all traffic)."""
     try:
-        with _client(url, key) as client:
+        with connect(url, key) as client:
             answer = client.allocations(experiment_id, for_date=date, segment=segment)
     except Exception as error:
-        raise _fail(error) from error
+        raise failed(error) from error
     table = Table(
         "variant",
         "traffic",
@@ -433,98 +428,3 @@ def allocations(
     out.print(table)
     if not answer.burned_in:
         out.print("burn-in: an even split until every variant has enough data")
-
-
-@webhooks_app.command("list")
-def webhooks_list(url: Url = None, key: Key = None) -> None:
-    """Webhooks of the key's project (secrets are never shown again)."""
-    try:
-        with _client(url, key) as client:
-            hooks = client.webhooks().webhooks
-    except Exception as error:
-        raise _fail(error) from error
-    # One tab-separated line each (ids and URLs are long: a table would cut them).
-    for hook in hooks:
-        fields = (hook.id, hook.url, ",".join(hook.events), hook.project)
-        out.print("\t".join(fields), soft_wrap=True, highlight=False)
-    if not hooks:
-        out.print("no webhooks")
-
-
-@webhooks_app.command("create")
-def webhooks_create(
-    target: Annotated[str, typer.Argument(help="The receiver's http(s) URL.")],
-    event: Annotated[
-        list[str],
-        typer.Option(
-            "--event",
-            help="guardrail.breached, recommendation.changed, experiment.concluded or "
-            "sample_ratio.mismatch; repeat for several.",
-        ),
-    ],
-    secret: Annotated[
-        str | None,
-        typer.Option(help="Signing secret: whsec_ + base64 of 24-64 bytes (default: generated)."),
-    ] = None,
-    url: Url = None,
-    key: Key = None,
-) -> None:
-    """Subscribe a URL; prints the signing secret once."""
-    try:
-        with _client(url, key) as client:
-            created = client.create_webhook(target, event, secret)
-    except Exception as error:
-        raise _fail(error) from error
-    out.print(f"created {created.id} for {', '.join(created.events)}")
-    out.print(f"signing secret (shown once): {created.secret}")
-
-
-@webhooks_app.command("delete")
-def webhooks_delete(
-    webhook_id: Annotated[str, typer.Argument()], url: Url = None, key: Key = None
-) -> None:
-    """Unsubscribe a webhook."""
-    try:
-        with _client(url, key) as client:
-            removed = client.delete_webhook(webhook_id)
-    except Exception as error:
-        raise _fail(error) from error
-    out.print(f"deleted {removed.id} ({removed.url})")
-
-
-@webhooks_app.command("test")
-def webhooks_test(
-    webhook_id: Annotated[str, typer.Argument()],
-    wait: Annotated[float, typer.Option(help="Seconds to wait for the first attempt.")] = 15.0,
-    url: Url = None,
-    key: Key = None,
-) -> None:
-    """Queue a webhook.test delivery and report its first attempt (exit 1 if it failed)."""
-    try:
-        with _client(url, key) as client:
-            delivery_id = client.test_webhook(webhook_id).delivery_id
-            deadline = time.monotonic() + wait
-            while True:
-                found = next(
-                    (d for d in client.webhook_deliveries(webhook_id).deliveries
-                     if d.id == delivery_id),
-                    None,
-                )  # fmt: skip
-                if (found is not None and found.attempts) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.25)
-    except Exception as error:
-        raise _fail(error) from error
-    if found is None or not found.attempts:
-        err.print(
-            f"delivery {delivery_id} queued; no attempt within {wait:g} s (is a server running?)"
-        )
-        raise typer.Exit(1)
-    attempt = found.attempts[-1]
-    if found.status == "delivered":
-        out.print(
-            f"delivered {delivery_id}: HTTP {attempt.status_code} in {attempt.duration_ms} ms"
-        )
-        return
-    err.print(f"delivery {delivery_id} failed: {attempt.error or f'HTTP {attempt.status_code}'}")
-    raise typer.Exit(1)

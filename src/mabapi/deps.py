@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import date
+from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -16,12 +20,15 @@ from mabapi.access.service import OPEN, Principal
 from mabapi.errors import (
     AppError,
     ForbiddenError,
+    InvalidInputError,
     RateLimitedError,
+    Responses,
     UnauthorizedError,
+    documented_error,
 )
 from mabapi.observability import AUTH_FAILURES, RATE_LIMITED, request_id_var
 from mabapi.runtime import runtime_of
-from mabapi.schemas import ID_PATTERN
+from mabapi.schemas import ID_PATTERN, Identifier, IsoDate
 from mabapi.settings import Settings
 
 
@@ -252,3 +259,71 @@ async def authorize(request: Request) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(authorize)]
+
+
+# --- Shared by the routes: documented errors, segment and page parameters ---
+
+INVALID: Responses = {
+    422: documented_error("The request does not have the documented shape or values.")
+}
+NOT_FOUND: Responses = {404: documented_error("No such experiment (or variant).")}
+CONFLICT: Responses = {
+    409: documented_error("The request conflicts with the experiment's current state.")
+}
+TOO_LARGE: Responses = {
+    413: documented_error("The request body is larger than the configured limit.")
+}
+UNAVAILABLE: Responses = {
+    503: documented_error("The database is unreachable; retry after the given delay.")
+}
+
+SegmentQuery = Annotated[
+    Identifier | None,
+    Query(
+        description="One segment (settings.segments.pooling). Allocations: a segment never "
+        "seen gets the split over all traffic.",
+    ),
+]
+
+
+# The filters GET .../metrics and GET .../metrics/revisions share.
+FromDay = Annotated[IsoDate | None, Query(alias="from", description="First day (inclusive).")]
+ToDay = Annotated[IsoDate | None, Query(alias="to", description="Last day (inclusive).")]
+VariantFilter = Annotated[str | None, Query(pattern=ID_PATTERN.pattern, max_length=128)]
+# Pages: at most MAX_PAGE rows an answer (DEFAULT_PAGE unless `limit` says otherwise), and
+# an opaque cursor to the next page (keyset paging: a page costs the same however deep).
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10_000
+PageLimit = Annotated[
+    int, Query(ge=1, le=MAX_PAGE, description=f"Rows per page (at most {MAX_PAGE}).")
+]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=600, pattern=r"^[A-Za-z0-9_-]+={0,2}$", description="`next_cursor` of "
+          "the previous page."),
+]  # fmt: skip
+
+
+def encode_cursor(key: Sequence[object]) -> str:
+    text = json.dumps([str(part) if isinstance(part, date) else part for part in key])
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def decode_cursor(cursor: str, kinds: tuple[type, ...]) -> tuple[Any, ...]:
+    """The key a cursor holds, checked part by part; a 422 for one this API did not give."""
+    problem = InvalidInputError("cursor is not one this API gave: pass next_cursor as it came")
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not isinstance(parts, list) or len(parts) != len(kinds):
+            raise problem
+        key: list[Any] = []
+        for part, kind in zip(parts, kinds, strict=True):
+            if kind is date:
+                key.append(date.fromisoformat(part))
+            elif not isinstance(part, kind) or isinstance(part, bool):
+                raise problem
+            else:
+                key.append(part)
+        return tuple(key)
+    except (ValueError, TypeError, binascii.Error):
+        raise problem from None

@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mabapi.access.limits import RateLimiter
 from mabapi.access.service import KeyRing
+from mabapi.allocations.cache import AnswerCache
+from mabapi.allocations.segments import SegmentFits
 from mabapi.assignments.cache import AllocationCache, UnitMemo
-from mabapi.cache import AnswerCache
 from mabapi.db.group_commit import GroupCommit
 from mabapi.experiments.owners import Owners
-from mabapi.experiments.segments import SegmentFits
 from mabapi.settings import Settings
 from mabapi.webhooks.runner import WebhookRunner
 

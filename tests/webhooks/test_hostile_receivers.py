@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mabapi.db.base import utcnow
 from mabapi.db.transactions import background_transaction
-from mabapi.experiments import watch
+from mabapi.reports import watch
 from mabapi.runtime import runtime_of
 from mabapi.webhooks import network, outbox, repository, service
 from mabapi.webhooks.models import Attempt, Delivery, Webhook

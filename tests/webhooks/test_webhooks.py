@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 
 from mabapi.db.base import utcnow
 from mabapi.db.transactions import background_transaction
-from mabapi.experiments import watch
+from mabapi.reports import watch
 from mabapi.runtime import runtime_of
 from mabapi.webhooks import network, repository, service
 from mabapi.webhooks.models import Delivery, Lease

@@ -3,7 +3,7 @@ units whose assignment (or counted conversion) this process has seen.
 
 Assignment reads the allocation on every request; computing it (a few SQL aggregates and
 the quadrature) on every request would cost more than the request itself, so it is kept
-in the one answer cache (`mabapi.cache.AnswerCache`): up to `ttl` seconds, a stale entry
+in the one answer cache (`mabapi.allocations.cache.AnswerCache`): up to `ttl` seconds, a stale entry
 served while one background task recomputes it, dropped at once by a change to the
 experiment through this process. Nothing else depends on this process: another worker
 simply has its own, at most `ttl` seconds apart.
@@ -18,12 +18,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mabapi.cache import AnswerCache, KeyedLocks
+from mabapi.allocations import service as allocation_service
+from mabapi.allocations.cache import AnswerCache, KeyedLocks
+from mabapi.allocations.segments import SegmentFits
 from mabapi.db.transactions import background_transaction
-from mabapi.experiments import segments
-from mabapi.experiments import service as experiments
+from mabapi.experiments import lifecycle
+from mabapi.experiments import segments as segment_registry
 from mabapi.experiments.models import MetricKind
-from mabapi.experiments.segments import SegmentFits
 from mabapi.stats.allocation import largest_remainder_percentages
 
 
@@ -83,7 +84,8 @@ class UnitMemo:
 
 class AllocationCache:
     """The allocation real-time assignment draws from, per experiment: the one cache
-    (`mabapi.cache.AnswerCache`) keyed by experiment id, with a computation of its own."""
+    (`mabapi.allocations.cache.AnswerCache`) keyed by experiment id, with a computation
+    of its own."""
 
     def __init__(
         self,
@@ -111,9 +113,9 @@ class AllocationCache:
             # A segment never seen (one lookup) draws from the split over all traffic,
             # computed once for every such segment: no segment model is fitted for it.
             async with background_transaction(self._sessionmaker) as session:
-                if await segments.known(session, experiment_id, segment):
+                if await segment_registry.known(session, experiment_id, segment):
                     state = "own"
-                elif await segments.registered(session, experiment_id) < self._max_segments:
+                elif await segment_registry.registered(session, experiment_id) < self._max_segments:
                     state = "new"
                 else:
                     state = "capped"
@@ -121,7 +123,7 @@ class AllocationCache:
                 overall = await self.get(experiment_id, None)
                 return replace(overall, segment_state=state)
         async with background_transaction(self._sessionmaker) as session:
-            result = await experiments.compute_allocation(
+            result = await allocation_service.compute_allocation(
                 session,
                 experiment_id=experiment_id,
                 for_date=tomorrow,
@@ -129,7 +131,7 @@ class AllocationCache:
                 segment=segment,
                 fits=self._fits,
             )
-            experiment = await experiments.require_experiment(session, experiment_id)
+            experiment = await lifecycle.require_experiment(session, experiment_id)
         return CachedAllocation(
             result.variant_ids,
             result.shares,

@@ -26,9 +26,10 @@ from mabapi.assignments.schemas import (
 from mabapi.db.transactions import background_transaction
 from mabapi.deps import ExperimentId, LazySessionDep, PrincipalDep, SessionDep
 from mabapi.errors import Responses, documented_error
-from mabapi.experiments import service as experiments_service
+from mabapi.experiments import lifecycle
 from mabapi.experiments.schemas import ExperimentOut
 from mabapi.hot_paths import hot_path
+from mabapi.metrics import ingestion
 from mabapi.observability import ASSIGNMENTS, CONVERSIONS
 from mabapi.runtime import Runtime, runtime_of
 
@@ -153,7 +154,7 @@ async def assign_batch(
     # on SQLite would wait for this request's (were it open) until the lock timed out.
     if principal.project_id is not None:
         async with background_transaction(runtime_of(request.app).sessionmaker) as check:
-            await experiments_service.check_experiments(
+            await ingestion.check_experiments(
                 check,
                 principal=principal,
                 experiment_ids={item.experiment_id for item in body.assignments},
@@ -219,7 +220,7 @@ async def convert_batch(
     body: BatchConversionIn, session: SessionDep, principal: PrincipalDep
 ) -> BatchConversionOut:
     """Up to 1,000 conversions in one transaction: all of them or none."""
-    await experiments_service.check_experiments(
+    await ingestion.check_experiments(
         session,
         principal=principal,
         experiment_ids={item.experiment_id for item in body.conversions},
@@ -235,13 +236,9 @@ async def conclude(
     experiment_id: ExperimentId, body: ConcludeIn, session: SessionDep, cache: CacheDep
 ) -> ExperimentOut:
     """End the test with a winner: from now on every unit is assigned the winner."""
-    experiment = await experiments_service.conclude(
-        session, experiment_id=experiment_id, winner=body.winner
-    )
+    experiment = await lifecycle.conclude(session, experiment_id=experiment_id, winner=body.winner)
     cache.invalidate(experiment_id)
-    return ExperimentOut.model_validate(
-        await experiments_service.require_experiment(session, experiment.id)
-    )
+    return ExperimentOut.model_validate(await lifecycle.require_experiment(session, experiment.id))
 
 
 @router.post("/experiments/{experiment_id}/reset", response_model=ExperimentOut)
@@ -250,6 +247,4 @@ async def reset(experiment_id: ExperimentId, session: SessionDep, cache: CacheDe
     totals are kept. The experiment runs again with no winner."""
     await service.reset(session, experiment_id=experiment_id)
     cache.invalidate(experiment_id)
-    return ExperimentOut.model_validate(
-        await experiments_service.require_experiment(session, experiment_id)
-    )
+    return ExperimentOut.model_validate(await lifecycle.require_experiment(session, experiment_id))

@@ -14,10 +14,10 @@ from mabapi.assignments import repository
 from mabapi.assignments.cache import CachedAllocation, UnitMemo
 from mabapi.db.base import utcnow
 from mabapi.errors import AppError, ConflictError, InvalidInputError, no_such_experiment
-from mabapi.experiments import guardrails as experiments_guardrails
 from mabapi.experiments import repository as experiments_repository
-from mabapi.experiments import segments as experiment_segments
+from mabapi.experiments import segments as segment_registry
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
+from mabapi.guardrails import service as experiments_guardrails
 from mabapi.stats.policies import draw_cumulative
 
 ItemT = TypeVar("ItemT", contravariant=True)
@@ -226,7 +226,7 @@ async def assign_many(
     )  # fmt: skip
     # The segments of the units stored, registered with them (the cap was applied when
     # their allocation was computed).
-    await experiment_segments.register_all(
+    await segment_registry.register_all(
         session, {(e, item.segment) for (e, u), item in drawn.items()
                   if item.segment is not None and (e, u) in created}
     )  # fmt: skip

@@ -22,10 +22,15 @@ from mabapi.dashboard.summaries import SummaryCache
 from mabapi.db.transactions import read_only_transaction
 from mabapi.deps import KEY_COOKIE, ExperimentId, PrincipalDep, SessionDep
 from mabapi.errors import AppError, ForbiddenError, InvalidInputError, NotFoundError
-from mabapi.experiments import service
+from mabapi.experiments import lifecycle
 from mabapi.experiments.models import ExperimentStatus
-from mabapi.experiments.routes import summary_out
-from mabapi.experiments.schemas import ExperimentPatch, SummaryOut
+from mabapi.experiments.schemas import ExperimentPatch
+from mabapi.guardrails import service as guardrail_service
+from mabapi.reports import history as histories
+from mabapi.reports import segments as segment_listing
+from mabapi.reports import summary as summaries
+from mabapi.reports.routes import summary_out
+from mabapi.reports.schemas import SummaryOut
 from mabapi.runtime import runtime_of
 from mabapi.schemas import ID_PATTERN
 
@@ -51,7 +56,7 @@ PAGE_SIZE = 20
 LIST_BUDGET_SECONDS = 1.0
 
 
-async def _summary_now(request: Request, experiment_id: str) -> service.Summary:
+async def _summary_now(request: Request, experiment_id: str) -> summaries.Summary:
     """An experiment's summary computed now, in a transaction of its own, and kept in the
     dashboard's cache (see summaries.py)."""
     runtime = runtime_of(request.app)
@@ -60,7 +65,7 @@ async def _summary_now(request: Request, experiment_id: str) -> service.Summary:
     # Read-only: on SQLite a summary (a third of a second at 100 variants) would
     # otherwise hold the write lock that every other writer waits for.
     async with read_only_transaction(runtime.sessionmaker) as session:
-        summary = await service.summarize(
+        summary = await summaries.summarize(
             session, experiment_id=experiment_id, fits=runtime.segment_fits
         )
     cache.put(experiment_id, summary, epoch=epoch)
@@ -103,7 +108,7 @@ async def experiments_page(
     summaries not computed yet."""
     runtime = runtime_of(request.app)
     async with read_only_transaction(runtime.sessionmaker) as session:
-        items, total = await service.list_experiments(
+        items, total = await lifecycle.list_experiments(
             session,
             limit=PAGE_SIZE,
             offset=(page - 1) * PAGE_SIZE,
@@ -126,7 +131,7 @@ async def experiments_page(
             known[experiment_id] = (await _summary_now(request, experiment_id), True)
     rows = []
     for item in items:
-        summary: service.Summary | None = known[item.id][0]
+        summary: summaries.Summary | None = known[item.id][0]
         rows.append(_row(item, None if summary is None else summary_out(summary)))
     pages = max(1, -(-total // PAGE_SIZE))
     return templates.TemplateResponse(
@@ -146,7 +151,7 @@ async def experiments_page(
 
 
 def _chart_data(
-    history: service.History, summary: SummaryOut, guardrails: dict[str, Any]
+    history: histories.History, summary: SummaryOut, guardrails: dict[str, Any]
 ) -> dict[str, Any]:
     days = [d.isoformat() for d in history.days]
     return {
@@ -199,20 +204,20 @@ async def experiment_page(
     cache: SummaryCache = request.app.state.summaries
     cached = cache.get(experiment_id) if segment is None else None
     epoch = cache.epoch()
-    summarized = cached or await service.summarize(
+    summarized = cached or await summaries.summarize(
         session, experiment_id=experiment_id, segment=segment, fits=fits
     )
     if segment is None and cached is None:
         cache.put(experiment_id, summarized, epoch=epoch)
     summary = summary_out(summarized)
     # The charts are of what the table shows: the segment's rows and posteriors, if picked.
-    history = await service.history(
+    history = await histories.history(
         session,
         experiment_id=experiment_id,
         segment=segment,
         posteriors=[item.posterior for item in summarized.variants],
     )
-    page = await service.list_segments(
+    page = await segment_listing.list_segments(
         session,
         experiment_id=experiment_id,
         overall=summarized if segment is None else None,
@@ -232,7 +237,7 @@ async def experiment_page(
             "experiment": experiment,
             "summary": summary,
             "charts": _chart_data(
-                history, summary, await service.guardrail_series(session, experiment)
+                history, summary, await guardrail_service.guardrail_series(session, experiment)
             ),
             "chart_names": CHARTS,
             "leader": leader,
@@ -250,7 +255,7 @@ async def experiment_page(
     )
 
 
-def _csv_rows(history: service.History, chart: str) -> list[list[Any]]:
+def _csv_rows(history: histories.History, chart: str) -> list[list[Any]]:
     variants = history.variant_ids
     if chart == "allocation":
         return [["date", *variants]] + [
@@ -290,9 +295,11 @@ async def chart_csv(
         raise NotFoundError(f"no chart {chart!r}; charts: {', '.join(CHARTS)}")
     posteriors = None
     if segment is not None:
-        summarized = await service.summarize(session, experiment_id=experiment_id, segment=segment)
+        summarized = await summaries.summarize(
+            session, experiment_id=experiment_id, segment=segment
+        )
         posteriors = [item.posterior for item in summarized.variants]
-    history = await service.history(
+    history = await histories.history(
         session, experiment_id=experiment_id, segment=segment, posteriors=posteriors
     )
     buffer = io.StringIO()
@@ -329,14 +336,16 @@ async def experiment_action(
     if not _same_origin(request):
         raise ForbiddenError("this form must be sent from the dashboard itself")
     if action in ACTIONS:
-        await service.update_experiment(
+        await lifecycle.update_experiment(
             session, experiment_id=experiment_id, patch=ExperimentPatch(status=ACTIONS[action])
         )
     elif action == "conclude":
         # The allocation cache is dropped after the commit (deps._committed).
-        await service.conclude(session, experiment_id=experiment_id, winner=winner)
+        await lifecycle.conclude(session, experiment_id=experiment_id, winner=winner)
     elif action == "clear_guardrail":
-        await service.clear_guardrail(session, experiment_id=experiment_id, metric_id=metric_id)
+        await guardrail_service.clear_guardrail(
+            session, experiment_id=experiment_id, metric_id=metric_id
+        )
     else:
         raise InvalidInputError("action must be pause, resume, conclude or clear_guardrail")
     return RedirectResponse(f"/ui/experiments/{experiment_id}", status_code=303)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from itertools import pairwise
 from typing import Annotated, Literal
 
@@ -13,25 +13,32 @@ from pydantic_core import PydanticCustomError
 from mabapi.experiments.models import ExperimentStatus, MetricKind
 from mabapi.schemas import (
     IDENTIFIER_SCHEMA,
-    Count,
     Description,
     Identifier,
-    IsoDate,
     Name,
     StrictModel,
     require_changes,
 )
 from mabapi.stats.policies import PolicyName
 
-MAX_BATCH_ROWS = 10_000
 MAX_VARIANTS = 100
 
 
 Share = Annotated[float, Strict(), Field(gt=0.0, lt=1.0, allow_inf_nan=False)]
+
+
 Positive = Annotated[float, Strict(), Field(gt=0.0, le=1e12, allow_inf_nan=False)]
+
+
 Finite = Annotated[float, Strict(), Field(ge=-1e15, le=1e15, allow_inf_nan=False)]
+
+
 Omitted = SkipJsonSchema[None]
+
+
 PriorWeight = Annotated[float, Strict(), Field(ge=1e-3, le=1e9, allow_inf_nan=False)]
+
+
 SumOfSquares = Annotated[float, Strict(), Field(ge=0.0, le=1e30, allow_inf_nan=False)]
 
 
@@ -45,6 +52,8 @@ class BurnInSettings(StrictModel):
 
 
 # Conversions reported more than two months after exposure: a different product question.
+
+
 MAX_DELAY_DAYS = 60
 
 
@@ -185,201 +194,8 @@ class ExperimentSettings(StrictModel):
     stop_rule: StopRuleSettings = Field(default_factory=StopRuleSettings)
 
 
-class MetricIn(StrictModel):
-    """One variant's totals for one day: the original README's payload."""
-
-    experiment_id: Identifier
-    variant_id: Identifier
-    date: IsoDate
-    impressions: Count
-    successes: Count
-    metric_id: Identifier | None = Field(
-        default=None,
-        description="A guardrail's metric_id: these totals are that guardrail's. Absent: the "
-        "experiment's primary metric.",
-    )
-    segment: Identifier | None = Field(
-        default=None,
-        description="The audience these totals are of (e.g. mobile). Absent: unsegmented "
-        "traffic. A variant's totals over all traffic add every segment's.",
-    )
-    value_sum: Finite | None = Field(
-        default=None, description="Value metrics: sum of the per-unit values of the day."
-    )
-    value_sum_squares: (
-        Annotated[float, Strict(), Field(ge=0.0, le=1e30, allow_inf_nan=False)] | None
-    ) = Field(default=None, description="Value metrics: sum of the squared per-unit values.")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> MetricIn:
-        if self.successes > self.impressions:
-            raise PydanticCustomError(
-                "successes_exceed_impressions",
-                "successes ({successes}) cannot exceed impressions ({impressions})",
-                {"successes": self.successes, "impressions": self.impressions},
-            )
-        if self.segment is not None and self.metric_id is not None:
-            raise PydanticCustomError(
-                "segmented_guardrail",
-                "guardrail rows (metric_id) are not segmented: leave segment out",
-            )
-        if (self.value_sum is None) != (self.value_sum_squares is None):
-            raise PydanticCustomError(
-                "value_pair", "send value_sum and value_sum_squares together, or neither"
-            )
-        if self.value_sum is not None and self.value_sum_squares is not None:
-            if self.impressions == 0 and (self.value_sum or self.value_sum_squares):
-                raise PydanticCustomError("values_without_units", "value sums need impressions > 0")
-            bound = self.value_sum**2 / self.impressions if self.impressions else 0.0
-            if self.value_sum_squares < bound * (1 - 1e-9) - 1e-9:
-                raise PydanticCustomError(
-                    "impossible_squares",
-                    "value_sum_squares ({squares}) cannot be below value_sum^2 / impressions "
-                    "({bound}): check that it sums the squared per-unit values",
-                    {"squares": self.value_sum_squares, "bound": bound},
-                )
-        return self
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "experiment_id": "homepage_test",
-                    "variant_id": "control",
-                    "date": "2023-07-15",
-                    "impressions": 1000,
-                    "successes": 120,
-                }
-            ]
-        },
-    )
-
-
-class MetricsBatchIn(StrictModel):
-    metrics: Annotated[list[MetricIn], Field(min_length=1, max_length=MAX_BATCH_ROWS)]
-
-    @model_validator(mode="after")
-    def _one_row_per_key(self) -> MetricsBatchIn:
-        first_seen: dict[tuple[str, str, date, str | None, str | None], int] = {}
-        for index, row in enumerate(self.metrics):
-            key = (row.experiment_id, row.variant_id, row.date, row.metric_id, row.segment)
-            if key in first_seen:
-                raise PydanticCustomError(
-                    "duplicate_rows",
-                    "metrics[{first}] and metrics[{second}] both set {variant} of {experiment} "
-                    "on {day}; send one row per experiment, variant and date",
-                    {
-                        "first": first_seen[key],
-                        "second": index,
-                        "variant": row.variant_id,
-                        "experiment": row.experiment_id,
-                        "day": row.date.isoformat(),
-                    },
-                )
-            first_seen[key] = index
-        return self
-
-
 class StatusOut(BaseModel):
     status: Literal["success"] = "success"
-
-
-class BatchResultOut(BaseModel):
-    status: Literal["success"] = "success"
-    rows: int
-
-
-class BreachOut(BaseModel):
-    """A variant's open guardrail breach: what its allocation obeys until it is cleared."""
-
-    metric_id: str
-    probability_harm: float = Field(description="P(harm beyond the margin) at the breach.")
-    action: Literal["stop", "floor"]
-    since: date = Field(description="The day of the check that found it.")
-
-
-class SegmentOut(BaseModel):
-    segment: str
-    units: float = Field(description="Units seen in the segment (all variants).")
-    leader: str | None = Field(description="The variant most likely best in the segment.")
-    leader_probability_best: float | None
-    probability_best: dict[str, float] = Field(
-        description="Exact P(best) of each active variant in the segment, under the pooling."
-    )
-    differs_from_overall: bool = Field(
-        description="True when the segment's leader is not the leader over all traffic."
-    )
-
-
-class SegmentsOut(BaseModel):
-    experiment_id: str
-    pooling: Literal["partial", "none", "full"]
-    overall_leader: str | None
-    segments: list[SegmentOut]
-    total: int = Field(description="Segments with data, over every page.")
-    next_cursor: str | None = Field(
-        default=None,
-        description="More segments follow: pass it as `cursor` for the next page. Null: the last.",
-    )
-
-
-class ClearedOut(BaseModel):
-    experiment_id: str
-    metric_id: str
-    cleared: int = Field(description="How many open breaches were cleared (0: none was open).")
-
-
-class DelayCurveOut(BaseModel):
-    """The late-conversion curve an answer used (docs/STATISTICS.md, "Late conversions")."""
-
-    source: Literal["off", "given", "learnt", "none"] = Field(
-        description="off: conversion_delay_days is 0; given: conversion_delay_cdf; learnt: "
-        "from the revision history (`days` exposure days); none: a delay is set but there "
-        "is not enough revision history yet, so nothing is corrected."
-    )
-    days: int = Field(description="Exposure days the learnt curve rests on (0 otherwise).")
-    cdf: list[float] | None = Field(
-        description="Share of a day's conversions reported by each age 0..L (null: none)."
-    )
-    note: str
-
-
-class AllocationOut(BaseModel):
-    experiment_id: str
-    date: date
-    allocations: dict[str, float] = Field(
-        description="Percent of traffic per variant, one decimal, summing to exactly 100.0."
-    )
-    probability_best: dict[str, float] = Field(
-        description="Unrounded posterior probability that each variant has the highest rate."
-    )
-    algorithm: str
-    algorithm_version: str
-    inputs: dict[str, dict[str, int | float]] = Field(
-        description="Totals per variant dated strictly before `date` (fractional when old "
-        "days are down-weighted by a half-life)."
-    )
-    burned_in: StrictBool = Field(description="False while the burn-in keeps an even split.")
-    live: dict[str, float] = Field(
-        description="Percent of traffic real-time assignment (`POST /experiments/{id}/assign`) "
-        "serves now: every observation so far counts, today's and live ones included, so it "
-        "can differ from `allocations`, which plans `date` from the days before it. Up to "
-        "MABAPI_ALLOCATION_CACHE_SECONDS old."
-    )
-    guardrails: dict[str, BreachOut] = Field(
-        default_factory=dict,
-        description="Variants with an open guardrail breach (stop: no new traffic; floor: "
-        "only their floor), by variant id.",
-    )
-    segment: str | None = Field(
-        default=None,
-        description="The segment this split is for; null: all traffic (no segment asked, "
-        "one never seen, or pooling full).",
-    )
-    delay_curve: DelayCurveOut | None = Field(
-        default=None, description="The late-conversion curve this split used, and why."
-    )
 
 
 class VariantIn(StrictModel):
@@ -390,6 +206,8 @@ class VariantIn(StrictModel):
 
 # PATCH fields may be left out but not sent as null: `| Omitted` keeps null out of the
 # OpenAPI document (the validators below refuse it with a clear message).
+
+
 class VariantPatch(StrictModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
@@ -543,195 +361,3 @@ class ExperimentPage(BaseModel):
     total: int
     limit: int
     offset: int
-
-
-class MetricRowOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    variant_id: str
-    date: date
-    segment: str = Field(default="", description="The row's segment; empty: unsegmented.")
-    impressions: int
-    successes: int
-    value_sum: float | None = Field(default=None, description="Value metrics: the sum.")
-    value_sum_squares: float | None = Field(
-        default=None, description="Value metrics: the sum of squares."
-    )
-
-
-class MetricRowsOut(BaseModel):
-    experiment_id: str
-    metrics: list[MetricRowOut]
-    next_cursor: str | None = Field(
-        default=None,
-        description="More rows follow: pass it as `cursor` for the next page. Null: the last.",
-    )
-
-
-class RevisionOut(BaseModel):
-    """One post that set a day's totals to new values, as it arrived."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    variant_id: str
-    date: date
-    impressions: int
-    successes: int
-    value_sum: float | None
-    value_sum_squares: float | None
-    recorded_at: datetime
-
-
-class RevisionsOut(BaseModel):
-    experiment_id: str
-    revisions: list[RevisionOut]
-    next_cursor: str | None = Field(
-        default=None,
-        description="More revisions follow: pass it as `cursor` for the next page. Null: the last.",
-    )
-
-
-class CredibleInterval(BaseModel):
-    lower: float
-    upper: float
-    mass: float
-
-
-class UpliftOut(BaseModel):
-    """Relative difference to the control, (theta - theta_control) / |theta_control|."""
-
-    mean: float
-    lower: float
-    upper: float
-    mass: float
-
-
-class StratifiedOut(BaseModel):
-    """Each day's mean weighted by that day's share of all traffic (no Simpson bias)."""
-
-    mean: float | None
-    standard_error: float | None
-
-
-class VariantSummary(BaseModel):
-    variant_id: str
-    is_control: bool
-    active: bool
-    impressions: int
-    successes: int
-    value_sum: float
-    effective_impressions: float = Field(
-        description="Impressions whose conversions should have been reported by now: the "
-        "impressions, unless conversion_delay_days corrects recent days for conversions "
-        "not yet reported."
-    )
-    conversion_rate: float | None = Field(
-        description="successes / effective impressions; null if none."
-    )
-    mean: float | None = Field(
-        description="Observed metric per effective unit: the rate, or value per unit for "
-        "value metrics."
-    )
-    posterior_mean: float
-    credible_interval: CredibleInterval
-    probability_best: float
-    expected_loss: float | None = Field(
-        description="E[best - this], in the metric's units: the cost of choosing this one."
-    )
-    probability_beats_control: float | None
-    uplift: UpliftOut | None
-    stratified: StratifiedOut
-
-
-class RecommendationOut(BaseModel):
-    """What to do, and which kind of answer it is (docs/STATISTICS.md, "Stop advice")."""
-
-    action: Literal["continue", "stop_winner", "stop_ship", "stop_no_difference"] = Field(
-        description="stop_winner: `winner` is better (a claim, P(best) at the look's "
-        "threshold); stop_ship: ship `winner`, whose expected loss is within "
-        "stop_rule.ship_loss_threshold (not a claim that it is better: equal variants "
-        "get this too); stop_no_difference: no variant differs by more than the "
-        "equivalence margin, ship either; continue: keep the experiment running."
-    )
-    winner: str | None = Field(description="The variant stop_winner or stop_ship names.")
-    claims_better: bool = Field(
-        description="True only for stop_winner: act on `winner` being better only then."
-    )
-    reason: str
-    days_to_decision: int | None = Field(
-        description="About how many more days until advice other than continue, if today's "
-        "estimates hold and today's traffic continues (0: the advice is here; null: not "
-        "within a year, or a guardrail breach on the leader needs a person first)."
-    )
-
-
-class GainOut(BaseModel):
-    """Successes (or value) earned beyond an even split of the same traffic: the units
-    mabapi's allocation served (real-time units, and reported days an allocation was
-    served for; imported history is not compared)."""
-
-    mean: float
-    lower: float
-    upper: float
-    mass: float
-    unit: Literal["conversions", "value"]
-    units: dict[str, int] = Field(
-        default_factory=dict,
-        description="Per variant, the units compared: those mabapi's allocation served.",
-    )
-
-
-class SampleRatioOut(BaseModel):
-    observed: dict[str, float]
-    expected: dict[str, float]
-    chi_square: float | None
-    p_value: float
-    mismatch: StrictBool = Field(description="True when p < 0.001: check your traffic splitting.")
-
-
-class GuardrailVariantOut(BaseModel):
-    variant_id: str
-    units: float
-    successes: float
-    mean: float | None = Field(description="The guardrail's rate (or value per unit).")
-    relative_difference: UpliftOut | None = Field(
-        description="(variant - control) / |control| with its 95% interval; null for the "
-        "control and without data."
-    )
-    probability_harm: float | None = Field(
-        description="P(worse than the control by more than max_relative_harm)."
-    )
-    breach: BreachOut | None
-
-
-class GuardrailSummaryOut(BaseModel):
-    guardrail: GuardrailIn
-    control_id: str = Field(description="The variant the others are compared with.")
-    check: int = Field(description="How many daily checks the data spans (1 on its 2nd day).")
-    variants: list[GuardrailVariantOut]
-
-
-class SummaryOut(BaseModel):
-    experiment_id: str
-    segment: str | None = Field(default=None, description="The segment summarised; null: all.")
-    metric_kind: MetricKind
-    higher_is_better: bool
-    algorithm: str
-    prior: dict[str, float]
-    days_of_data: int
-    variants: list[VariantSummary]
-    value_remaining: float | None = Field(
-        description="95th percentile of the relative gain still possible over the leader."
-    )
-    recommendation: RecommendationOut
-    stop_rule: StopRuleSettings
-    gain_vs_even_split: GainOut
-    sample_ratio_mismatch: SampleRatioOut | None
-    monte_carlo: dict[str, int] = Field(
-        description="Seed and draws of the posterior samples behind uplift, value remaining "
-        "and gain (probabilities and expected loss are exact)."
-    )
-    guardrails: list[GuardrailSummaryOut] = Field(default_factory=list)
-    delay_curve: DelayCurveOut | None = Field(
-        default=None, description="The late-conversion curve the summary used, and why."
-    )

@@ -26,10 +26,10 @@ from mabapi.db.base import utcnow
 from mabapi.db.dialect import insert_for
 from mabapi.db.transactions import background_transaction, read_only_transaction
 from mabapi.errors import AppError
-from mabapi.experiments import guardrails
 from mabapi.experiments.lifecycle import require_experiment
 from mabapi.experiments.models import EventState, Experiment, ExperimentStatus
-from mabapi.experiments.reporting import Summary, summarize
+from mabapi.guardrails import service as guardrails
+from mabapi.reports.summary import Summary, summarize
 from mabapi.webhooks import outbox
 from mabapi.webhooks.models import Webhook
 

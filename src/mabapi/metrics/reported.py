@@ -256,7 +256,7 @@ async def list_revisions(
     return (await session.scalars(statement)).all()
 
 
-# --- Late conversions (experiments/late_conversions.py) ---
+# --- Late conversions (allocations/late_conversions.py) ---
 
 
 @dataclass(frozen=True, slots=True)

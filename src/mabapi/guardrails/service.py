@@ -7,13 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.db.base import utcnow
 from mabapi.errors import InvalidInputError, NotFoundError
-from mabapi.experiments import guardrail_repository as store
 from mabapi.experiments.lifecycle import require_experiment
 from mabapi.experiments.models import (
     GUARDRAIL_REPORTED,
@@ -22,7 +21,8 @@ from mabapi.experiments.models import (
     MetricKind,
     Variant,
 )
-from mabapi.experiments.schemas import GuardrailIn, MetricIn
+from mabapi.experiments.schemas import GuardrailIn
+from mabapi.guardrails import repository as store
 from mabapi.stats.guardrails import (
     GuardrailCheck,
     GuardrailRule,
@@ -58,8 +58,30 @@ def reference_variant(variants: Sequence[Variant]) -> Variant | None:
     return next((v for v in variants if v.is_control), variants[0] if variants else None)
 
 
+class GuardrailRow(Protocol):
+    """What a reported guardrail row carries (a `metrics.schemas.MetricIn` naming a
+    metric_id); a protocol, because guardrails sit below metrics."""
+
+    @property
+    def experiment_id(self) -> str: ...
+    @property
+    def metric_id(self) -> str | None: ...
+    @property
+    def variant_id(self) -> str: ...
+    @property
+    def date(self) -> date: ...
+    @property
+    def impressions(self) -> int: ...
+    @property
+    def successes(self) -> int: ...
+    @property
+    def value_sum(self) -> float | None: ...
+    @property
+    def value_sum_squares(self) -> float | None: ...
+
+
 async def record_rows(
-    session: AsyncSession, experiments: dict[str, Experiment], rows: Sequence[MetricIn]
+    session: AsyncSession, experiments: dict[str, Experiment], rows: Sequence[GuardrailRow]
 ) -> None:
     """Reported guardrail totals (rows naming a metric_id): checked against each
     experiment's declared guardrails, then set like the primary metric's."""

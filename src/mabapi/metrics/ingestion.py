@@ -18,16 +18,17 @@ from mabapi.errors import (
     NotFoundError,
     no_such_experiment,
 )
-from mabapi.experiments import guardrails, reported, repository, segments
+from mabapi.experiments import repository
+from mabapi.experiments import segments as segment_registry
 from mabapi.experiments.lifecycle import require_experiment
 from mabapi.experiments.models import (
     ExperimentMetric,
     MetricRevision,
 )
-from mabapi.experiments.schemas import (
-    MAX_VARIANTS,
-    MetricIn,
-)
+from mabapi.experiments.schemas import MAX_VARIANTS
+from mabapi.guardrails import service as guardrails
+from mabapi.metrics import reported
+from mabapi.metrics.schemas import MetricIn
 
 # Segments one experiment may have (MABAPI_SEGMENTS_MAX_PER_EXPERIMENT's default).
 DEFAULT_MAX_SEGMENTS = 1000
@@ -214,7 +215,7 @@ async def record_metrics(
     for row in rows:
         if row.segment:
             wanted.setdefault(row.experiment_id, set()).add(row.segment)
-    await segments.register_or_refuse(session, wanted, cap=max_segments)
+    await segment_registry.register_or_refuse(session, wanted, cap=max_segments)
     await reported.upsert_daily_metrics(
         session,
         [

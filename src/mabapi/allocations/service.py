@@ -13,20 +13,21 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mabapi.allocations import late_conversions, segments
+from mabapi.allocations import repository as snapshots
 from mabapi.db.base import utcnow
 from mabapi.errors import (
     ConflictError,
 )
-from mabapi.experiments import guardrails, late_conversions, repository, segments
+from mabapi.experiments import repository
+from mabapi.experiments import segments as segment_registry
 from mabapi.experiments.lifecycle import experiment_settings, require_experiment
 from mabapi.experiments.models import (
     MetricKind,
     Variant,
 )
-from mabapi.experiments.schemas import (
-    ExperimentSettings,
-    PriorSettings,
-)
+from mabapi.experiments.schemas import ExperimentSettings, PriorSettings
+from mabapi.guardrails import service as guardrails
 from mabapi.stats import allocation as allocation_stats
 from mabapi.stats.history import Forgetting, segment_start
 from mabapi.stats.policies import (
@@ -293,7 +294,7 @@ async def compute_allocation(
         segment is not None
         and settings.segments.pooling != "full"
         # A segment never registered is answered over all traffic without a fit.
-        and await segments.known(session, experiment_id, segment)
+        and await segment_registry.known(session, experiment_id, segment)
     ):
         # The segment's days count as the overall ones do: forgotten by the same weights,
         # recent conversion days at their effective exposures.
@@ -342,7 +343,7 @@ async def compute_allocation(
     config = PolicyConfig(PolicyName(policy.algorithm), policy.top_two_beta, policy.epsilon)
     previous = None
     if controls.max_change is not None and answered_segment is None:
-        snapshot = await repository.latest_snapshot_before(session, experiment_id, for_date)
+        snapshot = await snapshots.latest_snapshot_before(session, experiment_id, for_date)
         if snapshot is not None:
             previous = np.array([snapshot.allocations.get(v.id, 0.0) / 100 for v in variants])
     shares, weights, burned_in = allocate(
@@ -399,8 +400,8 @@ async def compute_allocation(
         "variants": {v: _totals_json(t) for v, t in zip(variant_ids, inputs, strict=True)},
     }
     inputs_hash = _inputs_hash({"version": algorithm_version, **snapshot_inputs})
-    if not await repository.snapshot_exists(session, experiment_id, for_date, inputs_hash):
-        await repository.insert_snapshot_if_new(
+    if not await snapshots.snapshot_exists(session, experiment_id, for_date, inputs_hash):
+        await snapshots.insert_snapshot_if_new(
             session,
             {
                 "experiment_id": experiment_id,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
-from mabapi.experiments import repository
+from mabapi.allocations import repository as snapshots
 from mabapi.runtime import runtime_of
 from tests.fixtures.factories import post_metric
 from tests.fixtures.keys import bearer, make_key
@@ -18,7 +18,7 @@ from tests.fixtures.keys import bearer, make_key
 
 async def snapshot_count(app: FastAPI, experiment_id: str) -> int:
     async with runtime_of(app).sessionmaker() as session:
-        return await repository.count_snapshots(session, experiment_id)
+        return await snapshots.count_snapshots(session, experiment_id)
 
 
 class TestDates:

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from mabapi.cache import AnswerCache
+from mabapi.allocations.cache import AnswerCache
 from mabapi.runtime import runtime_of
 from tests.fixtures.factories import create_experiment, post_metric
 

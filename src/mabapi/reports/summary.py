@@ -11,24 +11,23 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mabapi.allocations import late_conversions, segments
+from mabapi.allocations import repository as snapshots
+from mabapi.allocations.service import _EMPTY, _posterior
 from mabapi.db.base import utcnow
 from mabapi.errors import NotFoundError
-from mabapi.experiments import guardrails, late_conversions, repository, segments
-from mabapi.experiments.allocation import _EMPTY, _observed_mean, _posterior
+from mabapi.experiments import repository
+from mabapi.experiments import segments as segment_registry
 from mabapi.experiments.lifecycle import experiment_settings, require_experiment
 from mabapi.experiments.models import (
     Experiment,
     MetricKind,
     Variant,
 )
-from mabapi.experiments.schemas import (
-    PriorSettings,
-)
-from mabapi.stats import allocation as allocation_stats
+from mabapi.guardrails import service as guardrails
 from mabapi.stats import decision
 from mabapi.stats.posterior import (
     Posterior,
-    density_curves,
 )
 
 CREDIBLE_MASS = 0.95
@@ -179,7 +178,7 @@ async def summarize(
     served = (
         {variants[i].id: int(inputs[i].impressions) for i in range(len(variants))}
         if segment is not None
-        else await repository.served_units(session, experiment_id)
+        else await snapshots.served_units(session, experiment_id)
     )
     served_units = [served.get(variant.id, 0) for variant in variants]
     gain = decision.gain_over_even_split(
@@ -269,7 +268,7 @@ def _forecast_words(days_ahead: int | None) -> str:
     return f"; about {days_ahead} more day{'s' if days_ahead != 1 else ''} at today's traffic"
 
 
-async def _segment_fit(
+async def segment_fit(
     session: AsyncSession, experiment: Experiment, fits: segments.SegmentFits | None
 ) -> tuple[segments.SegmentCounts, segments.SegmentCounts, Any]:
     """Every segment's counts over all data so far: as posted, and as the posteriors use
@@ -311,12 +310,12 @@ async def _segment_view(
     (404 if never seen)."""
     variants = list(experiment.variants)
     settings = experiment_settings(experiment)
-    if not await segments.known(session, experiment.id, segment):
+    if not await segment_registry.known(session, experiment.id, segment):
         raise NotFoundError(
             f"experiment {experiment.id!r} has no data for segment {segment!r}; "
             "GET /experiments/{id}/segments lists its segments"
         )
-    found, counted, by_variant = await _segment_fit(session, experiment, fits)
+    found, counted, by_variant = await segment_fit(session, experiment, fits)
     row = found.index(segment)
     if row is None:
         raise NotFoundError(
@@ -384,7 +383,7 @@ async def _sample_ratio(
     rows: Sequence[repository.DailyRow],
 ) -> decision.SampleRatioCheck | None:
     """SRM against the allocations actually served, on days that have one."""
-    served = await repository.served_allocations(session, experiment_id)
+    served = await snapshots.served_allocations(session, experiment_id)
     dates, units, _, _, _ = _period_arrays(variants, rows)
     keep = [k for k, day in enumerate(dates) if day in served]
     if not keep:
@@ -393,197 +392,3 @@ async def _sample_ratio(
         [[served[dates[k]].get(variant.id, 0.0) / 100.0 for k in keep] for variant in variants]
     )
     return decision.sample_ratio_mismatch(units[:, keep], shares)
-
-
-HISTORY_DAYS = 366  # P(best) over time: one quadrature per day, the last year at most
-
-
-@dataclass(frozen=True, slots=True)
-class DailyPoint:
-    """One variant's own numbers for one day, and its 95% credible interval."""
-
-    impressions: int
-    successes: int
-    mean: float | None
-    lower: float | None
-    upper: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class History:
-    """What the dashboard charts: the day-by-day story of an experiment."""
-
-    experiment: Experiment
-    variant_ids: list[str]
-    days: list[date]
-    daily: dict[str, list[DailyPoint]]
-    served_days: list[date]
-    served: dict[str, list[float]]
-    best_days: list[date]
-    probability_best: dict[str, list[float]]
-    density_x: list[float]
-    densities: dict[str, list[float]]
-
-
-async def history(
-    session: AsyncSession,
-    *,
-    experiment_id: str,
-    segment: str | None = None,
-    posteriors: Sequence[Posterior] | None = None,
-) -> History:
-    """Daily rates with credible bands, the allocations served, P(best) after each day
-    (from the totals up to and including it) and today's posterior densities.
-
-    With `segment`: all of it from that segment's own rows; its traffic split is the
-    share of its units each variant got each day (a segment's splits are not recorded).
-    `posteriors`: today's posteriors to draw the densities from (the summary's, so the
-    chart shows what the table says; for a segment, the pooled ones)."""
-    experiment = await require_experiment(session, experiment_id)
-    settings = experiment_settings(experiment)
-    kind = MetricKind(experiment.metric_kind)
-    variant_ids = [variant.id for variant in experiment.variants]
-    if segment is None:
-        rows = await repository.daily_rows(session, experiment_id)
-    else:
-        rows = [
-            repository.DailyRow(v, d, int(n), int(sc), x, q)
-            for v, d, n, sc, x, q in await segments.daily(session, experiment_id, segment)
-        ]
-    days = sorted({row.date for row in rows})
-    by_key = {(row.variant_id, row.date): row for row in rows}
-    daily: dict[str, list[DailyPoint]] = {v: [] for v in variant_ids}
-    running = {v: repository.VariantTotals(0, 0, 0.0, 0.0) for v in variant_ids}
-    best_days: list[date] = []
-    best: dict[str, list[float]] = {v: [] for v in variant_ids}
-    first_best_day = days[-HISTORY_DAYS] if len(days) > HISTORY_DAYS else None
-    for day in days:
-        for variant_id in variant_ids:
-            row = by_key.get((variant_id, day))
-            totals = (
-                repository.VariantTotals(
-                    row.impressions, row.successes, row.value_sum, row.value_sum_squares
-                )
-                if row
-                else _EMPTY
-            )
-            daily[variant_id].append(_daily_point(kind, settings.prior, totals))
-            before = running[variant_id]
-            running[variant_id] = repository.VariantTotals(
-                before.impressions + totals.impressions,
-                before.successes + totals.successes,
-                before.value_sum + totals.value_sum,
-                before.value_sum_squares + totals.value_sum_squares,
-            )
-        if variant_ids and (first_best_day is None or day >= first_best_day):
-            posteriors = [_posterior(kind, settings.prior, running[v]) for v in variant_ids]
-            probabilities = allocation_stats.probability_best(
-                posteriors, higher_is_better=experiment.higher_is_better
-            )
-            best_days.append(day)
-            for variant_id, probability in zip(variant_ids, probabilities, strict=True):
-                best[variant_id].append(float(probability))
-    served_by_day = (
-        await repository.served_allocations(session, experiment_id)
-        if segment is None
-        else _observed_shares(rows)
-    )
-    served_days = sorted(served_by_day)
-    served = {v: [float(served_by_day[d].get(v, 0.0)) for d in served_days] for v in variant_ids}
-    grid: list[float] = []
-    densities: dict[str, list[float]] = {}
-    if variant_ids:
-        if posteriors is None:
-            posteriors = [_posterior(kind, settings.prior, running[v]) for v in variant_ids]
-        grid, curves = density_curves(list(posteriors))
-        densities = dict(zip(variant_ids, curves, strict=True))
-    return History(
-        experiment,
-        variant_ids,
-        days,
-        daily,
-        served_days,
-        served,
-        best_days,
-        best,
-        grid,
-        densities,
-    )
-
-
-def _observed_shares(rows: Sequence[repository.DailyRow]) -> dict[date, dict[str, float]]:
-    """Per day, the percent of the day's units each variant got."""
-    units: dict[date, dict[str, float]] = {}
-    for row in rows:
-        units.setdefault(row.date, {})[row.variant_id] = float(row.impressions)
-    return {
-        day: {v: 100.0 * n / total for v, n in by_variant.items()}
-        for day, by_variant in units.items()
-        if (total := sum(by_variant.values())) > 0
-    }
-
-
-def _daily_point(
-    kind: MetricKind, prior: PriorSettings, totals: repository.VariantTotals
-) -> DailyPoint:
-    if totals.impressions <= 0:
-        return DailyPoint(0, 0, None, None, None)
-    posterior = _posterior(kind, prior, totals)
-    lower, upper = posterior.credible_interval(0.95)
-    return DailyPoint(
-        int(totals.impressions), int(totals.successes), _observed_mean(kind, totals), lower, upper
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentPage:
-    pooling: str
-    overall_leader: str | None
-    segments: list[segments.SegmentSummary]
-    total: int  # segments with data, over every page
-    units: float  # units of every segment, over every page
-    next_after: str | None  # the last segment of this page, if more follow
-
-
-async def list_segments(
-    session: AsyncSession,
-    *,
-    experiment_id: str,
-    overall: Summary | None = None,
-    fits: segments.SegmentFits | None = None,
-    after: str | None = None,
-    limit: int | None = None,
-) -> SegmentPage:
-    """The segments (in name order, those after `after`, at most `limit`) with their
-    summaries over all data so far. `overall`: the summary over all traffic, if the
-    caller has it (else computed)."""
-    summary = (
-        overall
-        if overall is not None and overall.segment is None
-        else await summarize(session, experiment_id=experiment_id, fits=fits)
-    )
-    experiment = summary.experiment
-    settings = experiment_settings(experiment)
-    variants = list(experiment.variants)
-    active = [item for item in summary.variants if item.variant.active]
-    best = max(active, key=lambda item: item.probability_best, default=None)
-    overall_leader = best.variant.id if best else None
-    found, _, by_variant = await _segment_fit(session, experiment, fits)
-    rows = [i for i, name in enumerate(found.segments) if after is None or name > after]
-    more = limit is not None and len(rows) > limit
-    rows = rows[:limit] if limit is not None else rows
-    return SegmentPage(
-        pooling=settings.segments.pooling,
-        overall_leader=overall_leader,
-        segments=segments.leaders(
-            found,
-            by_variant,
-            variants,
-            rows=rows,
-            overall_leader=overall_leader,
-            higher_is_better=experiment.higher_is_better,
-        ),
-        total=len(found.segments),
-        units=float(found.units.sum()),
-        next_after=found.segments[rows[-1]] if more and rows else None,
-    )

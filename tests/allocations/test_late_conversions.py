@@ -12,10 +12,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from mabapi.allocations import late_conversions
 from mabapi.assignments.models import Assignment
-from mabapi.experiments import late_conversions, reported
 from mabapi.experiments.models import MetricRevision
 from mabapi.experiments.schemas import PolicySettings
+from mabapi.metrics import reported
 from mabapi.runtime import runtime_of
 
 DELAY = {"conversion_delay_days": 2, "conversion_delay_cdf": [0.5, 0.8, 1.0]}

@@ -1,0 +1,2 @@
+"""Guardrails: declared secondary metrics, their checks against the reference variant,
+breaches and their clearing."""

@@ -1,0 +1,1 @@
+"""Metrics: reported daily rows, their revisions, and the ingestion of both."""
