@@ -247,3 +247,40 @@ class TestSize:
             if len(parts) > 1:
                 shares[parts[0]] = shares.get(parts[0], 0) + self.lines(path)
         assert {k: round(v / total, 3) for k, v in shares.items() if v > 0.15 * total} == {}
+
+
+class TestSqlInRepositories:
+    """Every SQL statement lives in a repository (`repository.py`, or `*_repository.py`),
+    the table declarations (`models.py`) or `db/`: elsewhere, a module may hold a session
+    (its type) and pass it on, never build or run a statement."""
+
+    SESSION_ONLY = frozenset({"sqlalchemy.ext.asyncio", "sqlalchemy.exc", "sqlalchemy.engine"})
+    RUNS = re.compile(r"\bsession\.(execute|scalar|scalars|stream|get|add|add_all|delete)\(")
+
+    @staticmethod
+    def is_store(path: Path) -> bool:
+        name = relative(path)
+        return (
+            name.startswith("db/")
+            or path.name in {"models.py", "repository.py"}
+            or path.name.endswith("_repository.py")
+        )
+
+    @pytest.mark.parametrize("path", modules(), ids=relative)
+    def test_no_sql_outside_a_repository(self, path: Path) -> None:
+        if self.is_store(path):
+            return
+        tree = ast.parse(path.read_text())
+        modules_used = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+        } | {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        }
+        sql = {m for m in modules_used if m.split(".")[0] == "sqlalchemy"} - self.SESSION_ONLY
+        assert sql == set(), f"{relative(path)} imports {sql}"
+        assert not self.RUNS.search(path.read_text()), f"{relative(path)} runs a statement"

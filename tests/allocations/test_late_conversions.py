@@ -16,7 +16,7 @@ from mabapi.allocations import late_conversions
 from mabapi.assignments.models import Assignment
 from mabapi.experiments.models import MetricRevision
 from mabapi.experiments.schemas import PolicySettings
-from mabapi.metrics import reported
+from mabapi.metrics import repository as reported
 from mabapi.runtime import runtime_of
 
 DELAY = {"conversion_delay_days": 2, "conversion_delay_cdf": [0.5, 0.8, 1.0]}

@@ -59,3 +59,9 @@ async def list_audit(
     if before_id is not None:
         statement = statement.where(AuditEntry.id < before_id)
     return (await session.scalars(statement)).all()
+
+
+async def add_key(session: AsyncSession, key: ApiKey) -> None:
+    """Store a new key (flushed, so a clash on its id fails here)."""
+    session.add(key)
+    await session.flush()

@@ -101,8 +101,7 @@ async def create_key(
         secret_hash=hash_key(token),
         created_at=now,
     )
-    session.add(key)
-    await session.flush()
+    await repository.add_key(session, key)
     return key, token
 
 

@@ -25,9 +25,9 @@ from datetime import date, timedelta
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mabapi.allocations import repository as reported
 from mabapi.experiments import repository
 from mabapi.experiments.schemas import PolicySettings
-from mabapi.metrics import reported
 from mabapi.stats.delay import DelayCurve, chain_ladder, days_learnt_from, effective_units
 
 # How many days of history the curve is learnt from, per day of delay (plus a margin).

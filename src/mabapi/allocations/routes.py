@@ -79,7 +79,7 @@ async def allocation_answer(
     record: bool,
     segment: str | None = None,
 ) -> AllocationOut:
-    """GET /allocations' answer; also called by the hot path (mabapi/middleware.py).
+    """GET /allocations' answer; also called by the hot path (mabapi/hot_paths.py).
 
     `record`: store the answer as an allocation snapshot (the audit trail, the served
     history): for the callers that serve traffic with it (write keys, open instances),

@@ -1,6 +1,6 @@
 """Segments: each segment's totals (reported rows naming it, and real-time units
 assigned in it), its posteriors under the experiment's pooling, and the listing of every
-segment with its leader. Reads only (the registry is `experiments.segments`)."""
+segment with its leader. Reads only (the registry is `experiments.segment_repository`)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from datetime import date, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Date, Float, String, column, func, null, select, table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mabapi.allocations import repository
 from mabapi.allocations.cache import KeyedLocks
-from mabapi.db.base import UTCDateTime
-from mabapi.experiments.models import ExperimentMetric, MetricKind, Variant
+from mabapi.experiments.models import MetricKind, Variant
 from mabapi.stats.allocation import probability_best
 from mabapi.stats.delay import DelayCurve, effective_units
 from mabapi.stats.posterior import Posterior
@@ -27,18 +26,6 @@ from mabapi.stats.segments import (
     Pooling,
     all_value_variants,
     all_variants,
-)
-
-# The assignments table, named without importing the assignments package (above this
-# one): what segment counts need.
-_ASSIGNMENTS = table(
-    "assignments",
-    column("experiment_id", String),
-    column("variant_id", String),
-    column("segment", String),
-    column("assigned_date", Date),
-    column("converted_at", UTCDateTime),
-    column("conversion_value", Float),
 )
 
 
@@ -98,48 +85,20 @@ async def counts(
     """Every named segment's totals dated before `before` (all data if None): reported
     rows naming it plus the real-time units assigned in it (and their conversions), each
     day adjusted by `adjust` if given (then read day by day)."""
-    m = ExperimentMetric
-    a = _ASSIGNMENTS.c
-    value = func.coalesce(a.conversion_value, 0.0)
     by_day = adjust is not None
-    reported = select(
-        m.segment,
-        m.variant_id,
-        m.date if by_day else null(),
-        func.max(m.updated_at) if by_day else null(),
-        func.sum(m.impressions),
-        func.sum(m.successes),
-        func.sum(func.coalesce(m.value_sum, 0.0)),
-        func.sum(func.coalesce(m.value_sum_squares, 0.0)),
-    ).where(m.experiment_id == experiment_id, m.segment != "")
-    live = select(
-        a.segment,
-        a.variant_id,
-        a.assigned_date if by_day else null(),
-        null(),
-        func.count(),
-        func.count(a.converted_at),
-        func.sum(value),
-        func.sum(value * value),
-    ).where(a.experiment_id == experiment_id, a.segment.is_not(None))
-    if before is not None:
-        reported = reported.where(m.date < before)
-        live = live.where(a.assigned_date < before)
-    reported = reported.group_by(m.segment, m.variant_id, *([m.date] if by_day else []))
-    live = live.group_by(a.segment, a.variant_id, *([a.assigned_date] if by_day else []))
+    rows = await repository.segment_sums(session, experiment_id, before=before, by_day=by_day)
     totals: dict[tuple[str, str], list[float]] = {}
-    for statement in (reported, live):
-        for segment, variant, day, updated, *sums in await session.execute(statement):
-            amounts = [float(amount or 0) for amount in sums]
-            if adjust is not None:
-                when = _day(day)
-                weight = adjust.weight(when)
-                posted = None if updated is None else _day(updated)
-                amounts[0] = adjust.units(when, amounts[0], amounts[1], posted)
-                amounts = [weight * amount for amount in amounts]
-            acc = totals.setdefault((segment, variant), [0.0, 0.0, 0.0, 0.0])
-            for position, amount in enumerate(amounts):
-                acc[position] += amount
+    for segment, variant, day, updated, *sums in rows:
+        amounts = [float(amount or 0) for amount in sums]
+        if adjust is not None:
+            when = _day(day)
+            weight = adjust.weight(when)
+            posted = None if updated is None else _day(updated)
+            amounts[0] = adjust.units(when, amounts[0], amounts[1], posted)
+            amounts = [weight * amount for amount in amounts]
+        acc = totals.setdefault((segment, variant), [0.0, 0.0, 0.0, 0.0])
+        for position, amount in enumerate(amounts):
+            acc[position] += amount
     segments = tuple(sorted({segment for segment, _ in totals}))
     column_of = {variant: k for k, variant in enumerate(variant_ids)}
     units = np.zeros((len(segments), len(variant_ids)))
@@ -308,35 +267,12 @@ async def daily(
 ) -> list[tuple[str, date, float, float, float, float]]:
     """(variant, day, units, successes, value sum, sum of squares) of one segment,
     reported plus real time, oldest first."""
-    m = ExperimentMetric
-    reported = select(
-        m.variant_id,
-        m.date,
-        m.impressions,
-        m.successes,
-        func.coalesce(m.value_sum, 0.0),
-        func.coalesce(m.value_sum_squares, 0.0),
-    ).where(m.experiment_id == experiment_id, m.segment == segment)
-    a = _ASSIGNMENTS.c
-    value = func.coalesce(a.conversion_value, 0.0)
-    live = (
-        select(
-            a.variant_id,
-            a.assigned_date,
-            func.count(),
-            func.count(a.converted_at),
-            func.sum(value),
-            func.sum(value * value),
-        )
-        .where(a.experiment_id == experiment_id, a.segment == segment)
-        .group_by(a.variant_id, a.assigned_date)
-    )
+    found = await repository.segment_daily_rows(session, experiment_id, segment)
     rows: dict[tuple[str, date], list[float]] = {}
-    for statement in (reported, live):
-        for variant, day, *sums in await session.execute(statement):
-            day = day if isinstance(day, date) else date.fromisoformat(str(day))
-            acc = rows.setdefault((variant, day), [0.0, 0.0, 0.0, 0.0])
-            for position, amount in enumerate(sums):
-                acc[position] += float(amount or 0)
+    for variant, day, *sums in found:
+        day = day if isinstance(day, date) else date.fromisoformat(str(day))
+        acc = rows.setdefault((variant, day), [0.0, 0.0, 0.0, 0.0])
+        for position, amount in enumerate(sums):
+            acc[position] += float(amount or 0)
     ordered = sorted(rows.items(), key=lambda item: (item[0][1], item[0][0]))
     return [(v, d, n, s, x, q) for (v, d), (n, s, x, q) in ordered]

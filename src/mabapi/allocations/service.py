@@ -20,7 +20,7 @@ from mabapi.errors import (
     ConflictError,
 )
 from mabapi.experiments import repository
-from mabapi.experiments import segments as segment_registry
+from mabapi.experiments import segment_repository as segment_registry
 from mabapi.experiments.lifecycle import experiment_settings, require_experiment
 from mabapi.experiments.models import (
     MetricKind,

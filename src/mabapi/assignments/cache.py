@@ -23,7 +23,7 @@ from mabapi.allocations.cache import AnswerCache, KeyedLocks
 from mabapi.allocations.segments import SegmentFits
 from mabapi.db.transactions import background_transaction
 from mabapi.experiments import lifecycle
-from mabapi.experiments import segments as segment_registry
+from mabapi.experiments import segment_repository as segment_registry
 from mabapi.experiments.models import MetricKind
 from mabapi.stats.allocation import largest_remainder_percentages
 

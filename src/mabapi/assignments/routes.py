@@ -123,7 +123,7 @@ async def assign(experiment_id: ExperimentId, body: AssignIn, request: Request) 
 
 
 async def assign_unit(state: Runtime, experiment_id: str, body: AssignIn) -> AssignOut:
-    """The assign route's answer; also called by the hot path (mabapi/middleware.py).
+    """The assign route's answer; also called by the hot path (mabapi/hot_paths.py).
     A new unit's row is written by the process's group-commit writer."""
     cache: AllocationCache = state.allocation_cache
     allocation = await cache.get(experiment_id, body.segment)
@@ -197,7 +197,7 @@ async def convert(
 
 
 async def convert_unit(state: Runtime, experiment_id: str, body: ConversionIn) -> ConversionOut:
-    """The conversion route's answer; also called by the hot path (mabapi/middleware.py).
+    """The conversion route's answer; also called by the hot path (mabapi/hot_paths.py).
     Written by the process's group-commit writer."""
     cache: AllocationCache = state.allocation_cache
     result = await service.convert(

@@ -15,7 +15,7 @@ from mabapi.assignments.cache import CachedAllocation, UnitMemo
 from mabapi.db.base import utcnow
 from mabapi.errors import AppError, ConflictError, InvalidInputError, no_such_experiment
 from mabapi.experiments import repository as experiments_repository
-from mabapi.experiments import segments as segment_registry
+from mabapi.experiments import segment_repository as segment_registry
 from mabapi.experiments.models import Experiment, ExperimentStatus, MetricKind
 from mabapi.guardrails import service as experiments_guardrails
 from mabapi.stats.policies import draw_cumulative

@@ -1,11 +1,12 @@
-"""The counts both domains read and write: live counters (exposures and conversions the
-service counts itself, sharded) and the running all-time totals per variant. Below both
+"""The counts every domain reads and writes: live counters (exposures and conversions the
+service counts itself, sharded), the running all-time totals per variant, and the
+assignments (one row per unit: its variant, propensity, exposure day and conversion). Below both
 `experiments/` (reported daily totals, allocations) and `assignments/` (live traffic):
 neither imports the other for them."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -20,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mabapi.db.base import ID_LENGTH, Base
+from mabapi.db.base import ID_LENGTH, Base, UTCDateTime, utcnow
 
 # Live counters are spread over this many rows per (experiment, variant, day), so
 # concurrent writers rarely wait on the same row lock; reads add the shards up.
@@ -86,3 +87,37 @@ class VariantTotal(Base):
 
 REPORTED_SOURCE = 0
 LIVE_SOURCE = 1
+
+
+UNIT_ID_LENGTH = 256
+
+
+class Assignment(Base):
+    """One unit's variant in one experiment. The unique key is what makes stickiness
+    race-free across processes: the first insert wins, everyone else reads it."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        UniqueConstraint("experiment_id", "unit_id"),
+        ForeignKeyConstraint(
+            ["experiment_id", "variant_id"],
+            ["variants.experiment_id", "variants.id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    experiment_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    unit_id: Mapped[str] = mapped_column(String(UNIT_ID_LENGTH))
+    variant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    # The probability the variant had when served: the propensity for unbiased analysis.
+    probability: Mapped[float] = mapped_column(Float)
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Exposure day; conversions are credited to it, so a day's rate is self-consistent.
+    assigned_date: Mapped[date] = mapped_column(Date)
+    # The audience the unit was assigned in (its conversions count there); None: none.
+    segment: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    converted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    conversion_value: Mapped[float | None] = mapped_column(Float, nullable=True)

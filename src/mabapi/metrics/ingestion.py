@@ -19,7 +19,7 @@ from mabapi.errors import (
     no_such_experiment,
 )
 from mabapi.experiments import repository
-from mabapi.experiments import segments as segment_registry
+from mabapi.experiments import segment_repository as segment_registry
 from mabapi.experiments.lifecycle import require_experiment
 from mabapi.experiments.models import (
     ExperimentMetric,
@@ -27,7 +27,7 @@ from mabapi.experiments.models import (
 )
 from mabapi.experiments.schemas import MAX_VARIANTS
 from mabapi.guardrails import service as guardrails
-from mabapi.metrics import reported
+from mabapi.metrics import repository as reported
 from mabapi.metrics.schemas import MetricIn
 
 # Segments one experiment may have (MABAPI_SEGMENTS_MAX_PER_EXPERIMENT's default).

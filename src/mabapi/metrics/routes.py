@@ -73,7 +73,7 @@ async def post_metric(metric: MetricIn, request: Request, principal: PrincipalDe
 async def record_metric(
     state: Runtime, principal: Principal, metric: MetricIn, audit: AuditEvent | None
 ) -> StatusOut:
-    """POST /metrics/' answer; also called by the hot path (mabapi/middleware.py). Written
+    """POST /metrics/' answer; also called by the hot path (mabapi/hot_paths.py). Written
     (with its audit entry) by the process's group-commit writer, answered once committed."""
     await state.ingest_writer.submit(ingestion.Report(metric, principal, audit))
     ROWS_INGESTED.inc()

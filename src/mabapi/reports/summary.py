@@ -17,7 +17,7 @@ from mabapi.allocations.service import _EMPTY, _posterior
 from mabapi.db.base import utcnow
 from mabapi.errors import NotFoundError
 from mabapi.experiments import repository
-from mabapi.experiments import segments as segment_registry
+from mabapi.experiments import segment_repository as segment_registry
 from mabapi.experiments.lifecycle import experiment_settings, require_experiment
 from mabapi.experiments.models import (
     Experiment,

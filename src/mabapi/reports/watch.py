@@ -19,65 +19,18 @@ import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, cast, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mabapi.db.base import utcnow
-from mabapi.db.dialect import insert_for
 from mabapi.db.transactions import background_transaction, read_only_transaction
 from mabapi.errors import AppError
 from mabapi.experiments.lifecycle import require_experiment
-from mabapi.experiments.models import EventState, Experiment, ExperimentStatus
 from mabapi.guardrails import service as guardrails
+from mabapi.reports import repository
 from mabapi.reports.summary import Summary, summarize
 from mabapi.webhooks import outbox
-from mabapi.webhooks.models import Webhook
 
 log = logging.getLogger("mabapi.webhooks")
-
-
-async def watched(session: AsyncSession) -> list[str]:
-    with_webhooks = select(Webhook.project_id)
-    rows = await session.scalars(
-        select(Experiment.id)
-        .where(
-            Experiment.status == ExperimentStatus.RUNNING,
-            Experiment.archived_at.is_(None),
-            Experiment.project_id.in_(with_webhooks)
-            | (cast(Experiment.guardrails, String) != "[]"),
-        )
-        .order_by(Experiment.id)
-    )
-    return list(rows)
-
-
-async def swap_state(
-    session: AsyncSession, experiment_id: str, kind: str, *, initial: str, new: str
-) -> str | None:
-    """Set the state to `new`; the old value if this call changed it, else None (it
-    was `new` already, or another process changed it first)."""
-    await session.execute(
-        insert_for(session, EventState)
-        .values(experiment_id=experiment_id, kind=kind, value=initial, updated_at=utcnow())
-        .on_conflict_do_nothing()
-    )
-    old = await session.scalar(
-        select(EventState.value).where(
-            EventState.experiment_id == experiment_id, EventState.kind == kind
-        )
-    )
-    if old is None or old == new:
-        return None
-    result = await session.execute(
-        update(EventState)
-        .where(
-            EventState.experiment_id == experiment_id,
-            EventState.kind == kind,
-            EventState.value == old,
-        )
-        .values(value=new, updated_at=utcnow())
-    )
-    return old if getattr(result, "rowcount", 0) == 1 else None
 
 
 def _numbers(summary: Summary) -> dict[str, Any]:
@@ -92,34 +45,6 @@ def _numbers(summary: Summary) -> dict[str, Any]:
         },
         "days_of_data": summary.days_of_data,
     }
-
-
-async def held(
-    session: AsyncSession, experiment_id: str, value: str, *, now: datetime, hold_seconds: float
-) -> bool:
-    """True once `value` has been seen on watches at least `hold_seconds` apart with
-    nothing else seen in between (the candidate is kept in `event_states`)."""
-    kind = "recommendation_seen"
-    await session.execute(
-        insert_for(session, EventState)
-        .values(experiment_id=experiment_id, kind=kind, value=value, updated_at=now)
-        .on_conflict_do_nothing()
-    )
-    row = (
-        await session.execute(
-            select(EventState.value, EventState.updated_at).where(
-                EventState.experiment_id == experiment_id, EventState.kind == kind
-            )
-        )
-    ).one()
-    if row.value != value:
-        await session.execute(
-            update(EventState)
-            .where(EventState.experiment_id == experiment_id, EventState.kind == kind)
-            .values(value=value, updated_at=now)
-        )
-        return hold_seconds <= 0
-    return bool((now - row.updated_at).total_seconds() >= hold_seconds)
 
 
 async def watch_one(
@@ -145,8 +70,8 @@ async def watch_one(
     # The state is the action and its winner: "stop: b wins" -> "stop: c wins" is a change.
     state = action if winner is None else f"{action}:{winner}"[:64]
     old = None
-    if await held(session, experiment.id, state, now=now, hold_seconds=hold_seconds):
-        old = await swap_state(
+    if await repository.held(session, experiment.id, state, now=now, hold_seconds=hold_seconds):
+        old = await repository.swap_state(
             session, experiment.id, "recommendation", initial="continue", new=state
         )
     if old is not None:
@@ -169,7 +94,9 @@ async def watch_one(
         )
     srm = summary.sample_ratio
     state = "mismatch" if srm is not None and srm.mismatch else "ok"
-    old = await swap_state(session, experiment.id, "sample_ratio", initial="ok", new=state)
+    old = await repository.swap_state(
+        session, experiment.id, "sample_ratio", initial="ok", new=state
+    )
     if old is not None and state == "mismatch" and srm is not None:
         ids = [item.variant.id for item in summary.variants]
         await outbox.emit(
@@ -197,7 +124,7 @@ class Watcher:
     async def round(self, sessionmaker: async_sessionmaker[AsyncSession]) -> int:
         """One round; returns how many experiments were watched."""
         async with background_transaction(sessionmaker) as session:
-            ids = await watched(session)
+            ids = await repository.watched(session)
         self._last = {i: self._last.get(i, float("-inf")) for i in ids}
         started = time.monotonic()
         done = 0

@@ -9,12 +9,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.db.base import utcnow
-from mabapi.db.dialect import insert_for
-from mabapi.webhooks.models import Delivery, Webhook
+from mabapi.webhooks import repository
 
 EVENTS = (
     "guardrail.breached",
@@ -52,9 +50,7 @@ async def emit(
     """Queue `event` for every webhook of `project_id` that subscribes to it; returns how
     many deliveries were queued. `data` is the event's payload: the experiment, the
     numbers behind it."""
-    rows = await session.execute(
-        select(Webhook.id, Webhook.events).where(Webhook.project_id == project_id)
-    )
+    rows = await repository.subscriptions(session, project_id)
     targets = [webhook_id for webhook_id, events in rows if event in (events or [])]
     if targets:
         await queue(session, targets, event=event, experiment_id=experiment_id, data=data)
@@ -86,5 +82,5 @@ async def queue(
                 "created_at": now,
             }
         )
-    await session.execute(insert_for(session, Delivery), values)
+    await repository.insert_deliveries(session, values)
     return [value["id"] for value in values]

@@ -246,3 +246,16 @@ async def take_lease(
 
 async def release_lease(session: AsyncSession, name: str, holder: str) -> None:
     await session.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))
+
+
+async def subscriptions(session: AsyncSession, project_id: str) -> list[tuple[str, list[str]]]:
+    """(webhook id, events it subscribes to) of every webhook of the project."""
+    rows = await session.execute(
+        select(Webhook.id, Webhook.events).where(Webhook.project_id == project_id)
+    )
+    return [(webhook_id, list(events or [])) for webhook_id, events in rows]
+
+
+async def insert_deliveries(session: AsyncSession, values: list[dict[str, Any]]) -> None:
+    """Queue deliveries (the outbox's rows), in the caller's transaction."""
+    await session.execute(insert_for(session, Delivery), values)

@@ -4,7 +4,7 @@ constant-time lookups of a segment never seen)
 Expand only: a new table, filled from the data already there. Processes of the previous
 release (0009) keep working against it during a rolling upgrade; the segments they add
 meanwhile are found in the data and registered by the first request of this release that
-asks for them (experiments/segments.py, `known`).
+asks for them (experiments/segment_repository.py, `known`).
 
 Revision ID: 0010
 Revises: 0009

@@ -1,19 +1,18 @@
-"""Reported daily totals: the write path (upsert, running totals, the revision history)
-and the reads late conversions need (recent rows, revisions, conversion times)."""
+"""Every SQL statement of metrics: reported daily totals, their write path (upsert,
+running totals, the revision history) and their pages."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, String, cast, column, func, select, table, text, tuple_
+from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mabapi.counts.models import REPORTED_SOURCE, LiveMetric
+from mabapi.counts.models import REPORTED_SOURCE
 from mabapi.counts.repository import add_to_totals
-from mabapi.db.base import UTCDateTime, utcnow
+from mabapi.db.base import utcnow
 from mabapi.db.dialect import insert_for
 from mabapi.experiments.models import ExperimentMetric, MetricRevision
 from mabapi.experiments.repository import chunks, metric_filter
@@ -254,101 +253,3 @@ async def list_revisions(
     if limit is not None:
         statement = statement.limit(limit)
     return (await session.scalars(statement)).all()
-
-
-# --- Late conversions (allocations/late_conversions.py) ---
-
-
-@dataclass(frozen=True, slots=True)
-class RecentRow:
-    """A recent day's counts of one variant, and the day they are complete up to: for
-    reported totals the day of their last post, for live counts None (they are counted
-    as they happen: complete up to now)."""
-
-    variant_id: str
-    day: date
-    impressions: int
-    successes: int
-    reported_on: date | None
-
-
-async def recent_rows(session: AsyncSession, experiment_id: str, since: date) -> list[RecentRow]:
-    """Reported and live rows dated on or after `since`, apart."""
-    reported = await session.execute(
-        select(
-            ExperimentMetric.variant_id,
-            ExperimentMetric.date,
-            ExperimentMetric.impressions,
-            ExperimentMetric.successes,
-            ExperimentMetric.updated_at,
-        ).where(ExperimentMetric.experiment_id == experiment_id, ExperimentMetric.date >= since)
-    )
-    live = await session.execute(
-        select(
-            LiveMetric.variant_id,
-            LiveMetric.date,
-            func.sum(LiveMetric.impressions),
-            func.sum(LiveMetric.successes),
-        )
-        .where(LiveMetric.experiment_id == experiment_id, LiveMetric.date >= since)
-        .group_by(LiveMetric.variant_id, LiveMetric.date)
-    )
-    rows = [RecentRow(r[0], r[1], int(r[2]), int(r[3]), r[4].date()) for r in reported]
-    rows += [RecentRow(r[0], r[1], int(r[2]), int(r[3]), None) for r in live]
-    return rows
-
-
-async def revisions_since(
-    session: AsyncSession, experiment_id: str, since: date
-) -> list[tuple[str, date, date, int]]:
-    """(variant, day, day it was posted, successes) of every revision of the days dated on
-    or after `since`, in the order they arrived."""
-    rows = await session.execute(
-        select(
-            MetricRevision.variant_id,
-            MetricRevision.segment,
-            MetricRevision.date,
-            MetricRevision.recorded_at,
-            MetricRevision.successes,
-        )
-        .where(MetricRevision.experiment_id == experiment_id, MetricRevision.date >= since)
-        .order_by(MetricRevision.recorded_at, MetricRevision.id)
-    )
-    # Each segment's rows of a variant and day are their own history (keyed apart).
-    return [(r[0] if not r[1] else f"{r[0]}\x00{r[1]}", r[2], r[3].date(), int(r[4])) for r in rows]
-
-
-# The assignments table, named without importing the assignments package (which sits
-# above this one): only what the conversion delays need.
-_ASSIGNMENTS = table(
-    "assignments",
-    column("experiment_id", String),
-    column("assigned_date", Date),
-    column("converted_at", UTCDateTime),
-)
-
-
-async def conversion_lags(
-    session: AsyncSession, experiment_id: str, since: date
-) -> list[tuple[date, date, int]]:
-    """(exposure day, conversion day (UTC), conversions) of the real-time units exposed on
-    or after `since`."""
-    converted = _ASSIGNMENTS.c.converted_at
-    day = (
-        func.date(converted)
-        if session.get_bind().dialect.name == "sqlite"
-        else cast(func.timezone("UTC", converted), Date)
-    )
-    rows = await session.execute(
-        select(_ASSIGNMENTS.c.assigned_date, day, func.count())
-        .where(
-            _ASSIGNMENTS.c.experiment_id == experiment_id,
-            _ASSIGNMENTS.c.assigned_date >= since,
-            converted.is_not(None),
-        )
-        .group_by(_ASSIGNMENTS.c.assigned_date, day)
-    )
-    return [
-        (r[0], r[1] if isinstance(r[1], date) else date.fromisoformat(str(r[1])), int(r[2]))
-        for r in rows
-    ]
