@@ -284,3 +284,26 @@ class TestSqlInRepositories:
         sql = {m for m in modules_used if m.split(".")[0] == "sqlalchemy"} - self.SESSION_ONLY
         assert sql == set(), f"{relative(path)} imports {sql}"
         assert not self.RUNS.search(path.read_text()), f"{relative(path)} runs a statement"
+
+
+class TestTablesDeclaredOnce:
+    """Every table has one declaration (a model in a `models.py`); no private copies."""
+
+    def test_no_lightweight_table_copies(self) -> None:
+        copies = [
+            relative(path)
+            for path in modules()
+            if not relative(path).startswith("db/migrations/")
+            and re.search(r"(?<![\w.])table\(\s*\"", path.read_text())
+        ]
+        assert copies == []
+
+    def test_each_table_name_once(self) -> None:
+        names = [
+            name
+            for path in modules()
+            if path.name == "models.py"
+            for name in re.findall(r'__tablename__ = "(\w+)"', path.read_text())
+        ]
+        assert names
+        assert sorted(names) == sorted(set(names))

@@ -13,7 +13,10 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from mabapi.db.transactions import background_transaction
+from mabapi.experiments.lifecycle import require_experiment
 from mabapi.experiments.models import GuardrailBreach
+from mabapi.guardrails import service as guardrails
+from mabapi.metrics.schemas import MetricIn
 from mabapi.runtime import runtime_of
 from mabapi.webhooks.models import Delivery
 
@@ -330,3 +333,46 @@ class TestOneAnswer:
         assert recommendation["winner"] == "c"
         assert recommendation["claims_better"] is True
         assert "c wins" in recommendation["reason"]
+
+
+class TestReadsDoNotWrite:
+    """A breach is recorded (and announced) where data is written, at ingestion or by the
+    watcher; a read that finds one the check has not recorded yet obeys it without
+    writing anything."""
+
+    @staticmethod
+    async def counts(app: FastAPI) -> tuple[int, int]:
+        async with background_transaction(runtime_of(app).sessionmaker) as session:
+            breaches = await session.scalar(select(func.count()).select_from(GuardrailBreach))
+            deliveries = await session.scalar(select(func.count()).select_from(Delivery))
+        return int(breaches or 0), int(deliveries or 0)
+
+    async def test_reads_obey_an_unrecorded_breach_and_write_nothing(
+        self, client: httpx.AsyncClient, app: FastAPI
+    ) -> None:
+        await create(client, REFUNDS)
+        hook = await client.post(
+            "/webhooks",
+            json={"url": "https://93.184.216.34/hook", "events": ["guardrail.breached"]},
+        )
+        assert hook.status_code == 201, hook.text
+        # The harmful data arrives without the ingestion path (as if written by an older
+        # process): nothing has checked it yet.
+        harmful = [r for r in rows(7, **HARMFUL) if "metric_id" in r]
+        async with background_transaction(runtime_of(app).sessionmaker) as session:
+            experiment = await require_experiment(session, "e")
+            await guardrails.record_rows(
+                session, {"e": experiment}, [MetricIn.model_validate(r) for r in harmful]
+            )
+        assert await self.counts(app) == (0, 0)
+        answer = await allocation(client, 7)
+        assert answer["allocations"]["c"] == 0.0
+        assert answer["guardrails"]["c"]["since"] == str(FIRST + timedelta(days=7))
+        summary = (await client.get("/experiments/e/summary")).json()
+        assert summary["recommendation"]["winner"] != "c"
+        assert await self.counts(app) == (0, 0)  # the reads wrote no breach, no event
+        # The next write checks the data and records the breach, announced once.
+        assert (await post(client, rows(1, a=(5000, 100)))).status_code == 200
+        assert await self.counts(app) == (1, 1)
+        await allocation(client, 7)
+        assert await self.counts(app) == (1, 1)

@@ -11,7 +11,7 @@ from scipy import stats
 from mabapi.simulation.environments import Environment
 from mabapi.simulation.runner import run
 from mabapi.simulation.scenario import policy_spec
-from mabapi.stats import history
+from mabapi.stats import history, sample_ratio
 from mabapi.stats.allocation import best_arm, probability_best
 from mabapi.stats.decision import (
     FORECAST_DAYS,
@@ -24,7 +24,6 @@ from mabapi.stats.decision import (
     recommend,
     relative_expected_loss,
     sample_posteriors,
-    sample_ratio_mismatch,
     stratified_means,
     value_remaining,
 )
@@ -340,7 +339,7 @@ class TestSampleRatioMismatch:
     def test_matches_scipy_with_changing_weights(self) -> None:
         units = np.array([[500.0, 300.0], [500.0, 700.0]])
         shares = np.array([[0.5, 0.3], [0.5, 0.7]])
-        check = sample_ratio_mismatch(units, shares)
+        check = sample_ratio.sample_ratio_mismatch(units, shares)
         assert check is not None
         assert check.expected.tolist() == pytest.approx([800.0, 1200.0])
         assert check.p_value == pytest.approx(1.0)
@@ -348,7 +347,7 @@ class TestSampleRatioMismatch:
 
     def test_flags_a_broken_split(self) -> None:
         units = np.array([[6000.0], [4000.0]])
-        check = sample_ratio_mismatch(units, np.array([[0.5], [0.5]]))
+        check = sample_ratio.sample_ratio_mismatch(units, np.array([[0.5], [0.5]]))
         assert check is not None
         expected = stats.chisquare([6000, 4000], [5000, 5000])
         assert check.p_value == pytest.approx(expected.pvalue)
@@ -445,3 +444,51 @@ class TestChangePoint:
         assert segment_start(units, successes) == segment_start(units.copy(), successes.copy())
         assert segment_start(units[:30], successes[:30]) == 0
         assert segment_start(units[:0], successes[:0]) == 0
+
+
+class TestPropensityRatioCheck:
+    """The real-time sample-ratio check against Monte Carlo: units assigned by a split that
+    moves from even to 99% on one arm (with floors down to 0.02%), as Thompson sampling's."""
+
+    @staticmethod
+    def run(
+        rng: np.random.Generator, arms: int, floor: float, lost: float = 0.0, units: int = 20_000
+    ) -> sample_ratio.SampleRatioCheck | None:
+        progress = np.linspace(0.0, 1.0, units)
+        lead = np.minimum(1 / arms + (0.99 - 1 / arms) * 1.5 * progress, 1 - floor * (arms - 1))
+        shares = np.column_stack([lead] + [(1 - lead) / (arms - 1)] * (arms - 1))
+        chosen = (rng.random(units)[:, None] > np.cumsum(shares, axis=1)).sum(axis=1)
+        if lost:  # a share of arm 1's units never reaches the data
+            keep = ~((chosen == 1) & (rng.random(units) < lost))
+            chosen, shares = chosen[keep], shares[keep]
+        p = shares[np.arange(len(chosen)), chosen]
+        n = np.bincount(chosen, minlength=arms).astype(float)
+        inverse = np.bincount(chosen, weights=1 / p, minlength=arms).astype(float)
+        variance = np.bincount(chosen, weights=(1 - p) / p**2, minlength=arms).astype(float)
+        largest = np.array([(1 / p[chosen == k]).max() if (chosen == k).any() else 0.0
+                            for k in range(arms)])  # fmt: skip
+        return sample_ratio.propensity_ratio_check(n, inverse, variance, largest)
+
+    @pytest.mark.parametrize(("arms", "floor"), [(2, 0.0005), (3, 0.0003), (5, 0.0002)])
+    def test_false_alarms_stay_near_the_threshold(self, arms: int, floor: float) -> None:
+        rng = np.random.default_rng(arms)
+        checks = [self.run(rng, arms, floor) for _ in range(400)]
+        assert all(check is not None for check in checks)
+        alarms = sum(check.mismatch for check in checks if check is not None)
+        assert alarms <= 4  # 1% of 400; the threshold is 0.1% (measured 0.1-0.2%)
+
+    def test_lost_units_are_found(self) -> None:
+        rng = np.random.default_rng(7)
+        checks = [self.run(rng, 3, 0.05, lost=0.25) for _ in range(100)]
+        assert sum(c.mismatch for c in checks if c is not None) >= 90
+
+    def test_a_constant_split_is_the_binomial_score_test(self) -> None:
+        units, share, seen = 10_000, 0.3, 2_900.0
+        n = np.array([seen, units - seen])
+        p = np.array([share, 1 - share])
+        check = sample_ratio.propensity_ratio_check(n, n / p, n * (1 - p) / p**2, 1 / p)
+        assert check is not None
+        z = (seen - units * share) / np.sqrt(units * share * (1 - share))
+        assert check.chi_square == pytest.approx(2 * z**2)
+        assert check.p_value == pytest.approx(min(1.0, 2 * 2 * stats.norm.sf(abs(z))))
+        assert check.expected == pytest.approx(units * p)

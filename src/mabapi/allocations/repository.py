@@ -272,3 +272,26 @@ async def segment_daily_rows(session: AsyncSession, experiment_id: str, segment:
         .group_by(a.variant_id, a.assigned_date)
     )
     return [row for statement in (reported, live) for row in await session.execute(statement)]
+
+
+async def propensity_sums(
+    session: AsyncSession, experiment_id: str
+) -> dict[str, tuple[float, ...]]:
+    """Per variant, of its real-time units: (units, sum 1/p, sum (1 - p)/p^2, max 1/p), p
+    being the propensity stored with each (the sample-ratio check of real-time mode)."""
+    p = Assignment.probability
+    rows = await session.execute(
+        select(
+            Assignment.variant_id,
+            func.count(),
+            func.sum(1.0 / p),
+            func.sum((1.0 - p) / (p * p)),
+            func.min(p),
+        )
+        .where(Assignment.experiment_id == experiment_id, p > 0)
+        .group_by(Assignment.variant_id)
+    )
+    return {
+        str(r[0]): (float(r[1]), float(r[2] or 0.0), float(r[3] or 0.0), 1.0 / float(r[4]))
+        for r in rows
+    }

@@ -326,7 +326,7 @@ async def compute_allocation(
             ]
             answered_segment = segment
     active = [variant.active for variant in variants]
-    breaches = await guardrails.enforce(
+    breaches = await guardrails.status(
         session, experiment, day=guardrails.check_day(today, for_date)
     )
     stopped = {v for v, breach in breaches.items() if breach.action == "stop"}

@@ -89,6 +89,7 @@ class ExperimentFacts:
     archived: bool
     metric_kind: str
     variants: int
+    guarded: bool = False  # has guardrails: new data is checked against them
 
 
 async def experiment_facts(
@@ -103,13 +104,14 @@ async def experiment_facts(
         .scalar_subquery()
     )
     rows = await session.execute(
-        select(Experiment.id, Experiment.archived_at, Experiment.metric_kind, variants).where(
-            Experiment.id.in_(set(experiment_ids))
-        )
-    )
+        select(
+            Experiment.id, Experiment.archived_at, Experiment.metric_kind, variants,
+            Experiment.guardrails,
+        ).where(Experiment.id.in_(set(experiment_ids)))
+    )  # fmt: skip
     return {
         str(row[0]): ExperimentFacts(
-            row[1] is not None, str(getattr(row[2], "value", row[2])), int(row[3])
+            row[1] is not None, str(getattr(row[2], "value", row[2])), int(row[3]), bool(row[4])
         )
         for row in rows
     }

@@ -262,17 +262,12 @@ def breach_view(breach: GuardrailBreach) -> dict[str, Any]:
     }
 
 
-async def enforce(
-    session: AsyncSession, experiment: Experiment, *, day: date
-) -> dict[str, GuardrailBreach]:
-    """Check every guardrail on the data before `day`; record (and announce) each new
-    breach. Returns the open breach that applies to each breached variant."""
-    if not experiment.guardrails:
-        return {}
-    already = {
-        (b.metric_id, b.variant_id) for b in await store.open_breaches(session, experiment.id)
-    }
-    for state in await _states(session, experiment, day):
+def _found(
+    states: Sequence[GuardrailState], already: set[tuple[str, str]], experiment_id: str, day: date
+) -> list[GuardrailBreach]:
+    """The breaches today's check finds that are not open yet, as unsaved rows."""
+    found = []
+    for state in states:
         guardrail = state.guardrail
         for item in state.checks:
             result = item.result
@@ -280,33 +275,80 @@ async def enforce(
                 continue
             if (guardrail.metric_id, item.variant_id) in already:
                 continue
-            details = _details(state, item, result)
-            inserted = await store.insert_breach(
+            found.append(
+                GuardrailBreach(
+                    experiment_id=experiment_id,
+                    metric_id=guardrail.metric_id,
+                    variant_id=item.variant_id,
+                    action=guardrail.action,
+                    since=day,
+                    probability_harm=result.probability_harm,
+                    details=_details(state, item, result),
+                    breached_at=utcnow(),
+                )
+            )
+    return found
+
+
+async def status(
+    session: AsyncSession, experiment: Experiment, *, day: date
+) -> dict[str, GuardrailBreach]:
+    """The breach that applies to each breached variant: the open (recorded) ones, and
+    those the check on the data before `day` finds that the watcher has not recorded yet.
+    Reads only: recording (and announcing) a breach is `enforce`'s, run by the watcher."""
+    if not experiment.guardrails:
+        return {}
+    return applying(await _breaches(session, experiment, day))
+
+
+async def _breaches(
+    session: AsyncSession, experiment: Experiment, day: date
+) -> list[GuardrailBreach]:
+    """Open breaches, then those the check on the data before `day` finds (unsaved)."""
+    breaches = list(await store.open_breaches(session, experiment.id))
+    already = {(b.metric_id, b.variant_id) for b in breaches}
+    states = await _states(session, experiment, day)
+    return [*breaches, *_found(states, already, experiment.id, day)]
+
+
+async def enforce(
+    session: AsyncSession, experiment: Experiment, *, day: date
+) -> dict[str, GuardrailBreach]:
+    """Check every guardrail on the data before `day`; record (and announce) each new
+    breach. Returns the open breach that applies to each breached variant. The watcher's:
+    reads use `status`, which finds the same breaches without writing them."""
+    if not experiment.guardrails:
+        return {}
+    already = {
+        (b.metric_id, b.variant_id) for b in await store.open_breaches(session, experiment.id)
+    }
+    for breach in _found(await _states(session, experiment, day), already, experiment.id, day):
+        inserted = await store.insert_breach(
+            session,
+            {
+                "experiment_id": breach.experiment_id,
+                "metric_id": breach.metric_id,
+                "variant_id": breach.variant_id,
+                "action": breach.action,
+                "since": breach.since,
+                "probability_harm": breach.probability_harm,
+                "details": breach.details,
+                "breached_at": breach.breached_at,
+            },
+        )
+        if inserted:
+            await outbox.emit(
                 session,
-                {
-                    "experiment_id": experiment.id,
-                    "metric_id": guardrail.metric_id,
-                    "variant_id": item.variant_id,
-                    "action": guardrail.action,
-                    "since": day,
-                    "probability_harm": result.probability_harm,
-                    "details": details,
-                    "breached_at": utcnow(),
+                project_id=experiment.project_id,
+                event="guardrail.breached",
+                experiment_id=experiment.id,
+                data={
+                    "experiment": {"id": experiment.id, "name": experiment.name},
+                    "variant_id": breach.variant_id,
+                    "since": breach.since.isoformat(),
+                    **breach.details,
                 },
             )
-            if inserted:
-                await outbox.emit(
-                    session,
-                    project_id=experiment.project_id,
-                    event="guardrail.breached",
-                    experiment_id=experiment.id,
-                    data={
-                        "experiment": {"id": experiment.id, "name": experiment.name},
-                        "variant_id": item.variant_id,
-                        "since": day.isoformat(),
-                        **details,
-                    },
-                )
     return applying(await store.open_breaches(session, experiment.id))
 
 
@@ -381,11 +423,14 @@ class GuardrailReport:
 
 
 async def report(
-    session: AsyncSession, experiment: Experiment, *, day: date
+    session: AsyncSession, experiment: Experiment, *, day: date, breach_day: date
 ) -> list[GuardrailReport]:
     """What the summary shows per guardrail and variant: the rate (or mean), the relative
-    difference to the control with its 95% interval, P(harm) and any open breach."""
-    breaches = await store.open_breaches(session, experiment.id)
+    difference to the control with its 95% interval and P(harm) on the data before `day`,
+    and the breach that applies, as the allocation for `breach_day` sees it (`status`)."""
+    if not experiment.guardrails:
+        return []
+    breaches = await _breaches(session, experiment, breach_day)
     open_by_key = {(b.metric_id, b.variant_id): b for b in breaches}
     reports = []
     for state in await _states(session, experiment, day):

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.access import service as access
 from mabapi.access.service import AuditEvent, Principal
+from mabapi.db.base import utcnow
 from mabapi.errors import (
     AppError,
     ConflictError,
@@ -57,15 +58,39 @@ async def ingest(
         )
     await check_experiments(session, principal=principal, experiment_ids=experiment_ids)
     primary = [row for row in rows if row.metric_id is None]
+    guarded: set[str] = set()
     if primary:
-        await record_metrics(
+        facts = await record_metrics(
             session, rows=primary, auto_create=auto_create, max_segments=max_segments
         )
+        guarded |= {experiment_id for experiment_id, fact in facts.items() if fact.guarded}
     if len(primary) < len(rows):
-        await _record_guardrail_rows(session, [row for row in rows if row.metric_id is not None])
+        guarded |= await _record_guardrail_rows(
+            session, [row for row in rows if row.metric_id is not None]
+        )
+    if guarded:
+        latest: dict[str, date] = {}
+        for row in rows:
+            if row.experiment_id in guarded:
+                latest[row.experiment_id] = max(row.date, latest.get(row.experiment_id, row.date))
+        await _check_guardrails(session, latest)
 
 
-async def _record_guardrail_rows(session: AsyncSession, rows: Sequence[MetricIn]) -> None:
+async def _check_guardrails(session: AsyncSession, latest: dict[str, date]) -> None:
+    """New data may breach a guardrail. The check runs here, where the data is written, and
+    records (and announces) a breach, so reads never write: on the data before the day
+    after the latest day posted (today at most), the check that day would have made, so a
+    backfill's breach is dated as it would have been found. (Real-time guardrail
+    conversions are checked by the watcher; reads obey a breach the check finds before it
+    is recorded: `guardrails.status`.)"""
+    today = utcnow().date()
+    for experiment_id, last in sorted(latest.items()):
+        experiment = await require_experiment(session, experiment_id)
+        day = guardrails.check_day(today, last + timedelta(days=1))
+        await guardrails.enforce(session, experiment, day=day)
+
+
+async def _record_guardrail_rows(session: AsyncSession, rows: Sequence[MetricIn]) -> set[str]:
     experiments = {}
     for experiment_id in sorted({row.experiment_id for row in rows}):
         experiment = await require_experiment(session, experiment_id)
@@ -76,6 +101,7 @@ async def _record_guardrail_rows(session: AsyncSession, rows: Sequence[MetricIn]
             )
         experiments[experiment_id] = experiment
     await guardrails.record_rows(session, experiments, rows)
+    return set(experiments)
 
 
 async def check_experiments(
@@ -159,9 +185,10 @@ async def record_metrics(
     rows: Sequence[MetricIn],
     auto_create: bool,
     max_segments: int = DEFAULT_MAX_SEGMENTS,
-) -> None:
+) -> dict[str, repository.ExperimentFacts]:
     """Set daily totals (an idempotent upsert), registering unknown variants if allowed
-    (`ingest` has registered the experiments and checked their owner)."""
+    (`ingest` has registered the experiments and checked their owner). Returns what it
+    checked of each experiment."""
     experiment_ids = {row.experiment_id for row in rows}
     variant_keys = {(row.experiment_id, row.variant_id) for row in rows}
     if auto_create:
@@ -232,6 +259,7 @@ async def record_metrics(
             for row in rows
         ],
     )
+    return facts
 
 
 async def daily_metrics(

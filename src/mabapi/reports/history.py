@@ -65,7 +65,8 @@ async def history(
     (from the totals up to and including it) and today's posterior densities.
 
     With `segment`: all of it from that segment's own rows; its traffic split is the
-    share of its units each variant got each day (a segment's splits are not recorded).
+    share of its units each variant got each day (a segment's splits are not recorded),
+    as it is for an experiment no recorded allocation served (browser keys store none).
     `posteriors`: today's posteriors to draw the densities from (the summary's, so the
     chart shows what the table says; for a segment, the pooled ones)."""
     experiment = await require_experiment(session, experiment_id)
@@ -112,11 +113,14 @@ async def history(
             best_days.append(day)
             for variant_id, probability in zip(variant_ids, probabilities, strict=True):
                 best[variant_id].append(float(probability))
+    # The allocations served, where recorded; else (a segment, or an experiment only
+    # browser keys serve, whose answers store no snapshot) the share of units each got.
     served_by_day = (
-        await snapshots.served_allocations(session, experiment_id)
-        if segment is None
-        else _observed_shares(rows)
+        {} if segment is not None else await snapshots.served_allocations(session, experiment_id)
     )
+    split_observed = not served_by_day
+    if split_observed:
+        served_by_day = _observed_shares(rows)
     served_days = sorted(served_by_day)
     served = {v: [float(served_by_day[d].get(v, 0.0)) for d in served_days] for v in variant_ids}
     grid: list[float] = []

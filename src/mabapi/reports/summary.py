@@ -26,6 +26,7 @@ from mabapi.experiments.models import (
 )
 from mabapi.guardrails import service as guardrails
 from mabapi.stats import decision
+from mabapi.stats import sample_ratio as ratio_checks
 from mabapi.stats.posterior import (
     Posterior,
 )
@@ -57,7 +58,7 @@ class Summary:
     value_remaining: float
     recommendation: decision.Recommendation
     gain: decision.Interval
-    sample_ratio: decision.SampleRatioCheck | None
+    sample_ratio: ratio_checks.SampleRatioCheck | None
     stop_rule: decision.StopRule
     seed: int
     draws: int
@@ -117,7 +118,9 @@ async def summarize(
         settings.stop_rule.ship_loss_threshold,
     )
     # Every day so far, today's included, as the rest of the summary.
-    guardrail_reports = await guardrails.report(session, experiment, day=today + timedelta(days=1))
+    guardrail_reports = await guardrails.report(
+        session, experiment, day=today + timedelta(days=1), breach_day=guardrails.check_day(today)
+    )
     breached: dict[str, str] = {}  # variant -> its open breach's action ("stop" first)
     for guardrail_report in guardrail_reports:
         for item in guardrail_report.variants:
@@ -381,8 +384,14 @@ async def _sample_ratio(
     experiment_id: str,
     variants: Sequence[Variant],
     rows: Sequence[repository.DailyRow],
-) -> decision.SampleRatioCheck | None:
-    """SRM against the allocations actually served, on days that have one."""
+) -> ratio_checks.SampleRatioCheck | None:
+    """SRM of real-time units against the propensities stored with them (Horvitz-Thompson;
+    the split moves within a day, and browser keys record no allocation); of reported
+    daily rows against the allocations served, on days that have one."""
+    live = await snapshots.propensity_sums(session, experiment_id)
+    if live:
+        sums = np.array([live.get(variant.id, (0.0, 0.0, 0.0, 0.0)) for variant in variants])
+        return ratio_checks.propensity_ratio_check(sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3])
     served = await snapshots.served_allocations(session, experiment_id)
     dates, units, _, _, _ = _period_arrays(variants, rows)
     keep = [k for k, day in enumerate(dates) if day in served]
@@ -391,4 +400,4 @@ async def _sample_ratio(
     shares = np.array(
         [[served[dates[k]].get(variant.id, 0.0) / 100.0 for k in keep] for variant in variants]
     )
-    return decision.sample_ratio_mismatch(units[:, keep], shares)
+    return ratio_checks.sample_ratio_mismatch(units[:, keep], shares)

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from mabapi.stats.allocation import FloatArray, best_arm
 from mabapi.stats.posterior import BetaPosterior, Posterior
@@ -334,41 +333,6 @@ def stratified_means(
         error = float(np.sqrt((weights**2 * variances / n).sum()))
         results.append(StratifiedEstimate(mean, error))
     return results
-
-
-@dataclass(frozen=True, slots=True)
-class SampleRatioCheck:
-    observed: FloatArray
-    expected: FloatArray
-    chi_square: float
-    p_value: float
-    mismatch: bool
-
-
-def sample_ratio_mismatch(
-    units: FloatArray, served_shares: FloatArray, *, threshold: float = 0.001
-) -> SampleRatioCheck | None:
-    """Chi-square test of observed units against the shares actually served, period by
-    period: expected_v = sum_p units_p * share_{v,p} (docs/STATISTICS.md). Arrays are
-    (variants, periods); periods with no served shares must be left out by the caller.
-    None when there is too little to test (fewer than 2 variants or no units)."""
-    if units.shape[0] < 2 or units.sum() <= 0:
-        return None
-    period_units = units.sum(axis=0)
-    expected = (served_shares * period_units[None, :]).sum(axis=1)
-    observed = units.sum(axis=1)
-    keep = expected > 0
-    if keep.sum() < 2:
-        return None
-    # Units on variants the allocation gave 0% are a mismatch by themselves.
-    if (observed[~keep] > 0).any():
-        return SampleRatioCheck(observed, expected, float("inf"), 0.0, True)
-    chi_square, p_value = scipy_stats.chisquare(
-        observed[keep], expected[keep] * observed[keep].sum() / expected[keep].sum()
-    )
-    return SampleRatioCheck(
-        observed, expected, float(chi_square), float(p_value), bool(p_value < threshold)
-    )
 
 
 def gain_over_even_split(
