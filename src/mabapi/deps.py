@@ -6,13 +6,15 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.routing import BaseRoute
 
 from mabapi.access import service as access
 from mabapi.access.models import DEFAULT_PROJECT, Scope
@@ -131,38 +133,68 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 LazySessionDep = Annotated[LazySession, Depends(get_lazy_session, scope="function")]
 
 
-# Routes a `client` key may call: safe to ship in a web page.
-CLIENT_ROUTES = frozenset(
-    {
-        "/experiments/{experiment_id}/assign",
-        "/assign/batch",
-        "/experiments/{experiment_id}/conversions",
-        "/conversions/batch",
-    }
-)
-INGESTION_ROUTES = frozenset({"/metrics/", "/metrics", "/metrics/batch"})
-OPEN_ROUTES = frozenset({"/health", "/ready", "/ui/login", "/ui/logout"})
 # The dashboard's browser sessions carry their key in this HttpOnly cookie (path /ui).
 KEY_COOKIE = "mabapi_key"
-ADMIN_ONLY_PREFIXES = ("/keys", "/audit", "/webhooks")
 QUERY_KEY_NAMES = frozenset({"api_key", "apikey", "key", "token", "access_token"})
 
 
-def required_scope(method: str, route: str) -> Scope | None:
-    """The scope a route needs (docs/SECURITY.md): None for the probes, `read` for GETs, `client`
-    for assignment and conversions, `write` for ingestion, `admin` for the rest (and for
-    keys, the audit log and GET /metrics, which names every project's experiments)."""
-    if route in OPEN_ROUTES:
+@dataclass(frozen=True)
+class Needs:
+    """The scope a route declares (`dependencies=[needs(Scope.READ)]`): `authorize`, the
+    hot paths and browser CORS read it from the route. None: open (the probes, the login
+    page). `operator`: only a key of the default project (GET /metrics, whose gauges
+    name every project's experiments)."""
+
+    scope: Scope | None
+    operator: bool = False
+
+    def __call__(self) -> None:
         return None
-    if route.startswith(ADMIN_ONLY_PREFIXES) or (route == "/metrics" and method == "GET"):
-        return Scope.ADMIN
-    if method in ("GET", "HEAD"):
-        return Scope.READ
-    if route in CLIENT_ROUTES:
-        return Scope.CLIENT
-    if route in INGESTION_ROUTES:
-        return Scope.WRITE
-    return Scope.ADMIN
+
+
+def needs(scope: Scope | None, *, operator: bool = False) -> Any:
+    """Declare the scope a route needs (docs/SECURITY.md, "Scopes"): `client` for
+    assignment and conversions (safe in a web page), `read` for reads, `write` for
+    ingestion, `admin` for the rest."""
+    return Depends(Needs(scope, operator))
+
+
+def declared(route: BaseRoute) -> Needs | None:
+    """What a route declares; None for a route that declares nothing (FastAPI's docs
+    pages, static files, a path no route matches)."""
+    found = [
+        dependency.dependency
+        for dependency in getattr(route, "dependencies", ())
+        if isinstance(dependency.dependency, Needs)
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def api_routes(routes: Sequence[BaseRoute]) -> Iterator[APIRoute]:
+    """Every APIRoute, including those of routers FastAPI keeps as included routers."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from api_routes(included.routes)
+
+
+def declared_scopes(app: FastAPI) -> dict[tuple[str, str], Needs]:
+    """(method, path template) -> what the route declares, for every declaring route."""
+    found: dict[tuple[str, str], Needs] = {}
+    for route in api_routes(app.routes):
+        declaration = declared(route)
+        if declaration is not None:
+            for method in route.methods or ():
+                found[(method, route.path)] = declaration
+    return found
+
+
+# A request no declaring route matched (static files, the docs pages): reads need `read`,
+# anything else `admin`.
+def _undeclared(method: str) -> Needs:
+    return Needs(Scope.READ if method in ("GET", "HEAD") else Scope.ADMIN)
 
 
 def _refuse(status: int, error: Exception) -> Exception:
@@ -198,7 +230,8 @@ async def authorize(request: Request) -> Principal:
     route = request.scope.get("route")
     path: str = request.scope["path"]
     template = route.path if isinstance(route, APIRoute) else path
-    needed = required_scope(request.method, template)
+    declaration = (declared(route) if route is not None else None) or _undeclared(request.method)
+    needed = declaration.scope
     if needed is None:
         return OPEN
     if request.scope.get("query_string") and QUERY_KEY_NAMES & set(request.query_params):
@@ -211,9 +244,13 @@ async def authorize(request: Request) -> Principal:
         )
     settings: Settings = request.app.state.settings
     principal = await _principal(request, settings)
-    if template == "/metrics" and request.method == "GET" and not principal.sees(DEFAULT_PROJECT):
-        # Gauges name every project's experiments: the operator's project only.
-        raise _refuse(403, ForbiddenError("GET /metrics needs an admin key of the default project"))
+    if declaration.operator and not principal.sees(DEFAULT_PROJECT):
+        raise _refuse(
+            403,
+            ForbiddenError(
+                f"{request.method} {template} needs an admin key of the default project"
+            ),
+        )
     if not principal.may(needed):
         raise _refuse(
             403,

@@ -21,7 +21,7 @@ paths the same. `tests/test_hot_path_parity.py` keeps the two paths' answers ide
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -31,11 +31,10 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mabapi.access.service import Principal
-from mabapi.deps import authorize
+from mabapi.deps import api_routes, authorize
 from mabapi.middleware import header, replaying, send_json
 from mabapi.schemas import ID_PATTERN
 
@@ -80,7 +79,7 @@ class _HotRoute:
 def hot_routes(app: FastAPI) -> list[_HotRoute]:
     """The app's marked routes, in the order FastAPI would match them."""
     found = []
-    for route in _api_routes(app.routes):
+    for route in api_routes(app.routes):
         spec = getattr(route.endpoint, _MARK, None)
         if isinstance(spec, HotPath):
             for method in sorted(route.methods or ()):
@@ -176,16 +175,6 @@ def _parse(spec: HotPath, scope: Scope, params: dict[str, str], body: bytes) -> 
     # FastAPI then gives the documented 4xx for each.
     except (ValueError, ValidationError, RecursionError):
         return _DELEGATE
-
-
-def _api_routes(routes: Sequence[BaseRoute]) -> Iterator[APIRoute]:
-    """Every APIRoute, including those of routers FastAPI keeps as included routers."""
-    for route in routes:
-        if isinstance(route, APIRoute):
-            yield route
-        included = getattr(route, "original_router", None)
-        if included is not None:
-            yield from _api_routes(included.routes)
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, Receive]:

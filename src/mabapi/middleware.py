@@ -16,6 +16,8 @@ from typing import Any
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mabapi.access.models import Scope as AccessScope
+from mabapi.deps import api_routes, declared
 from mabapi.errors import error_body
 from mabapi.observability import LATENCY, REQUESTS, request_id_var
 
@@ -47,12 +49,10 @@ class LazyStart:
         await self.app(scope, receive, send)
 
 
-# The routes a web page calls with a client key (docs/SECURITY.md, "Browsers").
-CLIENT_ROUTES = re.compile(r"^/experiments/[^/]+/(assign|conversions)(/batch)?$")
-
-
 class ClientCors:
-    """CORS for the client-scope routes only, for the origins on the allow-list.
+    """CORS for the client-scope routes only (those declaring `needs(Scope.CLIENT)`: what a
+    web page calls with a client key, docs/SECURITY.md "Browsers"), for the origins on the
+    allow-list.
 
     Starlette's CORSMiddleware answers preflights and adds the headers; every other path
     goes straight to the app, so no other route is ever readable cross-origin. Credentials
@@ -69,9 +69,12 @@ class ClientCors:
             allow_credentials=False,
             max_age=600,
         )
+        self._paths: list[re.Pattern[str]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and CLIENT_ROUTES.match(scope["path"]):
+        if scope["type"] == "http" and self._paths is None:
+            self._paths = client_paths(scope["app"])
+        if scope["type"] == "http" and any(p.match(scope["path"]) for p in self._paths or ()):
             await self.cors(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -320,3 +323,12 @@ class RequestContext:
             )
             self._metric_children[key] = children
         return children
+
+
+def client_paths(app: Any) -> list[re.Pattern[str]]:
+    """The path patterns of the routes a client key may call, read from their declarations."""
+    return [
+        route.path_regex
+        for route in api_routes(app.routes)
+        if (declaration := declared(route)) is not None and declaration.scope is AccessScope.CLIENT
+    ]

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from mabapi.access.models import Scope
 from mabapi.access.service import GRANTS
 from mabapi.db.models import Base
-from mabapi.deps import required_scope
+from mabapi.deps import declared_scopes
 from mabapi.runtime import runtime_of
 from tests.fixtures.factories import create_experiment, metric
 from tests.fixtures.keys import bearer, make_key
@@ -55,7 +55,8 @@ def operations(app: FastAPI) -> list[tuple[str, str]]:
         (method.upper(), path)
         for path, item in app.openapi()["paths"].items()
         for method in item
-        if required_scope(method.upper(), path) is not None
+        if (declaration := declared_scopes(app).get((method.upper(), path))) is not None
+        and declaration.scope is not None
     ]
     return [*found, ("POST", "/metrics")]  # the undocumented alias of POST /metrics/
 
@@ -122,7 +123,7 @@ class TestAuthMatrix:
         failures: list[str] = []
         checked = 0
         for method, path in operations(app):
-            needed = required_scope(method, path)
+            needed = declared_scopes(app)[(method, path)].scope
             assert needed is not None
             cases: list[tuple[str, str | None, int]] = [("no key", None, 401)]
             cases += [(f"malformed {h[:12]!r}", h, 401) for h in MALFORMED]
@@ -155,7 +156,7 @@ class TestAuthMatrix:
         for method, path in operations(app):
             if method == "DELETE":
                 continue  # would revoke the key the other calls use
-            needed = required_scope(method, path)
+            needed = declared_scopes(app)[(method, path)].scope
             assert needed is not None
             key = world["operator"] if path == "/metrics" else world[f"shop-{needed}"]
             response = await call(client, world, method, path, f"Bearer {key}")

@@ -1,4 +1,4 @@
-"""HTTP routes of keys and the audit log (admin scope; see deps.required_scope)."""
+"""HTTP routes of keys and the audit log (admin scope, declared on each route)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from mabapi.access.schemas import (
     KeyOut,
 )
 from mabapi.access.service import KeyRing
-from mabapi.deps import PrincipalDep, SessionDep
+from mabapi.deps import PrincipalDep, SessionDep, needs
 from mabapi.errors import Responses, documented_error
 from mabapi.runtime import runtime_of
 
@@ -49,7 +49,9 @@ def _forget_keys(request: Request) -> None:
     keyring.forget()
 
 
-@router.post("/keys", response_model=KeyCreatedOut, status_code=201)
+@router.post(
+    "/keys", dependencies=[needs(Scope.ADMIN)], response_model=KeyCreatedOut, status_code=201
+)
 async def create_key(
     payload: KeyIn, session: SessionDep, principal: PrincipalDep, request: Request
 ) -> KeyCreatedOut:
@@ -65,14 +67,14 @@ async def create_key(
     )
 
 
-@router.get("/keys", response_model=KeyListOut)
+@router.get("/keys", dependencies=[needs(Scope.ADMIN)], response_model=KeyListOut)
 async def list_keys(session: SessionDep, principal: PrincipalDep) -> KeyListOut:
     """The keys of this key's project (never their secrets)."""
     keys = await service.list_keys(session, principal=principal)
     return KeyListOut(keys=[_key_out(key) for key in keys])
 
 
-@router.delete("/keys/{key_id}", response_model=KeyOut)
+@router.delete("/keys/{key_id}", dependencies=[needs(Scope.ADMIN)], response_model=KeyOut)
 async def revoke_key(
     key_id: KeyId, session: SessionDep, principal: PrincipalDep, request: Request
 ) -> KeyOut:
@@ -82,7 +84,7 @@ async def revoke_key(
     return _key_out(key)
 
 
-@router.get("/audit", response_model=AuditListOut)
+@router.get("/audit", dependencies=[needs(Scope.ADMIN)], response_model=AuditListOut)
 async def audit(
     session: SessionDep,
     principal: PrincipalDep,

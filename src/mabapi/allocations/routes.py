@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import TypeAdapter
 
+from mabapi.access.models import Scope
 from mabapi.access.service import Principal
 from mabapi.allocations import late_conversions
 from mabapi.allocations import service as allocation_service
@@ -22,6 +23,7 @@ from mabapi.deps import (
     ExperimentId,
     PrincipalDep,
     SegmentQuery,
+    needs,
 )
 from mabapi.guardrails.schemas import BreachOut
 from mabapi.hot_paths import hot_path
@@ -43,6 +45,7 @@ async def _allocation_answer(
 
 @allocations_router.get(
     "/allocations/{experiment_id}",
+    dependencies=[needs(Scope.READ)],
     response_model=AllocationOut,
     responses={**NOT_FOUND, **CONFLICT, **INVALID},
 )

@@ -9,6 +9,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 
+from mabapi.access.models import Scope
 from mabapi.access.service import Principal
 from mabapi.assignments import service
 from mabapi.assignments.cache import AllocationCache, CachedAllocation, UnitMemo
@@ -24,7 +25,7 @@ from mabapi.assignments.schemas import (
     ConversionOut,
 )
 from mabapi.db.transactions import background_transaction
-from mabapi.deps import ExperimentId, LazySessionDep, PrincipalDep, SessionDep
+from mabapi.deps import ExperimentId, LazySessionDep, PrincipalDep, SessionDep, needs
 from mabapi.errors import Responses, documented_error
 from mabapi.experiments import lifecycle
 from mabapi.experiments.schemas import ExperimentOut
@@ -114,7 +115,11 @@ async def _convert_answer(
     return await convert_unit(runtime_of(request.app), params["experiment_id"], body)
 
 
-@router.post("/experiments/{experiment_id}/assign", response_model=AssignOut)
+@router.post(
+    "/experiments/{experiment_id}/assign",
+    dependencies=[needs(Scope.CLIENT)],
+    response_model=AssignOut,
+)
 @hot_path(_assign_answer, body=AssignIn)
 async def assign(experiment_id: ExperimentId, body: AssignIn, request: Request) -> AssignOut:
     """The unit's variant: the same one on every call. The first call draws it by
@@ -139,7 +144,7 @@ async def assign_unit(state: Runtime, experiment_id: str, body: AssignIn) -> Ass
     return _assign_out(result, capped=allocation.segment_state == "capped" and result.new)
 
 
-@router.post("/assign/batch", response_model=BatchAssignOut)
+@router.post("/assign/batch", dependencies=[needs(Scope.CLIENT)], response_model=BatchAssignOut)
 async def assign_batch(
     body: BatchAssignIn,
     request: Request,
@@ -186,7 +191,11 @@ async def assign_batch(
     )
 
 
-@router.post("/experiments/{experiment_id}/conversions", response_model=ConversionOut)
+@router.post(
+    "/experiments/{experiment_id}/conversions",
+    dependencies=[needs(Scope.CLIENT)],
+    response_model=ConversionOut,
+)
 @hot_path(_convert_answer, body=ConversionIn)
 async def convert(
     experiment_id: ExperimentId, body: ConversionIn, request: Request
@@ -215,7 +224,9 @@ def _conversion(experiment_id: str, body: ConversionIn) -> service.Conversion:
     )
 
 
-@router.post("/conversions/batch", response_model=BatchConversionOut)
+@router.post(
+    "/conversions/batch", dependencies=[needs(Scope.CLIENT)], response_model=BatchConversionOut
+)
 async def convert_batch(
     body: BatchConversionIn, session: SessionDep, principal: PrincipalDep
 ) -> BatchConversionOut:
@@ -231,7 +242,11 @@ async def convert_batch(
     return BatchConversionOut(conversions=[_conversion_out(result) for result in results])
 
 
-@router.post("/experiments/{experiment_id}/conclude", response_model=ExperimentOut)
+@router.post(
+    "/experiments/{experiment_id}/conclude",
+    dependencies=[needs(Scope.ADMIN)],
+    response_model=ExperimentOut,
+)
 async def conclude(
     experiment_id: ExperimentId, body: ConcludeIn, session: SessionDep, cache: CacheDep
 ) -> ExperimentOut:
@@ -241,7 +256,11 @@ async def conclude(
     return ExperimentOut.model_validate(await lifecycle.require_experiment(session, experiment.id))
 
 
-@router.post("/experiments/{experiment_id}/reset", response_model=ExperimentOut)
+@router.post(
+    "/experiments/{experiment_id}/reset",
+    dependencies=[needs(Scope.ADMIN)],
+    response_model=ExperimentOut,
+)
 async def reset(experiment_id: ExperimentId, session: SessionDep, cache: CacheDep) -> ExperimentOut:
     """Start real-time data over (assignments, live counts, value events); reported daily
     totals are kept. The experiment runs again with no winner."""

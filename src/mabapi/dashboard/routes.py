@@ -18,9 +18,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from mabapi import csv_cells
+from mabapi.access.models import Scope
 from mabapi.dashboard.summaries import SummaryCache
 from mabapi.db.transactions import read_only_transaction
-from mabapi.deps import KEY_COOKIE, ExperimentId, PrincipalDep, SessionDep
+from mabapi.deps import KEY_COOKIE, ExperimentId, PrincipalDep, SessionDep, needs
 from mabapi.errors import AppError, ForbiddenError, InvalidInputError, NotFoundError
 from mabapi.experiments import lifecycle
 from mabapi.experiments.models import ExperimentStatus
@@ -95,7 +96,7 @@ def _row(experiment: Any, summary: SummaryOut | None) -> dict[str, Any]:
     }
 
 
-@router.get("", response_class=HTMLResponse)
+@router.get("", dependencies=[needs(Scope.READ)], response_class=HTMLResponse)
 async def experiments_page(
     request: Request,
     principal: PrincipalDep,
@@ -190,7 +191,9 @@ def _chart_data(
 SEGMENTS_SHOWN = 100
 
 
-@router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
+@router.get(
+    "/experiments/{experiment_id}", dependencies=[needs(Scope.READ)], response_class=HTMLResponse
+)
 async def experiment_page(
     request: Request,
     experiment_id: ExperimentId,
@@ -282,7 +285,7 @@ def _csv_rows(history: histories.History, chart: str) -> list[list[Any]]:
     return rows
 
 
-@router.get("/experiments/{experiment_id}/data/{chart}.csv")
+@router.get("/experiments/{experiment_id}/data/{chart}.csv", dependencies=[needs(Scope.READ)])
 async def chart_csv(
     experiment_id: ExperimentId,
     chart: str,
@@ -322,7 +325,7 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.url.netloc
 
 
-@router.post("/experiments/{experiment_id}/actions")
+@router.post("/experiments/{experiment_id}/actions", dependencies=[needs(Scope.ADMIN)])
 async def experiment_action(
     request: Request,
     experiment_id: ExperimentId,
@@ -351,12 +354,12 @@ async def experiment_action(
     return RedirectResponse(f"/ui/experiments/{experiment_id}", status_code=303)
 
 
-@router.get("/login", response_class=HTMLResponse)
+@router.get("/login", dependencies=[needs(None)], response_class=HTMLResponse)
 async def login_page(request: Request, error: str = "") -> HTMLResponse:
     return templates.TemplateResponse(request, "login.html", {"error": error[:200]})
 
 
-@router.post("/login")
+@router.post("/login", dependencies=[needs(None)])
 async def login(request: Request, key: Annotated[str, Form(max_length=256)]) -> Response:
     """Check a key (read scope or more) and keep it in an HttpOnly cookie."""
     keyring = runtime_of(request.app).keyring
@@ -381,7 +384,7 @@ async def login(request: Request, key: Annotated[str, Form(max_length=256)]) -> 
     return response
 
 
-@router.post("/logout")
+@router.post("/logout", dependencies=[needs(None)])
 async def logout() -> Response:
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(KEY_COOKIE, path="/ui")

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from mabapi.access.models import Scope
 from mabapi.deps import (
     CONFLICT,
     INVALID,
@@ -15,6 +16,7 @@ from mabapi.deps import (
     ExperimentId,
     PrincipalDep,
     SessionDep,
+    needs,
 )
 from mabapi.experiments import lifecycle
 from mabapi.experiments.models import Experiment, ExperimentStatus
@@ -37,7 +39,11 @@ def _experiment_out(experiment: Experiment) -> ExperimentOut:
 
 
 @experiments_router.post(
-    "", status_code=201, response_model=ExperimentOut, responses={**CONFLICT, **TOO_LARGE}
+    "",
+    dependencies=[needs(Scope.ADMIN)],
+    status_code=201,
+    response_model=ExperimentOut,
+    responses={**CONFLICT, **TOO_LARGE},
 )
 async def create_experiment(
     payload: ExperimentIn, session: SessionDep, principal: PrincipalDep
@@ -51,7 +57,7 @@ async def create_experiment(
     )
 
 
-@experiments_router.get("", response_model=ExperimentPage)
+@experiments_router.get("", dependencies=[needs(Scope.READ)], response_model=ExperimentPage)
 async def list_experiments(
     session: SessionDep,
     principal: PrincipalDep,
@@ -74,12 +80,22 @@ async def list_experiments(
     )
 
 
-@experiments_router.get("/{experiment_id}", response_model=ExperimentOut, responses=NOT_FOUND)
+@experiments_router.get(
+    "/{experiment_id}",
+    dependencies=[needs(Scope.READ)],
+    response_model=ExperimentOut,
+    responses=NOT_FOUND,
+)
 async def get_experiment(experiment_id: ExperimentId, session: SessionDep) -> ExperimentOut:
     return _experiment_out(await lifecycle.require_experiment(session, experiment_id))
 
 
-@experiments_router.patch("/{experiment_id}", response_model=ExperimentOut, responses=NOT_FOUND)
+@experiments_router.patch(
+    "/{experiment_id}",
+    dependencies=[needs(Scope.ADMIN)],
+    response_model=ExperimentOut,
+    responses=NOT_FOUND,
+)
 async def patch_experiment(
     experiment_id: ExperimentId, patch: ExperimentPatch, session: SessionDep
 ) -> ExperimentOut:
@@ -92,6 +108,7 @@ async def patch_experiment(
 
 @experiments_router.post(
     "/{experiment_id}/variants",
+    dependencies=[needs(Scope.ADMIN)],
     status_code=201,
     response_model=ExperimentOut,
     responses={**NOT_FOUND, **CONFLICT},
@@ -106,6 +123,7 @@ async def add_variant(
 
 @experiments_router.patch(
     "/{experiment_id}/variants/{variant_id}",
+    dependencies=[needs(Scope.ADMIN)],
     response_model=ExperimentOut,
     responses={**NOT_FOUND, **CONFLICT},
 )
@@ -124,7 +142,10 @@ async def patch_variant(
 
 
 @experiments_router.post(
-    "/{experiment_id}/archive", response_model=ExperimentOut, responses=NOT_FOUND
+    "/{experiment_id}/archive",
+    dependencies=[needs(Scope.ADMIN)],
+    response_model=ExperimentOut,
+    responses=NOT_FOUND,
 )
 async def archive_experiment(experiment_id: ExperimentId, session: SessionDep) -> ExperimentOut:
     """Hide from the default list and refuse new metrics; data and allocations stay."""
@@ -133,7 +154,10 @@ async def archive_experiment(experiment_id: ExperimentId, session: SessionDep) -
 
 
 @experiments_router.post(
-    "/{experiment_id}/restore", response_model=ExperimentOut, responses=NOT_FOUND
+    "/{experiment_id}/restore",
+    dependencies=[needs(Scope.ADMIN)],
+    response_model=ExperimentOut,
+    responses=NOT_FOUND,
 )
 async def restore_experiment(experiment_id: ExperimentId, session: SessionDep) -> ExperimentOut:
     """Undo an archive."""

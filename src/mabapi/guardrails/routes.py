@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from mabapi.access.models import Scope
 from mabapi.deps import (
     INVALID,
     NOT_FOUND,
     UNAVAILABLE,
     ExperimentId,
     SessionDep,
+    needs,
 )
 from mabapi.guardrails import service as guardrail_service
 from mabapi.guardrails.schemas import ClearedOut
@@ -21,6 +23,7 @@ router = APIRouter(
 
 @router.post(
     "/{experiment_id}/guardrails/{metric_id}/clear",
+    dependencies=[needs(Scope.ADMIN)],
     response_model=ClearedOut,
     responses=NOT_FOUND,
 )

@@ -6,7 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from mabapi import __version__
+from mabapi.access.models import Scope
 from mabapi.db.engine import ping
+from mabapi.deps import needs
 from mabapi.observability import exposition
 from mabapi.runtime import runtime_of
 
@@ -15,7 +17,7 @@ router = APIRouter(tags=["health"])
 READY_TIMEOUT_S = 2.0
 
 
-@router.get("/health")
+@router.get("/health", dependencies=[needs(None)])
 async def health() -> dict[str, str]:
     """The process is up and serving; says nothing about the database."""
     return {"status": "ok", "version": __version__}
@@ -23,6 +25,7 @@ async def health() -> dict[str, str]:
 
 @router.get(
     "/ready",
+    dependencies=[needs(None)],
     responses={503: {"description": "The database is not reachable."}},
 )
 async def ready(request: Request) -> JSONResponse:
@@ -40,6 +43,7 @@ async def ready(request: Request) -> JSONResponse:
 
 @router.get(
     "/metrics",
+    dependencies=[needs(Scope.ADMIN, operator=True)],
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
     tags=["observability"],

@@ -7,6 +7,7 @@ from datetime import date
 
 from fastapi import APIRouter, Request
 
+from mabapi.access.models import Scope
 from mabapi.access.service import AuditEvent, Principal
 from mabapi.deps import (
     CONFLICT,
@@ -26,6 +27,7 @@ from mabapi.deps import (
     VariantFilter,
     decode_cursor,
     encode_cursor,
+    needs,
 )
 from mabapi.experiments.schemas import (
     StatusOut,
@@ -61,7 +63,12 @@ async def _metric_answer(
     )
 
 
-@metrics_router.post("/metrics/", response_model=StatusOut, responses={**NOT_FOUND, **CONFLICT})
+@metrics_router.post(
+    "/metrics/",
+    dependencies=[needs(Scope.WRITE)],
+    response_model=StatusOut,
+    responses={**NOT_FOUND, **CONFLICT},
+)
 @hot_path(_metric_answer, body=MetricIn)
 async def post_metric(metric: MetricIn, request: Request, principal: PrincipalDep) -> StatusOut:
     """Set one variant's totals for one day. Re-posting the same day replaces it."""
@@ -103,11 +110,15 @@ metrics_router.add_api_route(
     responses={**NOT_FOUND, **CONFLICT},
     deprecated=True,
     summary="Post Metric (alias of POST /metrics/)",
+    dependencies=[needs(Scope.WRITE)],
 )
 
 
 @metrics_router.post(
-    "/metrics/batch", response_model=BatchResultOut, responses={**NOT_FOUND, **CONFLICT}
+    "/metrics/batch",
+    dependencies=[needs(Scope.WRITE)],
+    response_model=BatchResultOut,
+    responses={**NOT_FOUND, **CONFLICT},
 )
 async def post_metrics_batch(
     batch: MetricsBatchIn, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
@@ -118,7 +129,10 @@ async def post_metrics_batch(
 
 
 @reads_router.get(
-    "/{experiment_id}/metrics", response_model=MetricRowsOut, responses={**NOT_FOUND, **INVALID}
+    "/{experiment_id}/metrics",
+    dependencies=[needs(Scope.READ)],
+    response_model=MetricRowsOut,
+    responses={**NOT_FOUND, **INVALID},
 )
 async def get_metrics(
     experiment_id: ExperimentId,
@@ -148,6 +162,7 @@ async def get_metrics(
 
 @reads_router.get(
     "/{experiment_id}/metrics/revisions",
+    dependencies=[needs(Scope.READ)],
     response_model=RevisionsOut,
     responses={**NOT_FOUND, **INVALID},
 )

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from mabapi.access.models import Scope
 from mabapi.allocations.routes import delay_curve_out
 from mabapi.deps import (
     INVALID,
@@ -15,6 +16,7 @@ from mabapi.deps import (
     ExperimentId,
     SegmentQuery,
     SessionDep,
+    needs,
 )
 from mabapi.experiments import lifecycle
 from mabapi.experiments.models import MetricKind
@@ -53,7 +55,10 @@ MAX_SEGMENT_PAGE = 1000
 
 
 @router.get(
-    "/{experiment_id}/segments", response_model=SegmentsOut, responses={**NOT_FOUND, **INVALID}
+    "/{experiment_id}/segments",
+    dependencies=[needs(Scope.READ)],
+    response_model=SegmentsOut,
+    responses={**NOT_FOUND, **INVALID},
 )
 async def get_segments(
     experiment_id: ExperimentId,
@@ -97,7 +102,12 @@ async def get_segments(
     )
 
 
-@router.get("/{experiment_id}/summary", response_model=SummaryOut, responses=NOT_FOUND)
+@router.get(
+    "/{experiment_id}/summary",
+    dependencies=[needs(Scope.READ)],
+    response_model=SummaryOut,
+    responses=NOT_FOUND,
+)
 async def get_summary(
     experiment_id: ExperimentId, session: SessionDep, request: Request, segment: SegmentQuery = None
 ) -> SummaryOut:

@@ -1,4 +1,4 @@
-"""HTTP routes of webhooks (admin scope; see deps.required_scope)."""
+"""HTTP routes of webhooks (admin scope, declared on each route)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from mabapi.deps import PrincipalDep, SessionDep, SettingsDep
+from mabapi.access.models import Scope
+from mabapi.deps import PrincipalDep, SessionDep, SettingsDep, needs
 from mabapi.errors import Responses, documented_error
 from mabapi.webhooks import service
 from mabapi.webhooks.models import Webhook
@@ -43,7 +44,9 @@ def _out(webhook: Webhook) -> WebhookOut:
     )
 
 
-@router.post("", status_code=201, response_model=WebhookCreatedOut)
+@router.post(
+    "", dependencies=[needs(Scope.ADMIN)], status_code=201, response_model=WebhookCreatedOut
+)
 async def create_webhook(
     body: WebhookIn, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> WebhookCreatedOut:
@@ -61,13 +64,13 @@ async def create_webhook(
     return WebhookCreatedOut(**_out(webhook).model_dump(), secret=webhook.secret)
 
 
-@router.get("", response_model=WebhookListOut)
+@router.get("", dependencies=[needs(Scope.ADMIN)], response_model=WebhookListOut)
 async def list_webhooks(session: SessionDep, principal: PrincipalDep) -> WebhookListOut:
     webhooks = await service.list_webhooks(session, principal.project_id)
     return WebhookListOut(webhooks=[_out(w) for w in webhooks])
 
 
-@router.delete("/{webhook_id}", response_model=WebhookOut)
+@router.delete("/{webhook_id}", dependencies=[needs(Scope.ADMIN)], response_model=WebhookOut)
 async def delete_webhook(
     webhook_id: WebhookId, session: SessionDep, principal: PrincipalDep
 ) -> WebhookOut:
@@ -77,7 +80,9 @@ async def delete_webhook(
     return webhook
 
 
-@router.get("/{webhook_id}/deliveries", response_model=DeliveryListOut)
+@router.get(
+    "/{webhook_id}/deliveries", dependencies=[needs(Scope.ADMIN)], response_model=DeliveryListOut
+)
 async def list_deliveries(
     webhook_id: WebhookId,
     session: SessionDep,
@@ -111,7 +116,12 @@ async def list_deliveries(
     )
 
 
-@router.post("/{webhook_id}/test", status_code=202, response_model=TestQueuedOut)
+@router.post(
+    "/{webhook_id}/test",
+    dependencies=[needs(Scope.ADMIN)],
+    status_code=202,
+    response_model=TestQueuedOut,
+)
 async def test_webhook(
     webhook_id: WebhookId, session: SessionDep, principal: PrincipalDep
 ) -> TestQueuedOut:
