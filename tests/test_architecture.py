@@ -307,3 +307,16 @@ class TestTablesDeclaredOnce:
         ]
         assert names
         assert sorted(names) == sorted(set(names))
+
+
+class TestOnePosteriorBuilder:
+    """A posterior is built from sums in one place (stats/sums.py, `posterior_of`); the
+    pooled segment model (stats/segments.py) builds its own shrunk ones on purpose."""
+
+    def test_no_other_module_builds_one(self) -> None:
+        builders = sorted(
+            relative(path)
+            for path in modules()
+            if re.search(r"\.(from_counts|from_summary)\(", path.read_text())
+        )
+        assert builders == ["stats/segments.py", "stats/sums.py"]

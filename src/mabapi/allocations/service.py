@@ -39,14 +39,11 @@ from mabapi.stats.policies import (
     allocate,
 )
 from mabapi.stats.posterior import (
-    BetaPosterior,
     BetaPrior,
-    BinomialCounts,
-    NormalInverseGammaPosterior,
     NormalInverseGammaPrior,
     Posterior,
-    ValueSummary,
 )
+from mabapi.stats.sums import posterior_of
 
 _EMPTY = repository.VariantTotals(0, 0)
 Totals = repository.VariantTotals
@@ -73,13 +70,12 @@ class Allocation:
 def _posterior(
     kind: MetricKind, prior: PriorSettings, totals: repository.VariantTotals
 ) -> Posterior:
-    if kind is MetricKind.VALUE:
-        return NormalInverseGammaPosterior.from_summary(
-            ValueSummary(totals.impressions, totals.value_sum, totals.value_sum_squares),
-            NormalInverseGammaPrior(prior.mu, prior.kappa, prior.alpha, prior.beta),
-        )
-    return BetaPosterior.from_counts(
-        BinomialCounts(totals.impressions, totals.successes), BetaPrior(prior.alpha, prior.beta)
+    """The experiment's posterior of a variant, under its prior settings."""
+    return posterior_of(
+        totals,
+        values=kind is MetricKind.VALUE,
+        beta_prior=BetaPrior(prior.alpha, prior.beta),
+        value_prior=NormalInverseGammaPrior(prior.mu, prior.kappa, prior.alpha, prior.beta),
     )
 
 

@@ -21,14 +21,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mabapi.db.base import ID_LENGTH, Base, UTCDateTime, utcnow
+from mabapi.db.base import ID_LENGTH, Base, CountedSums, UTCDateTime, utcnow
 
 # Live counters are spread over this many rows per (experiment, variant, day), so
 # concurrent writers rarely wait on the same row lock; reads add the shards up.
 LIVE_SHARDS = 16
 
 
-class LiveMetric(Base):
+class LiveMetric(CountedSums, Base):
     """Exposures and conversions counted by the service itself, sharded."""
 
     __tablename__ = "live_metrics"
@@ -49,13 +49,9 @@ class LiveMetric(Base):
     variant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     date: Mapped[date] = mapped_column(Date)
     shard: Mapped[int] = mapped_column(SmallInteger)
-    impressions: Mapped[int] = mapped_column(BigInteger, default=0)
-    successes: Mapped[int] = mapped_column(BigInteger, default=0)
-    value_sum: Mapped[float] = mapped_column(Float, default=0.0)
-    value_sum_squares: Mapped[float] = mapped_column(Float, default=0.0)
 
 
-class VariantTotal(Base):
+class VariantTotal(CountedSums, Base):
     """Running all-time totals per variant, so an allocation does not have to add up
     years of daily rows: totals before day D = these - rows dated on or after D.
 
@@ -79,10 +75,6 @@ class VariantTotal(Base):
     variant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     source: Mapped[int] = mapped_column(SmallInteger)
     shard: Mapped[int] = mapped_column(SmallInteger)
-    impressions: Mapped[int] = mapped_column(BigInteger, default=0)
-    successes: Mapped[int] = mapped_column(BigInteger, default=0)
-    value_sum: Mapped[float] = mapped_column(Float, default=0.0)
-    value_sum_squares: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 REPORTED_SOURCE = 0

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator
+from sqlalchemy import BigInteger, DateTime, Float, MetaData, TypeDecorator
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Deterministic constraint names, so Alembic can alter them on SQLite and PostgreSQL alike.
 NAMING_CONVENTION = {
@@ -53,3 +53,23 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class CountedSums:
+    """The four sums of a counted row (live counters, running totals, guardrail totals):
+    units, successes, and the sum and sum of squares of per-unit values, 0 by default."""
+
+    impressions: Mapped[int] = mapped_column(BigInteger, default=0)
+    successes: Mapped[int] = mapped_column(BigInteger, default=0)
+    value_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    value_sum_squares: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ReportedSums:
+    """The four sums of a reported daily row and its revisions: the value sums are null
+    for a conversion metric (units = impressions)."""
+
+    impressions: Mapped[int] = mapped_column(BigInteger)
+    successes: Mapped[int] = mapped_column(BigInteger)
+    value_sum: Mapped[float | None] = mapped_column(Float, nullable=True)
+    value_sum_squares: Mapped[float | None] = mapped_column(Float, nullable=True)

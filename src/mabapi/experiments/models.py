@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from mabapi.db.base import ID_LENGTH, Base, UTCDateTime, utcnow
+from mabapi.db.base import ID_LENGTH, Base, CountedSums, ReportedSums, UTCDateTime, utcnow
 
 
 class ExperimentStatus(enum.StrEnum):
@@ -114,7 +114,7 @@ class Variant(Base):
     experiment: Mapped[Experiment] = relationship(back_populates="variants", lazy="raise")
 
 
-class ExperimentMetric(Base):
+class ExperimentMetric(ReportedSums, Base):
     """One variant's reported totals for one day (set, not added: a re-post replaces)."""
 
     __tablename__ = "experiment_metrics"
@@ -141,16 +141,11 @@ class ExperimentMetric(Base):
     # The audience these totals are of; "" for unsegmented traffic. A variant's totals
     # over all traffic are the sum over segments.
     segment: Mapped[str] = mapped_column(String(ID_LENGTH), default="", server_default="")
-    impressions: Mapped[int] = mapped_column(BigInteger)
-    successes: Mapped[int] = mapped_column(BigInteger)
-    # Value metrics: sum and sum of squares of the per-unit values (units = impressions).
-    value_sum: Mapped[float | None] = mapped_column(Float, nullable=True)
-    value_sum_squares: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
-class MetricRevision(Base):
+class MetricRevision(ReportedSums, Base):
     """Each change of a reported day's totals, as it arrived: the day's history of
     revisions (an audit trail, and what the conversion delay curve is learnt from: how a
     re-posted day grows with its age)."""
@@ -172,10 +167,6 @@ class MetricRevision(Base):
     variant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     date: Mapped[date] = mapped_column(Date)
     segment: Mapped[str] = mapped_column(String(ID_LENGTH), default="", server_default="")
-    impressions: Mapped[int] = mapped_column(BigInteger)
-    successes: Mapped[int] = mapped_column(BigInteger)
-    value_sum: Mapped[float | None] = mapped_column(Float, nullable=True)
-    value_sum_squares: Mapped[float | None] = mapped_column(Float, nullable=True)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -206,7 +197,7 @@ GUARDRAIL_REPORTED = 0
 GUARDRAIL_LIVE = 1
 
 
-class GuardrailMetric(Base):
+class GuardrailMetric(CountedSums, Base):
     """One variant's totals of one guardrail metric for one day. Reported rows carry
     their own units; live rows count only successes and values (the units are the
     variant's live exposures of that day)."""
@@ -230,10 +221,6 @@ class GuardrailMetric(Base):
     variant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     date: Mapped[date] = mapped_column(Date)
     source: Mapped[int] = mapped_column(Integer)
-    impressions: Mapped[int] = mapped_column(BigInteger, default=0)
-    successes: Mapped[int] = mapped_column(BigInteger, default=0)
-    value_sum: Mapped[float] = mapped_column(Float, default=0.0)
-    value_sum_squares: Mapped[float] = mapped_column(Float, default=0.0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -28,6 +28,7 @@ from mabapi.experiments.models import (
     MetricRevision,
     Variant,
 )
+from mabapi.stats.sums import Sums
 
 # asyncpg allows 32,767 bind parameters per statement; keep multi-row inserts below it.
 _ROWS_PER_STATEMENT = 2_000
@@ -38,14 +39,8 @@ def chunks(rows: Sequence[dict[str, Any]]) -> Iterable[Sequence[dict[str, Any]]]
         yield rows[start : start + _ROWS_PER_STATEMENT]
 
 
-@dataclass(frozen=True, slots=True)
-class VariantTotals:
-    """Totals per variant; fractional when old days are down-weighted (decay)."""
-
-    impressions: float
-    successes: float
-    value_sum: float = 0.0
-    value_sum_squares: float = 0.0
+# A variant's totals: the one sums type (stats/sums.py).
+VariantTotals = Sums
 
 
 @dataclass(frozen=True, slots=True)

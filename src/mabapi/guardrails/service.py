@@ -27,10 +27,9 @@ from mabapi.stats.guardrails import (
     GuardrailCheck,
     GuardrailRule,
     check,
-    posterior_of,
     relative_difference,
 )
-from mabapi.stats.posterior import Posterior
+from mabapi.stats.sums import EMPTY, Sums, posterior_of
 from mabapi.webhooks import outbox
 
 # Most severe first: a variant stopped by one guardrail and floored by another is stopped.
@@ -157,25 +156,8 @@ async def record_conversion(
     return True
 
 
-@dataclass(frozen=True, slots=True)
-class GuardrailTotals:
-    units: float
-    successes: float
-    value_sum: float
-    value_sum_squares: float
-
-    def posterior(self, kind: MetricKind) -> Posterior:
-        return posterior_of(
-            units=self.units,
-            successes=min(self.successes, self.units),
-            value_sum=self.value_sum if self.units else 0.0,
-            value_sum_squares=self.value_sum_squares if self.units else 0.0,
-            values=kind is MetricKind.VALUE,
-        )
-
-    @property
-    def mean(self) -> float | None:
-        return None if not self.units else self.successes / self.units
+# A guardrail's totals per variant: the one sums type (`impressions` are its units).
+GuardrailTotals = Sums
 
 
 async def totals_between(
@@ -194,7 +176,7 @@ async def totals_between(
     return result
 
 
-_EMPTY = GuardrailTotals(0.0, 0.0, 0.0, 0.0)
+_EMPTY = EMPTY
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,13 +222,18 @@ async def _states(session: AsyncSession, experiment: Experiment, day: date) -> l
         for variant in variants:
             mine = totals.get(variant.id, _EMPTY)
             result = None
-            if variant.id != reference.id and look >= 1 and mine.units and control.units:
+            if (
+                variant.id != reference.id
+                and look >= 1
+                and mine.impressions
+                and control.impressions
+            ):
                 result = check(
-                    mine.posterior(guardrail.kind),
-                    control.posterior(guardrail.kind),
+                    posterior_of(mine, values=guardrail.kind is MetricKind.VALUE),
+                    posterior_of(control, values=guardrail.kind is MetricKind.VALUE),
                     rule=rule,
                     look=look,
-                    units=(mine.units, control.units),
+                    units=(mine.impressions, control.impressions),
                 )
             checks.append(VariantCheck(variant.id, mine, result))
         states.append(GuardrailState(guardrail, reference.id, look, control, checks))
@@ -376,12 +363,12 @@ def _details(state: GuardrailState, item: VariantCheck, result: GuardrailCheck) 
 
 def _totals_json(totals: GuardrailTotals) -> dict[str, float | None]:
     return {
-        "units": totals.units,
+        "units": totals.impressions,
         "successes": totals.successes,
         "value_sum": totals.value_sum,
-        "mean": (totals.value_sum / totals.units if totals.units else None)
+        "mean": (totals.value_sum / totals.impressions if totals.impressions else None)
         if totals.value_sum
-        else totals.mean,
+        else totals.mean(values=False),
     }
 
 
@@ -435,24 +422,30 @@ async def report(
     reports = []
     for state in await _states(session, experiment, day):
         guardrail = state.guardrail
-        control_posterior = state.control.posterior(guardrail.kind)
+        control_posterior = posterior_of(state.control, values=guardrail.kind is MetricKind.VALUE)
         variants = []
         for index, item in enumerate(state.checks):
             totals = item.totals
             mean = (
-                (totals.value_sum / totals.units if totals.units else None)
+                (totals.value_sum / totals.impressions if totals.impressions else None)
                 if guardrail.kind is MetricKind.VALUE
-                else totals.mean
+                else totals.mean(values=False)
             )
             difference = None
-            if item.variant_id != state.reference and totals.units and state.control.units:
+            if (
+                item.variant_id != state.reference
+                and totals.impressions
+                and state.control.impressions
+            ):
                 difference = relative_difference(
-                    totals.posterior(guardrail.kind), control_posterior, seed=index
+                    posterior_of(totals, values=guardrail.kind is MetricKind.VALUE),
+                    control_posterior,
+                    seed=index,
                 )
             variants.append(
                 VariantReport(
                     variant_id=item.variant_id,
-                    units=totals.units,
+                    units=totals.impressions,
                     successes=totals.successes,
                     mean=mean,
                     relative_difference=difference,

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mabapi.stats.guardrails import GuardrailRule, check, posterior_of
+from mabapi.stats.guardrails import GuardrailRule, check
+from mabapi.stats.sums import Sums, posterior_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +32,7 @@ def first_breach(scenario: GuardrailScenario, rule: GuardrailRule, seed: int) ->
         totals[0, 1] += rng.binomial(scenario.units_per_day, scenario.control_rate)
         totals[1, 1] += rng.binomial(scenario.units_per_day, harmful_rate)
         control, variant = (
-            posterior_of(
-                units=units, successes=successes, value_sum=0, value_sum_squares=0, values=False
-            )
-            for units, successes in totals
+            posterior_of(Sums(units, successes), values=False) for units, successes in totals
         )
         result = check(variant, control, rule=rule, look=day, units=(totals[1, 0], totals[0, 0]))
         if result.breached:

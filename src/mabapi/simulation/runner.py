@@ -20,14 +20,9 @@ from mabapi.stats.delay import DelayCurve, chain_ladder, effective_units
 from mabapi.stats.history import Forgetting, segment_start
 from mabapi.stats.policies import ArmData, Controls, PolicyConfig, allocate, sample_choice
 from mabapi.stats.posterior import (
-    BetaPosterior,
-    BetaPrior,
-    BinomialCounts,
-    NormalInverseGammaPosterior,
-    NormalInverseGammaPrior,
     Posterior,
-    ValueSummary,
 )
+from mabapi.stats.sums import Sums, posterior_of
 
 # A custom allocator (benchmarks compare peers): (history, day, rng) -> shares.
 Allocator = Callable[["History", int, np.random.Generator], FloatArray]
@@ -98,22 +93,12 @@ def _posteriors(
         successes = (history.successes[:day] * weights).sum(axis=0)
         sums = (history.value_sum[:day] * weights).sum(axis=0)
         squares = (history.value_sum_squares[:day] * weights).sum(axis=0)
-    posteriors: list[Posterior]
-    if value:
-        posteriors = [
-            NormalInverseGammaPosterior.from_summary(
-                ValueSummary(float(n), float(s), max(float(q), s * s / n if n else 0.0)),
-                NormalInverseGammaPrior(),
-            )
-            for n, s, q in zip(units, sums, squares, strict=True)
-        ]
-        means = np.divide(sums, units, out=np.zeros_like(sums), where=units > 0)
-    else:
-        posteriors = [
-            BetaPosterior.from_counts(BinomialCounts(float(n), float(s)), BetaPrior())
-            for n, s in zip(units, successes, strict=True)
-        ]
-        means = np.divide(successes, units, out=np.zeros_like(successes), where=units > 0)
+    posteriors: list[Posterior] = [
+        posterior_of(Sums(float(n), float(s), float(v), float(q)), values=value)
+        for n, s, v, q in zip(units, successes, sums, squares, strict=True)
+    ]
+    observed = sums if value else successes
+    means = np.divide(observed, units, out=np.zeros_like(observed), where=units > 0)
     return posteriors, units, means
 
 
@@ -322,7 +307,7 @@ def _event_day(
     for _ in range(traffic):
         arm_data = [
             ArmData(
-                _posterior_of(value, units[i], successes[i], sums[i], squares[i]),
+                posterior_of(Sums(units[i], successes[i], sums[i], squares[i]), values=value),
                 int(units[i]),
                 int(successes[i]),
                 float((sums[i] if value else successes[i]) / units[i]) if units[i] else 0.0,
@@ -346,15 +331,6 @@ def _event_day(
         today.value_sum[arm] += amount
         today.value_sum_squares[arm] += amount * amount
     return today_units, today
-
-
-def _posterior_of(value: bool, n: float, s: float, total: float, squares: float) -> Posterior:
-    if value:
-        return NormalInverseGammaPosterior.from_summary(
-            ValueSummary(n, total, max(squares, total * total / n if n else 0.0)),
-            NormalInverseGammaPrior(),
-        )
-    return BetaPosterior.from_counts(BinomialCounts(n, s), BetaPrior())
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,7 @@ from scipy import special
 from mabapi.stats.decision import sample_posteriors
 from mabapi.stats.posterior import (
     BetaPosterior,
-    BetaPrior,
-    BinomialCounts,
-    NormalInverseGammaPosterior,
-    NormalInverseGammaPrior,
     Posterior,
-    ValueSummary,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -221,23 +216,6 @@ def check(
     enough = min(units) >= rule.min_units
     breached = enough and beyond >= rule.probability and any_harm >= required
     return GuardrailCheck(beyond, any_harm, required, look, breached)
-
-
-def posterior_of(
-    *,
-    units: float,
-    successes: float,
-    value_sum: float,
-    value_sum_squares: float,
-    values: bool,
-) -> Posterior:
-    """The guardrail's posterior from its totals: Beta(1 + s, 1 + n - s) for conversions,
-    the Normal-Inverse-Gamma default for values."""
-    if values:
-        return NormalInverseGammaPosterior.from_summary(
-            ValueSummary(units, value_sum, value_sum_squares), NormalInverseGammaPrior()
-        )
-    return BetaPosterior.from_counts(BinomialCounts(units, min(successes, units)), BetaPrior())
 
 
 def relative_difference(
