@@ -28,6 +28,7 @@ def table(keys: dict[str, str]) -> list[Request]:
     metric = b'{"experiment_id": "solo", "variant_id": "only", "date": "2024-01-02",' \
              b' "impressions": 10, "successes": 1}'  # fmt: skip
     assign, convert = "/experiments/solo/assign", "/experiments/solo/conversions"
+    flag = "/ofrep/v1/evaluate/flags/solo"
     c_json, w_json, o_json = {**client, **JSON}, {**writer, **JSON}, {**other, **JSON}
     text = {"Content-Type": "text/plain"}
 
@@ -71,6 +72,18 @@ def table(keys: dict[str, str]) -> list[Request]:
         ("assign unknown experiment", "POST", "/experiments/ghost/assign", c_json, unit("u8")),
         ("convert other project", "POST", convert, o_json, unit("u1")),
         ("allocation no key", "GET", "/allocations/solo", {}, None),
+        ("ofrep", "POST", flag, c_json, b'{"context": {"targetingKey": "f1"}}'),
+        ("ofrep again", "POST", flag, c_json, b'{"context": {"targetingKey": "f1"}}'),
+        ("ofrep no targeting key", "POST", flag, c_json, b'{"context": {}}'),
+        ("ofrep no body", "POST", flag, c_json, b""),
+        ("ofrep bad JSON", "POST", flag, c_json, b'{"context": '),
+        ("ofrep bad context", "POST", flag, c_json, b'{"context": 3}'),
+        ("ofrep bad segment", "POST", flag, c_json,
+         b'{"context": {"targetingKey": "f2", "segment": "a b"}}'),
+        ("ofrep unknown flag", "POST", "/ofrep/v1/evaluate/flags/ghost", c_json,
+         b'{"context": {"targetingKey": "f3"}}'),
+        ("ofrep other project", "POST", flag, o_json, b'{"context": {"targetingKey": "f4"}}'),
+        ("ofrep no key", "POST", flag, JSON, b'{"context": {"targetingKey": "f5"}}'),
     ]  # fmt: skip
 
 
@@ -114,6 +127,7 @@ def test_the_hot_table_is_built_from_the_marked_routes() -> None:
         ("GET", "/allocations/{experiment_id}", 200),
         ("POST", "/metrics/", 200),
         ("POST", "/metrics", 200),  # the original README's alias: the same endpoint
+        ("POST", "/ofrep/v1/evaluate/flags/{experiment_id}", 200),
     }
 
 

@@ -50,6 +50,7 @@ from mabapi.middleware import (
     RequestContext,
     Utf8Json,
 )
+from mabapi.ofrep.routes import router as ofrep_router
 from mabapi.reports.routes import router as reports_router
 from mabapi.reports.watch import Watcher
 from mabapi.runtime import Runtime, runtime_of
@@ -127,6 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(LazyStart, start=lambda: start_runtime(app, settings, lazy=True))
     # Routes are matched in this order, one by one: the per-request hot paths first.
     app.include_router(assignments_router)
+    app.include_router(ofrep_router)
     app.include_router(allocations_router)
     app.include_router(metrics_router)
     app.include_router(experiments_router)

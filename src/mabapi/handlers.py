@@ -110,9 +110,35 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
     return sorted(methods)
 
 
+# OFREP's evaluation paths answer errors in the protocol's shape.
+OFREP_EVALUATE = "/ofrep/v1/evaluate/flags"
+
+
+def _ofrep_key(request: Request) -> str | None:
+    path = request.url.path
+    rest = path[len(OFREP_EVALUATE) + 1 :] if path.startswith(OFREP_EVALUATE + "/") else ""
+    return rest or None
+
+
+def _ofrep_error(request: Request, status: int, code: str, details: str) -> JSONResponse:
+    body: dict[str, Any] = {"errorCode": code, "errorDetails": details}
+    key = _ofrep_key(request)
+    if key is not None:
+        body = {"key": key, **body}
+    return JSONResponse(body, status_code=status)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, error: AppError) -> Response:
+        if request.url.path.startswith(OFREP_EVALUATE):
+            code = getattr(error, "error_code", None)
+            if code is not None:
+                return _ofrep_error(request, error.status_code, code, error.message)
+            if error.status_code == 404:
+                return _ofrep_error(request, 404, "FLAG_NOT_FOUND", error.message)
+            if error.status_code == 400:  # a malformed request (a key in the query string...)
+                return _ofrep_error(request, 400, "GENERAL", error.message)
         if error.status_code == 401 and request.url.path.startswith("/ui"):
             return RedirectResponse("/ui/login", status_code=303)  # a browser: log in
         headers: dict[str, str] | None = None
@@ -129,7 +155,35 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        if request.url.path.startswith(OFREP_EVALUATE):
+            problems = error.errors()
+            where = {str(p.get("loc", ("",))[0]) for p in problems}
+            if "path" in where:  # a key no experiment can have
+                return _ofrep_error(request, 404, "FLAG_NOT_FOUND", "no such flag")
+            # Not JSON, or no JSON object at all: PARSE_ERROR; a context of the wrong shape:
+            # INVALID_CONTEXT.
+            parse = any(
+                p.get("type") == "json_invalid" or tuple(p.get("loc", ())) == ("body",)
+                for p in problems
+            )
+            unit_missing = any(
+                p.get("type") == "missing"
+                and tuple(p.get("loc", ()))
+                in {("body", "context"), ("body", "context", "targetingKey")}
+                for p in problems
+            )
+            detail = "; ".join(
+                f"{_location(tuple(p.get('loc', ())))}: {p.get('msg')}" for p in problems
+            )
+            code = (
+                "PARSE_ERROR"
+                if parse
+                else "TARGETING_KEY_MISSING"
+                if unit_missing
+                else "INVALID_CONTEXT"
+            )
+            return _ofrep_error(request, 400, code, detail)
         return _validation_response(error)
 
     @app.exception_handler(StarletteHTTPException)
@@ -137,6 +191,8 @@ def install_error_handlers(app: FastAPI) -> None:
         codes = {404: "not_found", 405: "method_not_allowed"}
         message = str(error.detail)
         headers = getattr(error, "headers", None)
+        if error.status_code == 400 and request.url.path.startswith(OFREP_EVALUATE):
+            return _ofrep_error(request, 400, "PARSE_ERROR", message)
         if error.status_code == 404 and message == "Not Found":
             message = "no such route; see /docs for the API"
         if error.status_code == 405:

@@ -34,6 +34,9 @@ class TestDeclarations:
             "/conversions/batch",
             "/experiments/{experiment_id}/assign",
             "/experiments/{experiment_id}/conversions",
+            "/ofrep/v1/configuration",
+            "/ofrep/v1/evaluate/flags",
+            "/ofrep/v1/evaluate/flags/{experiment_id}",
         ]
         patterns = client_paths(app)
         assert len(patterns) == len(client)
@@ -59,7 +62,8 @@ class TestCorsFollowsTheDeclarations:
             "Access-Control-Request-Headers": "authorization,content-type",
         }
         for path in ("/experiments/e/assign", "/experiments/e/conversions", "/assign/batch",
-                     "/conversions/batch"):  # fmt: skip
+                     "/conversions/batch", "/ofrep/v1/evaluate/flags",
+                     "/ofrep/v1/evaluate/flags/e"):  # fmt: skip
             answer = await client.options(path, headers=preflight)
             assert answer.headers.get("access-control-allow-origin") == ORIGIN, path
         for path in ("/keys", "/metrics/batch", "/experiments/e/conclude"):

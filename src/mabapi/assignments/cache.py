@@ -15,6 +15,7 @@ import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -45,6 +46,12 @@ class CachedAllocation:
     # traffic; its units are stored in it), "capped" (the experiment has its most
     # segments: the split over all traffic, and its units are stored without it).
     segment_state: str = "own"
+    # What a flag evaluation (OpenFeature) needs: the experiment's status and policy, and
+    # each variant's value (None: its id), in `variant_ids` order.
+    status: str = "running"
+    archived: bool = False
+    algorithm: str = "thompson"
+    values: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cumulative_shares", tuple(itertools.accumulate(self.shares)))
@@ -132,12 +139,21 @@ class AllocationCache:
                 fits=self._fits,
             )
             experiment = await lifecycle.require_experiment(session, experiment_id)
+        values = {variant.id: variant.value for variant in experiment.variants}
         return CachedAllocation(
             result.variant_ids,
             result.shares,
             winner_variant_id=experiment.winner_variant_id,
             live_generation=experiment.live_generation,
             counts_conversions=experiment.metric_kind != MetricKind.VALUE,
+            status=str(
+                experiment.status.value
+                if hasattr(experiment.status, "value")
+                else experiment.status
+            ),
+            archived=experiment.archived,
+            algorithm=result.algorithm,
+            values=tuple(values.get(v) for v in result.variant_ids),
         )
 
     async def get(self, experiment_id: str, segment: str | None = None) -> CachedAllocation:

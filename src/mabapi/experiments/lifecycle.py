@@ -27,6 +27,7 @@ from mabapi.experiments.schemas import (
     ExperimentSettings,
     VariantIn,
     VariantPatch,
+    value_type,
 )
 from mabapi.webhooks import outbox
 
@@ -52,6 +53,7 @@ def _variant_rows(variants: Sequence[VariantIn]) -> list[Variant]:
             is_control=variant.is_control or (not has_control and position == 0),
             active=True,
             position=position,
+            value=variant.value,
         )
         for position, variant in enumerate(variants)
     ]
@@ -138,9 +140,23 @@ async def update_variant(
         variant.name = patch.name
     if patch.active is not None:
         variant.active = patch.active
+    if patch.value is not None:
+        _same_value_type(experiment, patch.value, but=variant_id)
+        variant.value = patch.value
     experiment.updated_at = utcnow()
     await session.flush()
     return experiment
+
+
+def _same_value_type(experiment: Experiment, value: Any, *, but: str) -> None:
+    """A 409 when `value` has another type than the other variants' values."""
+    kind = value_type(value)
+    others = {value_type(v.value) for v in experiment.variants if v.id != but} - {None}
+    if kind is not None and others and others != {kind}:
+        raise ConflictError(
+            f"experiment {experiment.id!r} has {others.pop()} values; this one is a {kind} "
+            "(one type per experiment)"
+        )
 
 
 async def add_variant(
@@ -158,6 +174,7 @@ async def add_variant(
             f"experiment {experiment_id!r} already has a control; add this variant without "
             "is_control"
         )
+    _same_value_type(experiment, payload.value, but=payload.id)
     position = await repository.next_variant_position(session, experiment_id)
     await repository.add_variant(
         session,
@@ -168,6 +185,7 @@ async def add_variant(
             is_control=payload.is_control,
             active=True,
             position=position,
+            value=payload.value,
         ),
     )
     await repository.touch_experiment(session, experiment_id)

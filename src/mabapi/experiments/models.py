@@ -110,6 +110,9 @@ class Variant(Base):
     # Order of creation, so answers list variants in a stable order on both databases.
     position: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What a flag evaluation (OpenFeature) returns for this variant: a string, number,
+    # boolean or JSON object, one type per experiment; None: the variant's id.
+    value: Mapped[Any] = mapped_column(JSON, nullable=True, default=None)
 
     experiment: Mapped[Experiment] = relationship(back_populates="variants", lazy="raise")
 

@@ -422,3 +422,16 @@ async def projects_of(session: AsyncSession, experiment_ids: set[str]) -> dict[s
         select(Experiment.id, Experiment.project_id).where(Experiment.id.in_(experiment_ids))
     )
     return {str(row[0]): str(row[1]) for row in rows}
+
+
+async def flag_candidates(session: AsyncSession, project_id: str | None) -> list[tuple[str, Any]]:
+    """(id, settings) of the experiments an OFREP bulk evaluation may include: the
+    project's (every one on an open instance), not archived, running or stopped."""
+    statement = select(Experiment.id, Experiment.settings).where(
+        Experiment.archived_at.is_(None),
+        Experiment.status.in_([ExperimentStatus.RUNNING, ExperimentStatus.STOPPED]),
+    )
+    if project_id is not None:
+        statement = statement.where(Experiment.project_id == project_id)
+    rows = await session.execute(statement.order_by(Experiment.id))
+    return [(str(row[0]), row[1]) for row in rows]

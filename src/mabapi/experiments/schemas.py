@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from itertools import pairwise
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -187,21 +196,79 @@ class SegmentSettings(StrictModel):
     )
 
 
+class OpenFeatureSettings(StrictModel):
+    bulk: StrictBool = Field(
+        default=False,
+        description="OFREP bulk evaluation (POST /ofrep/v1/evaluate/flags) includes this "
+        "experiment when the context names no `flags`: every such evaluation assigns the "
+        "unit to it (one exposure, sticky), so opt in only experiments every page shows.",
+    )
+
+
 class ExperimentSettings(StrictModel):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     segments: SegmentSettings = Field(default_factory=SegmentSettings)
     prior: PriorSettings = Field(default_factory=PriorSettings)
     stop_rule: StopRuleSettings = Field(default_factory=StopRuleSettings)
+    openfeature: OpenFeatureSettings = Field(default_factory=OpenFeatureSettings)
 
 
 class StatusOut(BaseModel):
     status: Literal["success"] = "success"
 
 
+# A variant's value (what an OpenFeature evaluation returns): a string (at most
+# MAX_VALUE_STRING characters), a number, a boolean or a JSON object (at most
+# MAX_VALUE_KEYS keys, MAX_VALUE_JSON characters as JSON), one type per experiment.
+MAX_VALUE_STRING = 4096
+MAX_VALUE_KEYS = 64
+MAX_VALUE_JSON = 32_768
+
+
+def _bounded_value(value: Any) -> Any:
+    try:
+        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
+    except ValueError:
+        raise PydanticCustomError("value_not_json", "a variant value must be finite JSON") from None
+    if size > MAX_VALUE_JSON:
+        raise PydanticCustomError(
+            "value_too_large", "a variant value is at most {limit} characters as JSON ({size})",
+            {"limit": MAX_VALUE_JSON, "size": size},
+        )  # fmt: skip
+    return value
+
+
+VariantValue = Annotated[
+    StrictBool
+    | Annotated[int, Strict(), Field(ge=-(2**53), le=2**53)]
+    | Annotated[float, Strict(), Field(allow_inf_nan=False)]
+    | Annotated[str, Strict(), Field(max_length=MAX_VALUE_STRING)]
+    | Annotated[dict[str, Any], Field(max_length=MAX_VALUE_KEYS)],
+    AfterValidator(_bounded_value),
+]
+
+
+def value_type(value: Any) -> str | None:
+    """The OpenFeature type of a variant value: boolean, number, string or object."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "string" if isinstance(value, str) else "object"
+
+
 class VariantIn(StrictModel):
     id: Identifier
     name: Name | None = None
     is_control: StrictBool = False
+    value: VariantValue | None = Field(
+        default=None,
+        description="What a flag evaluation (OpenFeature, OFREP) returns for this variant: "
+        "a string (at most 4,096 characters), number, boolean or JSON object (at most 64 "
+        "keys, 32,768 characters as JSON), one type per experiment. Absent: the variant's id.",
+    )
 
 
 # PATCH fields may be left out but not sent as null: `| Omitted` keeps null out of the
@@ -214,10 +281,13 @@ class VariantPatch(StrictModel):
     name: Name | Omitted = None
     active: StrictBool | Omitted = Field(default=None, description="false pauses the variant.")
     is_control: StrictBool | Omitted = None
+    value: VariantValue | Omitted = Field(
+        default=None, description="A new value (the type of the experiment's other values)."
+    )
 
     @model_validator(mode="after")
     def _something_to_change(self) -> VariantPatch:
-        require_changes(self, "name, active, is_control")
+        require_changes(self, "name, active, is_control, value")
         return self
 
 
@@ -228,6 +298,7 @@ class VariantOut(BaseModel):
     name: str
     is_control: bool
     active: bool
+    value: Any = Field(default=None, description="The variant's value; null: its id.")
 
 
 MAX_GUARDRAILS = 20
@@ -303,6 +374,12 @@ class ExperimentIn(StrictModel):
             raise PydanticCustomError(
                 "several_controls", "at most one variant can have is_control: true"
             )
+        types = sorted({t for v in self.variants if (t := value_type(v.value)) is not None})
+        if len(types) > 1:
+            raise PydanticCustomError(
+                "mixed_values", "variant values must all have one type; these mix {types}",
+                {"types": ", ".join(types)},
+            )  # fmt: skip
         unknown = sorted(set(self.settings.policy.reserved) - set(ids))
         if unknown:
             raise PydanticCustomError(

@@ -1,0 +1,2 @@
+"""OpenFeature: the Remote Evaluation Protocol (OFREP) over experiments, so every
+OpenFeature SDK is a mabapi client (flag = experiment, targeting key = unit)."""
