@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -60,6 +60,10 @@ def server(database_url: URL) -> Iterator[tuple[str, str]]:
     yield from serve(database_url, MABAPI_RATE_LIMIT_PER_SECOND="0")
 
 
+def bearer_of(key: str) -> Callable[[], dict[str, str]]:
+    return lambda: {"Authorization": f"Bearer {key}"}
+
+
 def client_for(provider: Any) -> Any:
     domain = f"test-{uuid.uuid4().hex}"
     api.set_provider(provider, domain)
@@ -107,8 +111,7 @@ class TestCommunityProvider:
         for base, key in serve(
             database_url, MABAPI_RATE_LIMIT_PER_SECOND="0.5", MABAPI_RATE_LIMIT_BURST="3"
         ):
-            headers = {"Authorization": f"Bearer {key}"}
-            client = client_for(OFREPProvider(base, headers_factory=lambda h=headers: h))
+            client = client_for(OFREPProvider(base, headers_factory=bearer_of(key)))
             errors = []
             for unit in range(6):
                 details = client.get_string_details(
