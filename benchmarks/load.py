@@ -214,6 +214,8 @@ ENDPOINTS = [
              '{"experiment_id": "bench", "variant_id": "a", "date": "2024-03-01", '
              '"impressions": %d, "successes": 1}', number=lambda i: 1000 + i % 1000,
              durable_write=True),
+    Endpoint("OFREP, returning units", "POST", "/ofrep/v1/evaluate/flags/bench",
+             '{"context": {"targetingKey": "r%d"}}', number=lambda i: i % RETURNING),
 ]  # fmt: skip
 WRK_NUMBER = {
     "assign, new units": "thread_id * 100000000 + counter",
@@ -221,10 +223,15 @@ WRK_NUMBER = {
     "conversions": f"counter % {RETURNING}",
     "GET /allocations": "1 + counter % 28",
     "POST /metrics/": "1000 + counter % 1000",
+    "OFREP, returning units": f"counter % {RETURNING}",
 }
 BARE = "bare FastAPI endpoint"
-# Kept within 10% of their ratio to bare before the structural step (--baseline).
-BEFORE = ("assign, returning units", "GET /allocations")
+# Kept within 10% of their ratio to bare before the structural step (--baseline): every
+# endpoint the baseline has.
+BEFORE = ("assign, new units", "assign, returning units", "conversions", "GET /allocations",
+          "POST /metrics/")  # fmt: skip
+# An OFREP evaluation of a returning unit costs at most this much more than an assign.
+OFREP_COST = 1.2
 
 PGBENCH_SCRIPT = """\\set n random(1, 2000000000)
 INSERT INTO pgbench_assignments (experiment_id, unit_id, variant_id, probability,
@@ -457,6 +464,14 @@ def report(
         )
     targets: list[tuple[str, bool]] = []
     top = max(worker_counts)
+    ofrep = maxima.get(("OFREP, returning units", top))
+    assign = maxima.get(("assign, returning units", top))
+    if ofrep and assign:
+        cost = assign["rps"] / ofrep["rps"]
+        targets.append(
+            (f"OFREP, returning units, {top} workers: {cost:.2f}x the cost of an assign "
+             f"(target <= {OFREP_COST})", cost <= OFREP_COST)
+        )  # fmt: skip
     if postgres:
         limit = sum(pgbench_rates) / len(pgbench_rates)
         print(

@@ -186,3 +186,36 @@ class TestBulk:
         answer = await client.post(EVAL, json={"context": {}})
         assert answer.status_code == 400
         assert answer.json()["errorCode"] == "TARGETING_KEY_MISSING"
+
+
+class TestBounds:
+    async def test_value_sizes_at_the_bound(self, client: httpx.AsyncClient) -> None:
+        ok = await client.post(
+            "/experiments", json={"id": "s", "variants": [{"id": "a", "value": "x" * 4096}]}
+        )
+        assert ok.status_code == 201, ok.text
+        long = await client.post(
+            "/experiments", json={"id": "t", "variants": [{"id": "a", "value": "x" * 4097}]}
+        )
+        assert long.status_code == 422
+        keys = {f"k{i}": i for i in range(65)}
+        wide = await client.post(
+            "/experiments", json={"id": "u", "variants": [{"id": "a", "value": keys}]}
+        )
+        assert wide.status_code == 422
+        big = {f"k{i}": "y" * 600 for i in range(60)}  # 60 keys, ~37,000 characters
+        heavy = await client.post(
+            "/experiments", json={"id": "v", "variants": [{"id": "a", "value": big}]}
+        )
+        assert heavy.status_code == 422
+        assert "32768" in heavy.text
+
+    async def test_bulk_names_at_most_100_flags(self, client: httpx.AsyncClient) -> None:
+        names = [f"f{i}" for i in range(101)]
+        over = await client.post(EVAL, json={"context": {"targetingKey": "u", "flags": names}})
+        assert over.status_code == 400
+        assert over.json()["errorCode"] == "INVALID_CONTEXT"
+        at = await client.post(EVAL, json={"context": {"targetingKey": "u", "flags": names[:100]}})
+        assert at.status_code == 200
+        assert len(at.json()["flags"]) == 100
+        assert {f["errorCode"] for f in at.json()["flags"]} == {"FLAG_NOT_FOUND"}
