@@ -1,3 +1,3 @@
 """mabapi: a self-hosted multi-armed bandit service for A/B tests."""
 
-__version__ = "0.2.0"
+__version__ = "0.4.0"
