@@ -204,8 +204,8 @@ class TestPackageOrder:
 
     ORDER = (
         "stats", "simulation", "db", "access", "counts", "webhooks", "experiments",
-        "guardrails", "metrics", "allocations", "reports", "assignments", "ofrep", "health",
-        "dashboard",
+        "guardrails", "metrics", "allocations", "reports", "evaluation", "assignments", "ofrep",
+        "health", "dashboard",
     )  # fmt: skip
 
     def test_every_package_is_placed(self) -> None:

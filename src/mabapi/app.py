@@ -34,6 +34,7 @@ from mabapi.db.migrate import upgrade
 from mabapi.db.transactions import background_transaction
 from mabapi.deps import authorize
 from mabapi.errors import AppError, Responses, documented_error
+from mabapi.evaluation.routes import router as evaluation_router
 from mabapi.experiments.owners import Owners
 from mabapi.experiments.routes import experiments_router
 from mabapi.guardrails.routes import router as guardrails_router
@@ -135,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metric_reads_router)
     app.include_router(guardrails_router)
     app.include_router(reports_router)
+    app.include_router(evaluation_router)
     app.include_router(health_router)
     app.include_router(access_router)
     app.include_router(webhooks_router)

@@ -1,0 +1,1 @@
+"""Off-policy evaluation: what another allocation would have earned on the logged units."""
