@@ -12,7 +12,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from mabapi import cli
+from mabapi import cli, cli_evaluate
 from mabapi.client import ApiError, AsyncClient, Client
 from tests.fixtures.servers import free_port, keyed_server
 
@@ -443,3 +443,60 @@ class TestCommands:
         )
         assert result.exit_code == 1
         assert "cannot reach the server" in result.stderr
+
+
+class TestEvaluate:
+    """Off-policy evaluation from the client and the command line, on reported days."""
+
+    def setup_experiment(self, client: Client, experiment_id: str) -> None:
+        client.create_experiment(experiment_id, ["a", "b"])
+        client.post_metrics(
+            {"experiment_id": experiment_id, "variant_id": v, "date": f"2024-02-0{d}",
+             "impressions": n, "successes": s}
+            for d in (1, 2)
+            for v, n, s in (("a", 3000, 150), ("b", 1000, 80))
+        )  # fmt: skip
+
+    def test_client_and_async_client(self, server: str) -> None:
+        with Client(server, api_key=ADMIN_KEY) as client:
+            self.setup_experiment(client, "ope")
+            answer = client.evaluate("ope", {"a": 0.5, "b": 0.5}, start="2024-02-01")
+        # Observed shares 3/4 and 1/4: IPW = 0.5 * 0.05 + 0.5 * 0.08.
+        assert answer.estimates["ipw"] is not None
+        assert answer.estimates["ipw"].value == pytest.approx(0.065)
+        assert answer.diagnostics.days_without_served_allocation == 2
+
+        async def call() -> float:
+            async with AsyncClient(server, api_key=ADMIN_KEY) as client:
+                found = await client.evaluate("ope", {"a": 1.0}, estimator="snipw")
+                assert found.value is not None
+                return found.value
+
+        assert asyncio.run(call()) == pytest.approx(0.05)
+        with Client(server, api_key=ADMIN_KEY) as client, pytest.raises(ApiError) as error:
+            client.evaluate("ope", {"a": 0.5, "zz": 0.5})
+        assert "zz is not a variant" in str(error.value)
+
+    def test_command_line(self, server: str) -> None:
+        with Client(server, api_key=ADMIN_KEY) as client:
+            self.setup_experiment(client, "ope-cli")
+        result = CliRunner().invoke(
+            cli.app,
+            ["evaluate", "ope-cli", "--policy", "a=0.5,b=0.5", "--url", server, "--key", ADMIN_KEY],
+        )
+        assert result.exit_code == 0, result.stdout
+        assert "ope-cli: what if" in result.stdout
+        assert "0.065" in result.stdout
+        assert "served (logged)" in result.stdout
+        assert "trustworthy:" in result.stdout
+        segmented = cli_evaluate.parse_policy(["mobile:a=1,b=0", "a=0.5,b=0.5"])
+        assert segmented == {
+            "segments": {"mobile": {"a": 1.0, "b": 0.0}},
+            "default": {"a": 0.5, "b": 0.5},
+        }
+        bad = CliRunner().invoke(
+            cli.app,
+            ["evaluate", "ope-cli", "--policy", "a:0.5", "--url", server, "--key", ADMIN_KEY],
+        )
+        assert bad.exit_code != 0
+        assert "variant=probability" in bad.output

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mabapi import cli_client, cli_webhooks, observability
+from mabapi import cli_client, cli_evaluate, cli_webhooks, observability
 from mabapi.access import service as access
 from mabapi.access.models import Scope
 from mabapi.db import migrate
@@ -57,6 +57,7 @@ app.add_typer(cli_client.metrics_app, name="metrics")
 app.add_typer(cli_webhooks.webhooks_app, name="webhooks")
 app.command("allocations")(cli_client.allocations)
 app.command("segments")(cli_client.segments)
+app.command("evaluate")(cli_evaluate.evaluate)
 console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 

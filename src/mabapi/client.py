@@ -41,6 +41,7 @@ from mabapi.client_calls import (
     answer_of,
     retry_delay,
 )
+from mabapi.evaluation.schemas import EvaluationOut
 from mabapi.experiments.schemas import ExperimentOut, ExperimentPage, StatusOut
 from mabapi.guardrails.schemas import ClearedOut
 from mabapi.metrics.schemas import BatchResultOut, MetricRowOut, MetricRowsOut, RevisionsOut
@@ -154,6 +155,19 @@ class Client(_Base):
 
     def segments(self, experiment_id: str) -> SegmentsOut:
         return self._run(Calls.segments(experiment_id))
+
+    def evaluate(
+        self,
+        experiment_id: str,
+        policy: Mapping[str, Any],
+        estimator: str = "dr",
+        start: date | str | None = None,
+        end: date | str | None = None,
+        segment: str | None = None,
+    ) -> EvaluationOut:
+        """What `policy` ({"a": 0.5, "b": 0.5}, or {"segments": {...}, "default": {...}})
+        would have earned per unit on the units logged from `start` to `end`."""
+        return self._run(Calls.evaluate(experiment_id, policy, estimator, start, end, segment))
 
     def conclude(self, experiment_id: str, winner: str) -> ExperimentOut:
         path = f"/experiments/{experiment_id}/conclude"
@@ -371,6 +385,18 @@ class AsyncClient(_Base):
 
     async def segments(self, experiment_id: str) -> SegmentsOut:
         return await self._run(Calls.segments(experiment_id))
+
+    async def evaluate(
+        self,
+        experiment_id: str,
+        policy: Mapping[str, Any],
+        estimator: str = "dr",
+        start: date | str | None = None,
+        end: date | str | None = None,
+        segment: str | None = None,
+    ) -> EvaluationOut:
+        call = Calls.evaluate(experiment_id, policy, estimator, start, end, segment)
+        return await self._run(call)
 
     async def post_metric(
         self,

@@ -18,6 +18,7 @@ from mabapi.assignments.schemas import (
     BatchConversionOut,
     ConversionOut,
 )
+from mabapi.evaluation.schemas import EvaluationOut
 from mabapi.experiments.schemas import ExperimentOut, ExperimentPage
 from mabapi.metrics.schemas import MetricRowsOut, RevisionsOut
 from mabapi.reports.schemas import SegmentsOut, SummaryOut
@@ -121,6 +122,26 @@ class Calls:
     def summary(experiment_id: str, segment: str | None) -> Call[SummaryOut]:
         params = _drop_none({"segment": segment})
         return Call("GET", f"/experiments/{experiment_id}/summary", SummaryOut, params=params)
+
+    @staticmethod
+    def evaluate(
+        experiment_id: str,
+        policy: Mapping[str, Any],
+        estimator: str,
+        start: date | str | None,
+        end: date | str | None,
+        segment: str | None,
+    ) -> Call[EvaluationOut]:
+        body = _drop_none(
+            {
+                "policy": dict(policy),
+                "estimator": estimator,
+                "from": None if start is None else str(start),
+                "to": None if end is None else str(end),
+                "segment": segment,
+            }
+        )
+        return Call("POST", f"/experiments/{experiment_id}/evaluate", EvaluationOut, json=body)
 
     @staticmethod
     def segments(experiment_id: str) -> Call[SegmentsOut]:
