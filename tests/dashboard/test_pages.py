@@ -386,3 +386,28 @@ async def test_what_the_bandit_earned_counts_only_what_it_served(
     assert gain["units"] == {"a": 400, "b": 1600}
     page = (await client.get("/ui/experiments/imported")).text
     assert "over the 2,000 units mabapi" in page
+
+
+async def test_what_if_shows_the_apis_estimates(client: httpx.AsyncClient) -> None:
+    """The "What if" panel: the even split and each variant alone, with the numbers the
+    evaluate endpoint gives, what was served, and why a policy is not trustworthy."""
+    await seed(client)
+    page = (await client.get("/ui/experiments/home")).text
+    assert 'id="what-if"' in page
+    for policy in ({"control": 0.5, "b": 0.5}, {"control": 1.0, "b": 0.0}):
+        answer = await client.post("/experiments/home/evaluate", json={"policy": policy})
+        assert answer.status_code == 200, answer.text
+        value = answer.json()["value"]
+        assert f"{100 * value:.2f}%" in page
+    assert 'data-policy="even split"' in page
+    assert 'data-policy="only control"' in page
+    assert 'data-policy="only b"' in page
+    # Three days posted without a served allocation: the page says what stood in.
+    assert "3 days without one" in page
+    assert "served (what was earned)" in page
+
+
+async def test_what_if_is_absent_without_logged_units(client: httpx.AsyncClient) -> None:
+    await create_experiment(client, experiment_id="empty")
+    page = (await client.get("/ui/experiments/empty")).text
+    assert 'id="what-if"' not in page

@@ -23,8 +23,9 @@ from mabapi.dashboard.summaries import SummaryCache
 from mabapi.db.transactions import read_only_transaction
 from mabapi.deps import KEY_COOKIE, ExperimentId, PrincipalDep, SessionDep, needs
 from mabapi.errors import AppError, ForbiddenError, InvalidInputError, NotFoundError
+from mabapi.evaluation import service as evaluation
 from mabapi.experiments import lifecycle
-from mabapi.experiments.models import ExperimentStatus
+from mabapi.experiments.models import ExperimentStatus, MetricKind
 from mabapi.experiments.schemas import ExperimentPatch
 from mabapi.guardrails import service as guardrail_service
 from mabapi.reports import history as histories
@@ -233,6 +234,13 @@ async def experiment_page(
     total = sum(served.values())
     leader = max(summary.variants, key=lambda v: v.probability_best, default=None)
     to_others = total - (served.get(leader.variant_id, 0) if leader else 0)
+    what_if = await evaluation.what_if(
+        session,
+        experiment_id,
+        MetricKind(experiment.metric_kind),
+        [v.variant_id for v in summary.variants],
+        segment,
+    )
     return templates.TemplateResponse(
         request,
         "experiment.html",
@@ -254,6 +262,7 @@ async def experiment_page(
             "overall_leader": page.overall_leader,
             "segment_units": page.units,
             "days": _days_running(experiment.created_at, summary.days_of_data),
+            "what_if": what_if,
         },
     )
 

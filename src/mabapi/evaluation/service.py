@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,14 +61,26 @@ def target_of(policy: Mapping[str, float] | SegmentedPolicy, variants: set[str])
     return {"": _split("policy", policy, variants)}
 
 
-async def evaluate(session: AsyncSession, experiment_id: str, request: EvaluateIn) -> Answer:
-    experiment = await require_experiment(session, experiment_id)
-    kind = MetricKind(experiment.metric_kind)
-    target = target_of(request.policy, {v.id for v in experiment.variants})
-    if request.from_ and request.to and request.from_ > request.to:
-        raise InvalidInputError("from must not be after to")
-    by_segment = isinstance(request.policy, SegmentedPolicy)
-    start, end, segment = request.from_, request.to, request.segment
+@dataclass(frozen=True, slots=True)
+class Logged:
+    groups: list[LoggedGroup]
+    real_time_units: int
+    reported_units: int
+    days_without_served_allocation: int
+
+
+async def logged(
+    session: AsyncSession,
+    experiment_id: str,
+    kind: MetricKind,
+    *,
+    by_segment: bool,
+    start: date | None = None,
+    end: date | None = None,
+    segment: str | None = None,
+) -> Logged:
+    """The logged units as groups (segment, variant, propensity): one SQL aggregation of
+    the real-time units, one of the reported rows; a 422 past MAX_GROUPS, a 409 if none."""
     units = await repository.unit_groups(
         session,
         experiment_id,
@@ -92,36 +105,84 @@ async def evaluate(session: AsyncSession, experiment_id: str, request: EvaluateI
             f"more than {MAX_GROUPS:,} distinct groups of logged data in this range: "
             "narrow it with from and to"
         )
-    groups = [
+    live = [
         LoggedGroup(str(x), str(a), float(p), float(n), float(s or 0), float(ss or 0), float(c))
         for x, a, p, n, s, ss, c in units
     ]
-    reported, guessed = await _reported_groups(session, experiment_id, cells, kind, request)
-    if not groups and not reported:
+    reported, guessed = await _reported_groups(session, experiment_id, cells, kind, start, end)
+    if not live and not reported:
         raise ConflictError(
             "nothing to evaluate: no units were logged for this experiment"
-            + (" in this segment" if request.segment else "")
-            + (" in this range" if request.from_ or request.to else "")
+            + (" in this segment" if segment else "")
+            + (" in this range" if start or end else "")
         )
-    evaluation = off_policy.evaluate(groups + reported, target)
+    return Logged(
+        live + reported,
+        real_time_units=int(sum(g.units for g in live)),
+        reported_units=int(sum(g.units for g in reported)),
+        days_without_served_allocation=guessed,
+    )
+
+
+async def evaluate(session: AsyncSession, experiment_id: str, request: EvaluateIn) -> Answer:
+    experiment = await require_experiment(session, experiment_id)
+    kind = MetricKind(experiment.metric_kind)
+    target = target_of(request.policy, {v.id for v in experiment.variants})
+    if request.from_ and request.to and request.from_ > request.to:
+        raise InvalidInputError("from must not be after to")
+    data = await logged(
+        session,
+        experiment_id,
+        kind,
+        by_segment=isinstance(request.policy, SegmentedPolicy),
+        start=request.from_,
+        end=request.to,
+        segment=request.segment,
+    )
+    return _answer(off_policy.evaluate(data.groups, target), kind, data)
+
+
+def _answer(evaluation: Evaluation, kind: MetricKind, data: Logged) -> Answer:
     reasons = _reasons(evaluation)
     return Answer(
         evaluation,
         kind,
-        real_time_units=int(sum(g.units for g in groups)),
-        reported_units=int(sum(g.units for g in reported)),
-        days_without_served_allocation=guessed,
+        real_time_units=data.real_time_units,
+        reported_units=data.reported_units,
+        days_without_served_allocation=data.days_without_served_allocation,
         trustworthy=not reasons,
         reasons=reasons,
     )
 
 
+async def what_if(
+    session: AsyncSession,
+    experiment_id: str,
+    kind: MetricKind,
+    variants: list[str],
+    segment: str | None = None,
+) -> list[tuple[str, Answer]] | None:
+    """The even split and each variant alone, from one read of the logged data (the
+    dashboard's "What if" panel); None when nothing was logged."""
+    try:
+        data = await logged(session, experiment_id, kind, by_segment=False, segment=segment)
+    except ConflictError:
+        return None
+    policies = [("even split", {v: 1.0 / len(variants) for v in variants})]
+    policies += [(f"only {v}", {u: float(u == v) for u in variants}) for v in variants]
+    return [
+        (label, _answer(off_policy.evaluate(data.groups, {"": policy}), kind, data))
+        for label, policy in policies
+    ]
+
+
 async def _reported_groups(
     session: AsyncSession,
     experiment_id: str,
-    cells: list[tuple[date, str, str, int, int, float, float]],
+    cells: list[Any],
     kind: MetricKind,
-    request: EvaluateIn,
+    start: date | None,
+    end: date | None,
 ) -> tuple[list[LoggedGroup], int]:
     """Reported cells with the day's served allocation as their logging probabilities; a
     day without one (imported history), or whose allocation gave a variant with units 0%,
@@ -130,9 +191,7 @@ async def _reported_groups(
         return [], 0
     served = await snapshots.served_allocations(session, experiment_id)
     observed: dict[date, dict[str, float]] = {}
-    for day, variant, n in await repository.day_units(
-        session, experiment_id, start=request.from_, end=request.to
-    ):
+    for day, variant, n in await repository.day_units(session, experiment_id, start=start, end=end):
         observed.setdefault(day, {})[variant] = float(n or 0)
     share_of: dict[date, dict[str, float]] = {}
     guessed = 0
