@@ -220,12 +220,17 @@ def main() -> None:
             f"| {'yes' if keeps else 'no'} |"
         )
     chosen = best[1] if best else "none"
-    mine = ratios.get(DEFAULT_ESTIMATOR, math.inf)
+    default_ratio = ratios.get(DEFAULT_ESTIMATOR, math.inf)
     # Within 1% of the lowest RMSE is a tie (the seeds' own noise is larger).
-    verdict = "met" if best and DEFAULT_ESTIMATOR in keepers and mine <= best[0] * TIE else "MISSED"
+    verdict = (
+        "met"
+        if best and DEFAULT_ESTIMATOR in keepers and default_ratio <= best[0] * TIE
+        else "MISSED"
+    )
     print(
         f"\nlowest RMSE that keeps coverage: {chosen}; default: {DEFAULT_ESTIMATOR}, "
-        f"{mine / best[0] if best else math.nan:.4f}x of it (a tie within {TIE - 1:.0%}: {verdict})"
+        f"{default_ratio / best[0] if best else math.nan:.4f}x of it "
+        f"(a tie within {TIE - 1:.0%}: {verdict})"
     )
 
 
