@@ -32,14 +32,13 @@ from mabapi.assignments.schemas import (
     ConversionOut,
 )
 from mabapi.client_calls import (
-    RETRIED_STATUSES,
     ApiError,
     BatchItem,
     Call,
     Calls,
     Model,
     answer_of,
-    retry_delay,
+    retry_after,
 )
 from mabapi.evaluation.schemas import EvaluationOut
 from mabapi.experiments.schemas import ExperimentOut, ExperimentPage, StatusOut
@@ -55,8 +54,6 @@ from mabapi.webhooks.schemas import (
 )
 
 __all__ = ["ApiError", "AsyncClient", "Client"]
-
-
 BATCH_ROWS = 10_000
 
 
@@ -77,18 +74,6 @@ class _Base:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._timeout = timeout
-
-    def _retry_after(
-        self, attempt: int, response: httpx.Response | None, error: Exception | None
-    ) -> float | None:
-        """Seconds to wait before the next attempt, or None to stop here."""
-        if attempt >= self.retries:
-            return None
-        if error is not None:
-            return retry_delay(attempt, self.backoff, None)
-        if response is not None and response.status_code in RETRIED_STATUSES:
-            return retry_delay(attempt, self.backoff, response)
-        return None
 
 
 class Client(_Base):
@@ -127,7 +112,7 @@ class Client(_Base):
                 )
             except httpx.TransportError as failure:
                 error = failure
-            delay = self._retry_after(attempt, response, error)
+            delay = retry_after(attempt, self.retries, self.backoff, response, error)
             if delay is None:
                 return answer_of(call, response, error)
             time.sleep(delay)
@@ -165,8 +150,7 @@ class Client(_Base):
         end: date | str | None = None,
         segment: str | None = None,
     ) -> EvaluationOut:
-        """What `policy` ({"a": 0.5, "b": 0.5}, or {"segments": {...}, "default": {...}})
-        would have earned per unit on the units logged from `start` to `end`."""
+        """What `policy` ({"a": 0.5, "b": 0.5}) would have earned per unit (README)."""
         return self._run(Calls.evaluate(experiment_id, policy, estimator, start, end, segment))
 
     def conclude(self, experiment_id: str, winner: str) -> ExperimentOut:
@@ -363,7 +347,7 @@ class AsyncClient(_Base):
                 )
             except httpx.TransportError as failure:
                 error = failure
-            delay = self._retry_after(attempt, response, error)
+            delay = retry_after(attempt, self.retries, self.backoff, response, error)
             if delay is None:
                 return answer_of(call, response, error)
             await asyncio.sleep(delay)
@@ -395,8 +379,9 @@ class AsyncClient(_Base):
         end: date | str | None = None,
         segment: str | None = None,
     ) -> EvaluationOut:
-        call = Calls.evaluate(experiment_id, policy, estimator, start, end, segment)
-        return await self._run(call)
+        return await self._run(
+            Calls.evaluate(experiment_id, policy, estimator, start, end, segment)
+        )
 
     async def post_metric(
         self,

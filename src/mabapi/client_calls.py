@@ -248,3 +248,20 @@ def answer_of(call: Call[Model], response: httpx.Response | None, error: Excepti
     if response.status_code >= 400:
         raise error_of(response)
     return call.model.model_validate(response.json())
+
+
+def retry_after(
+    attempt: int,
+    retries: int,
+    backoff: float,
+    response: httpx.Response | None,
+    error: Exception | None,
+) -> float | None:
+    """Seconds to wait before the next attempt, or None to stop here."""
+    if attempt >= retries:
+        return None
+    if error is not None:
+        return retry_delay(attempt, backoff, None)
+    if response is not None and response.status_code in RETRIED_STATUSES:
+        return retry_delay(attempt, backoff, response)
+    return None
