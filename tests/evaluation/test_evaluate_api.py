@@ -309,3 +309,16 @@ class TestRefusals:
         monkeypatch.setattr(service, "MAX_GROUPS", variants_and_propensities)
         again = await evaluate(client, policy={"a": 0.5, "b": 0.5})
         assert again.json()["value"] == body["value"]
+
+
+async def test_segment_policies_are_bounded_at_1000(client: httpx.AsyncClient) -> None:
+    await create(client)
+    await serve(client, 500)
+    split = {"a": 0.5, "b": 0.5}
+    at_bound = {"segments": {f"s{i}": split for i in range(1000)}, "default": split}
+    answer = await evaluate(client, policy=at_bound)
+    assert answer.status_code == 200, answer.text
+    over = {"segments": {f"s{i}": split for i in range(1001)}, "default": split}
+    refused = await evaluate(client, policy=over)
+    assert refused.status_code == 422
+    assert "1000" in refused.text
