@@ -41,6 +41,13 @@ class Setting:
     name: str
     rates: tuple[float, ...]
     units: int
+    # Value metrics: each conversion's value is lognormal (sigma 1) with these means.
+    order_values: tuple[float, ...] | None = None
+
+    def means(self) -> tuple[float, ...]:
+        """The truth per unit of each variant: its rate, times its mean value."""
+        values = self.order_values or (1.0,) * len(self.rates)
+        return tuple(r * v for r, v in zip(self.rates, values, strict=True))
 
 
 SETTINGS = (
@@ -49,6 +56,7 @@ SETTINGS = (
     Setting("K=3, equal 5%, 10,000 units", (0.05, 0.05, 0.05), 10_000),
     Setting("K=5, 1%-10%, 20,000 units", (0.01, 0.03, 0.05, 0.07, 0.10), 20_000),
     Setting("K=10, 3%-6%, 50,000 units", tuple(np.linspace(0.03, 0.06, 10).round(4)), 50_000),
+    Setting("values: K=2, 5%, orders 40 vs 44, 20,000 units", (0.05, 0.05), 20_000, (40.0, 44.0)),
 )
 
 
@@ -56,21 +64,18 @@ def log_units(setting: Setting, seed: int) -> list[LoggedGroup]:
     """One run of the bandit: groups of (variant, propensity) with their conversions."""
     rng = np.random.default_rng(seed)
     rates = np.array(setting.rates)
+    values = setting.order_values is not None
     arms = len(rates)
-    units = np.zeros(arms)
-    successes = np.zeros(arms)
+    sums = np.zeros((arms, 4))  # units, conversions, value sum, sum of squares
     groups: list[LoggedGroup] = []
     batch = setting.units // REFRESHES
     for step in range(REFRESHES):
-        data = [
-            ArmData(
-                posterior_of(Sums(units[i], successes[i]), values=False),
-                int(units[i]),
-                int(successes[i]),
-                successes[i] / units[i] if units[i] else 0.0,
-            )
-            for i in range(arms)
-        ]
+        data = []
+        for i in range(arms):
+            n, c, total, squares = sums[i]
+            mean = (total if values else c) / n if n else 0.0
+            posterior = posterior_of(Sums(n, c, total, squares), values=values)
+            data.append(ArmData(posterior, int(n), int(c), mean))
         shares, _, _ = allocate(
             data,
             config=PolicyConfig(),
@@ -82,20 +87,26 @@ def log_units(setting: Setting, seed: int) -> list[LoggedGroup]:
         counts = rng.multinomial(batch, shares)
         converted = rng.binomial(counts, rates)
         for i in range(arms):
-            if counts[i]:
-                groups.append(
-                    LoggedGroup(
-                        "",
-                        f"v{i}",
-                        float(shares[i]),
-                        float(counts[i]),
-                        float(converted[i]),
-                        float(converted[i]),
-                        float(converted[i]),
-                    )
+            if not counts[i]:
+                continue
+            if setting.order_values is not None:
+                mu = math.log(setting.order_values[i]) - 0.5  # lognormal mean e^(mu + 1/2)
+                drawn = rng.lognormal(mu, 1.0, converted[i])
+                total, squares = float(drawn.sum()), float((drawn * drawn).sum())
+            else:
+                total = squares = float(converted[i])
+            groups.append(
+                LoggedGroup(
+                    "",
+                    f"v{i}",
+                    float(shares[i]),
+                    float(counts[i]),
+                    total,
+                    squares,
+                    float(converted[i]),
                 )
-        units += counts
-        successes += converted
+            )
+            sums[i] += (counts[i], converted[i], total, squares)
     return groups
 
 
@@ -120,14 +131,15 @@ def one_run(args: tuple[Setting, int]) -> list[Row]:
     groups = log_units(setting, seed)
     rows = []
     for kind, (_, target) in enumerate(targets(len(setting.rates))):
-        truth = sum(p * r for p, r in zip(target.values(), setting.rates, strict=True))
+        truth = sum(p * r for p, r in zip(target.values(), setting.means(), strict=True))
         result = evaluate(groups, {"": target})
         answers: dict[str, Answer] = {}
         for estimator in ESTIMATORS:
             e = result.estimates[estimator]
             answers[estimator] = None if e is None else (e.value - truth, e.low <= truth <= e.high)
         policy = "even split" if kind == 0 else "fixed variant"
-        rows.append(Row(policy, trustworthy(result.diagnostics), answers))
+        values = setting.order_values is not None
+        rows.append(Row(policy, trustworthy(result.diagnostics, values=values), answers))
     return rows
 
 

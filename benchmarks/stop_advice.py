@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="20 seeds, for a smoke test")
+    parser.add_argument("--only", default="", help="only scenarios whose name contains this")
     args = parser.parse_args()
     seeds = 20 if args.quick else args.seeds
     rule = StopRule()
@@ -172,7 +173,7 @@ def main() -> None:
           "| days taken / days forecast on day 7 |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     verdicts: list[str] = []
-    for scenario in SCENARIOS:
+    for scenario in (s for s in SCENARIOS if args.only in s.name):
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             results = list(pool.map(partial(_one, scenario), range(seeds)))
         kinds = Counter(r.first_advice for r in results)

@@ -184,6 +184,10 @@ class TestRealTime:
             (0.5 / p * reward).mean(), rel=1e-9
         )
         assert body["logged"]["value"] == pytest.approx(reward.mean())
+        # Heavy-tailed values need 100 valued units per variant before trusting the interval.
+        assert body["diagnostics"]["least_conversions"] < 100  # 1,000 units at 5-12%
+        assert body["trustworthy"] is False
+        assert any("at least 100 are needed" in reason for reason in body["reasons"])
 
 
 class TestSupport:

@@ -143,7 +143,7 @@ async def evaluate(session: AsyncSession, experiment_id: str, request: EvaluateI
 
 
 def _answer(evaluation: Evaluation, kind: MetricKind, data: Logged) -> Answer:
-    reasons = _reasons(evaluation)
+    reasons = _reasons(evaluation, values=kind is MetricKind.VALUE)
     return Answer(
         evaluation,
         kind,
@@ -220,7 +220,7 @@ async def _reported_groups(
     return groups, guessed
 
 
-def _reasons(evaluation: Evaluation) -> list[str]:
+def _reasons(evaluation: Evaluation, *, values: bool) -> list[str]:
     d = evaluation.diagnostics
     reasons = []
     if d.unsupported:
@@ -234,9 +234,10 @@ def _reasons(evaluation: Evaluation) -> list[str]:
             f"(at least {off_policy.MIN_EFFECTIVE_SAMPLE_SIZE:.0f} are needed): the policy "
             "differs too much from what was served"
         )
-    if d.least_rewarded < off_policy.MIN_REWARDED:
+    needed = off_policy.min_rewarded(values)
+    if d.least_rewarded < needed:
         reasons.append(
             f"a variant the policy uses has {d.least_rewarded:.0f} conversions (at least "
-            f"{off_policy.MIN_REWARDED:.0f} are needed)"
+            f"{needed:.0f} are needed)"
         )
     return reasons

@@ -314,15 +314,22 @@ def _least_rewarded(groups: Sequence[LoggedGroup], target: Target) -> float:
 DEFAULT_ESTIMATOR = "dr"
 MIN_EFFECTIVE_SAMPLE_SIZE = 300.0
 MIN_REWARDED = 10.0
+# Values are heavy-tailed (a few large orders): the normal interval needs more of them.
+MIN_REWARDED_VALUES = 100.0
 
 
-def trustworthy(diagnostics: Diagnostics) -> bool:
+def min_rewarded(values: bool) -> float:
+    return MIN_REWARDED_VALUES if values else MIN_REWARDED
+
+
+def trustworthy(diagnostics: Diagnostics, *, values: bool = False) -> bool:
     """Whether the intervals can be taken at their word, as benchmarks/ope.py calibrated
     it (docs/STATISTICS.md): all the policy's traffic is supported, the weights leave an
     effective sample of at least MIN_EFFECTIVE_SAMPLE_SIZE units, and every variant the
-    policy uses has at least MIN_REWARDED conversions (units with a value)."""
+    policy uses has at least MIN_REWARDED conversions (MIN_REWARDED_VALUES units with a
+    value, for value metrics)."""
     return (
         not diagnostics.unsupported
         and diagnostics.effective_sample_size >= MIN_EFFECTIVE_SAMPLE_SIZE
-        and diagnostics.least_rewarded >= MIN_REWARDED
+        and diagnostics.least_rewarded >= min_rewarded(values)
     )
