@@ -16,6 +16,7 @@ from mabapi.stats.allocation import best_arm, probability_best
 from mabapi.stats.decision import (
     FORECAST_DAYS,
     Action,
+    Recommendation,
     StopRule,
     days_to_decision,
     decide,
@@ -239,6 +240,31 @@ class TestValueRemainingAndStopping:
             names=["a", "b"], relative_loss=np.array([0.0, 0.0]),
         )  # fmt: skip
         assert off.action is Action.CONTINUE
+
+    @pytest.mark.parametrize(
+        ("days", "limit"), [(7, 0.0025), (13, 0.0025), (14, 0.005), (60, 0.005)]
+    )
+    def test_the_first_week_of_looks_ships_at_half_the_loss(self, days: int, limit: float) -> None:
+        """Days 7-13 (the first weekly look after min_days 7) allow half the threshold;
+        the boundary is exact on both sides, and the reason states the limit in force."""
+        rule = StopRule()
+        assert rule.ship_threshold(days) == pytest.approx(limit)
+
+        def advice(loss: float) -> Recommendation:
+            return recommend(
+                np.array([0.4, 0.6]), 0.5, days_of_data=days, rule=rule, names=["a", "b"],
+                relative_loss=np.array([0.02, loss]),
+            )  # fmt: skip
+
+        at = advice(limit)
+        assert (at.action, at.winner) == (Action.STOP_SHIP, 1)
+        assert f"within the {limit:.2%} you accept now" in at.reason
+        assert advice(limit * 1.01).action is Action.CONTINUE
+
+    def test_first_week_share_is_checked(self) -> None:
+        with pytest.raises(ValueError, match="first_week_ship_share"):
+            StopRule(first_week_ship_share=0.0)
+        assert StopRule(first_week_ship_share=1.0).ship_threshold(7) == 0.005
 
     def test_relative_expected_loss_matches_monte_carlo(self) -> None:
         arms = [beta(5_000, 500), beta(5_000, 540), beta(3_000, 320)]

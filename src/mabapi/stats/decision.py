@@ -87,6 +87,7 @@ class StopRule:
     min_days: int = 7
     equivalence_margin: float = 0.01
     ship_loss_threshold: float = 0.005
+    first_week_ship_share: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.probability_threshold < 1.0:
@@ -99,6 +100,21 @@ class StopRule:
             raise ValueError("equivalence_margin must lie in (0, 1)")
         if not 0.0 <= self.ship_loss_threshold < 1.0:
             raise ValueError("ship_loss_threshold must lie in [0, 1)")
+        if not 0.0 < self.first_week_ship_share <= 1.0:
+            raise ValueError("first_week_ship_share must lie in (0, 1]")
+
+    def ship_threshold(self, days_of_data: int) -> float:
+        """The relative expected loss a ship may cost at this look: `first_week_ship_share`
+        of `ship_loss_threshold` in the first week of looks (days `min_days` to `min_days`
+        + 6), all of it after. The first look rests on the fewest units, where skewed
+        values' posteriors are least calibrated (the true mean lies above a revenue
+        posterior's 97.5% quantile in 3.7% of samples of 2,500 visitors, not 2.5%), and
+        it is where a starved arm is most often dismissed: halving it there took the
+        value scenario's worse-arm ships from 1.5% to 0.9% (benchmarks/stop_advice.py),
+        the same idea as a stricter first boundary in group-sequential designs (O'Brien &
+        Fleming 1979)."""
+        first_week = days_of_data < self.min_days + LOOK_DAYS
+        return self.ship_loss_threshold * (self.first_week_ship_share if first_week else 1.0)
 
     def threshold(self, days_of_data: int, rivals: int) -> float:
         """P(best) the leader needs now: 1 - alpha_k / (K - 1).
@@ -214,16 +230,17 @@ def recommend(
             f"{leader_probability:.1%} to be best, and at most {remaining:.2%} could still "
             "be gained by continuing",
         )
-    if relative_loss is not None and relative_loss.size and rule.ship_loss_threshold > 0:
+    ship_threshold = rule.ship_threshold(days_of_data)
+    if relative_loss is not None and relative_loss.size and ship_threshold > 0:
         safest = int(np.argmin(relative_loss))
         loss = float(relative_loss[safest])
-        if loss <= rule.ship_loss_threshold:
+        if loss <= ship_threshold:
             return Recommendation(
                 Action.STOP_SHIP,
                 safest,
                 f"stop: ship {names[safest]}; shipping it now is expected to cost "
                 f"{loss:.3%} against the best variant, within the "
-                f"{rule.ship_loss_threshold:.2%} you accept (not a claim that it is better: "
+                f"{ship_threshold:.2%} you accept now (not a claim that it is better: "
                 f"it leads with probability {float(probabilities[safest]):.1%} to be best)",
             )
     return Recommendation(
