@@ -244,27 +244,48 @@ class TestValueRemainingAndStopping:
     @pytest.mark.parametrize(
         ("days", "limit"), [(7, 0.0025), (13, 0.0025), (14, 0.005), (60, 0.005)]
     )
-    def test_the_first_week_of_looks_ships_at_half_the_loss(self, days: int, limit: float) -> None:
-        """Days 7-13 (the first weekly look after min_days 7) allow half the threshold;
-        the boundary is exact on both sides, and the reason states the limit in force."""
+    def test_values_ship_at_half_the_loss_in_the_first_week(self, days: int, limit: float) -> None:
+        """Value metrics, days 7-13 (the first weekly look after min_days 7): half the
+        threshold; the boundary is exact on both sides, and the reason states the limit
+        in force. Conversions keep the full threshold every day."""
         rule = StopRule()
-        assert rule.ship_threshold(days) == pytest.approx(limit)
+        assert rule.ship_threshold(days, values=True) == pytest.approx(limit)
+        assert rule.ship_threshold(days) == pytest.approx(0.005)
 
-        def advice(loss: float) -> Recommendation:
+        def advice(loss: float, values: bool) -> Recommendation:
             return recommend(
                 np.array([0.4, 0.6]), 0.5, days_of_data=days, rule=rule, names=["a", "b"],
-                relative_loss=np.array([0.02, loss]),
+                relative_loss=np.array([0.02, loss]), values=values,
             )  # fmt: skip
 
-        at = advice(limit)
+        at = advice(limit, True)
         assert (at.action, at.winner) == (Action.STOP_SHIP, 1)
         assert f"within the {limit:.2%} you accept now" in at.reason
-        assert advice(limit * 1.01).action is Action.CONTINUE
+        assert advice(limit * 1.01, True).action is Action.CONTINUE
+        assert advice(0.005, False).action is Action.STOP_SHIP
+
+    def test_decide_knows_a_value_metric(self) -> None:
+        """decide() applies the value rule to Normal-Inverse-Gamma posteriors: two arms
+        whose relative expected loss lies between the halves ship on day 14, not day 7."""
+        low = NormalInverseGammaPosterior(
+            mu=1.00, kappa=40_000.0, alpha=20_000.0, beta=20_000.0 * 25
+        )
+        high = NormalInverseGammaPosterior(
+            mu=1.03, kappa=40_000.0, alpha=20_000.0, beta=20_000.0 * 25
+        )
+        result = decide(
+            [low, high], names=["a", "b"], control=None, days_of_data=14, rule=StopRule()
+        )
+        loss = float(result.expected_loss[1] / high.mean)
+        assert 0.0025 < loss <= 0.005, loss
+        assert result.recommendation.action is Action.STOP_SHIP
+        early = decide([low, high], names=["a", "b"], control=None, days_of_data=7, rule=StopRule())
+        assert early.recommendation.action is Action.CONTINUE
 
     def test_first_week_share_is_checked(self) -> None:
         with pytest.raises(ValueError, match="first_week_ship_share"):
             StopRule(first_week_ship_share=0.0)
-        assert StopRule(first_week_ship_share=1.0).ship_threshold(7) == 0.005
+        assert StopRule(first_week_ship_share=1.0).ship_threshold(7, values=True) == 0.005
 
     def test_relative_expected_loss_matches_monte_carlo(self) -> None:
         arms = [beta(5_000, 500), beta(5_000, 540), beta(3_000, 320)]

@@ -183,7 +183,8 @@ class StopRuleSettings(StrictModel):
         default=0.005,
         description="stop_ship when shipping the safest variant is expected to cost at most "
         "this share of its metric against the best variant (expected loss / its mean; "
-        "0 turns ship advice off).",
+        "0 turns ship advice off). Value metrics allow half of it in the first week of "
+        "looks (days min_days to min_days + 6).",
     )
 
 
