@@ -217,18 +217,40 @@ def _days_before(day: date, days: int) -> date:
     return date.fromordinal(max(1, day.toordinal() - days))
 
 
-async def compute_allocation(
+@dataclass(frozen=True, slots=True)
+class AllocationState:
+    """Everything one allocation decision reads, read in one transaction (`read_state`)
+    and never changed after: `decide` derives the shares from it alone."""
+
+    experiment_id: str
+    for_date: date
+    variant_ids: tuple[str, ...]
+    settings: ExperimentSettings
+    kind: MetricKind
+    higher_is_better: bool
+    controls: Controls
+    inputs: tuple[repository.VariantTotals, ...]  # the sums each posterior is built from
+    arms: tuple[ArmData, ...]
+    active: tuple[bool, ...]  # not paused, and not stopped by a guardrail
+    floored: tuple[bool, ...]  # held at the floor by a guardrail
+    days_of_data: int  # counted up to the burn-in's days only
+    previous: tuple[float, ...] | None  # the last served shares, for max_change
+    # Breached variants: metric_id, probability_harm, action, since (guardrails.breach_view).
+    guardrails: dict[str, dict[str, Any]]
+    segment: str | None  # the segment answered for (None: all traffic)
+    delay_curve: late_conversions.CurveChoice
+
+
+async def read_state(
     session: AsyncSession,
     *,
     experiment_id: str,
     for_date: date,
-    record: bool = True,
     segment: str | None = None,
     fits: segments.SegmentFits | None = None,
-) -> Allocation:
-    """Traffic shares for `for_date` from data dated strictly before it: the experiment's
-    policy, then its controls (burn-in, floor, reserved shares, paused variants, maximum
-    change). Each distinct answer is stored once as an allocation snapshot."""
+) -> AllocationState:
+    """The data an allocation for `for_date` rests on (data dated strictly before it),
+    with the experiment's settings, guardrail status and served history: reads only."""
     experiment = await require_experiment(session, experiment_id)
     variants = list(experiment.variants)
     if not any(variant.active for variant in variants):
@@ -336,78 +358,130 @@ async def compute_allocation(
             "POST /experiments/{id}/guardrails/{metric_id}/clear or resume another variant"
         )
     controls = _controls(settings, variants)
-    config = PolicyConfig(PolicyName(policy.algorithm), policy.top_two_beta, policy.epsilon)
     previous = None
     if controls.max_change is not None and answered_segment is None:
         snapshot = await snapshots.latest_snapshot_before(session, experiment_id, for_date)
         if snapshot is not None:
-            previous = np.array([snapshot.allocations.get(v.id, 0.0) / 100 for v in variants])
-    shares, weights, burned_in = allocate(
-        arms,
-        config=config,
-        controls=controls,
-        active=active,
-        days_of_data=days_of_data,
-        higher_is_better=experiment.higher_is_better,
-        previous=previous,
-    )
-    if floored:
-        shares = _floor_only(shares, [v.id in floored for v in variants], active, policy)
-    percentages = allocation_stats.largest_remainder_percentages(list(shares))
-    variant_ids = tuple(variant.id for variant in variants)
-    algorithm_version = f"{policy.algorithm}-{allocation_stats.ALGORITHM_VERSION}"
-    result = Allocation(
+            previous = tuple(snapshot.allocations.get(v.id, 0.0) / 100 for v in variants)
+    return AllocationState(
         experiment_id=experiment_id,
         for_date=for_date,
-        variant_ids=variant_ids,
-        percentages=tuple(percentages),
-        probability_best=tuple(
-            float(p)
-            for p in _probability_best(
-                arms,
-                active,
-                weights,
-                thompson_over_all_active=config.name is PolicyName.THOMPSON
-                and not controls.reserved,
-                higher_is_better=experiment.higher_is_better,
-            )
-        ),
-        inputs=inputs,
-        algorithm=str(policy.algorithm),
-        algorithm_version=algorithm_version,
-        burned_in=burned_in,
-        shares=tuple(float(x) for x in shares),
+        variant_ids=tuple(variant.id for variant in variants),
+        settings=settings,
+        kind=kind,
+        higher_is_better=experiment.higher_is_better,
+        controls=controls,
+        inputs=tuple(inputs),
+        arms=tuple(arms),
+        active=tuple(active),
+        floored=tuple(v.id in floored for v in variants),
+        days_of_data=days_of_data,
+        previous=previous,
         guardrails={v: guardrails.breach_view(b) for v, b in breaches.items()},
         segment=answered_segment,
         delay_curve=curve_choice,
     )
-    # Segment answers are not snapshots: the served history (and the sample-ratio check
-    # built on it) is of all traffic.
-    if not record or answered_segment is not None:
-        return result
+
+
+def decide(state: AllocationState) -> Allocation:
+    """The shares for the state's day: the experiment's policy, then its controls
+    (burn-in, floor, reserved shares, paused variants, maximum change) and guardrail
+    floors. Pure: the same state gives the same answer."""
+    policy = state.settings.policy
+    controls = state.controls
+    config = PolicyConfig(PolicyName(policy.algorithm), policy.top_two_beta, policy.epsilon)
+    shares, weights, burned_in = allocate(
+        list(state.arms),
+        config=config,
+        controls=controls,
+        active=list(state.active),
+        days_of_data=state.days_of_data,
+        higher_is_better=state.higher_is_better,
+        previous=None if state.previous is None else np.array(state.previous),
+    )
+    if any(state.floored):
+        shares = _floor_only(shares, state.floored, state.active, policy)
+    percentages = allocation_stats.largest_remainder_percentages(list(shares))
+    return Allocation(
+        experiment_id=state.experiment_id,
+        for_date=state.for_date,
+        variant_ids=state.variant_ids,
+        percentages=tuple(percentages),
+        probability_best=tuple(
+            float(p)
+            for p in _probability_best(
+                state.arms,
+                state.active,
+                weights,
+                thompson_over_all_active=config.name is PolicyName.THOMPSON
+                and not controls.reserved,
+                higher_is_better=state.higher_is_better,
+            )
+        ),
+        inputs=state.inputs,
+        algorithm=str(policy.algorithm),
+        algorithm_version=f"{policy.algorithm}-{allocation_stats.ALGORITHM_VERSION}",
+        burned_in=burned_in,
+        shares=tuple(float(x) for x in shares),
+        guardrails=state.guardrails,
+        segment=state.segment,
+        delay_curve=state.delay_curve,
+    )
+
+
+async def compute_allocation(
+    session: AsyncSession,
+    *,
+    experiment_id: str,
+    for_date: date,
+    record: bool = True,
+    segment: str | None = None,
+    fits: segments.SegmentFits | None = None,
+) -> Allocation:
+    """Traffic shares for `for_date` from data dated strictly before it: `read_state`,
+    then `decide`. Each distinct all-traffic answer is stored once as an allocation
+    snapshot when `record` (the served history)."""
+    state = await read_state(
+        session, experiment_id=experiment_id, for_date=for_date, segment=segment, fits=fits
+    )
+    result = decide(state)
+    if record and state.segment is None:
+        await record_snapshot(session, state, result)
+    return result
+
+
+async def record_snapshot(
+    session: AsyncSession, state: AllocationState, result: Allocation
+) -> None:
+    """Store `result` as the allocation snapshot of its day, once per distinct inputs.
+    Segment answers are not snapshots: the served history (and the sample-ratio check
+    built on it) is of all traffic."""
     snapshot_inputs = {
-        "metric_kind": kind.value,
-        "higher_is_better": experiment.higher_is_better,
-        "settings": settings.model_dump(mode="json"),
-        "active": dict(zip(variant_ids, active, strict=True)),
-        "days_of_data": days_of_data,
+        "metric_kind": state.kind.value,
+        "higher_is_better": state.higher_is_better,
+        "settings": state.settings.model_dump(mode="json"),
+        "active": dict(zip(state.variant_ids, state.active, strict=True)),
+        "days_of_data": state.days_of_data,
         "guardrails": result.guardrails,
-        "previous": None if previous is None else previous.tolist(),
-        "variants": {v: _totals_json(t) for v, t in zip(variant_ids, inputs, strict=True)},
+        "previous": None if state.previous is None else list(state.previous),
+        "variants": {
+            v: _totals_json(t) for v, t in zip(state.variant_ids, state.inputs, strict=True)
+        },
     }
-    inputs_hash = _inputs_hash({"version": algorithm_version, **snapshot_inputs})
-    if not await snapshots.snapshot_exists(session, experiment_id, for_date, inputs_hash):
+    inputs_hash = _inputs_hash({"version": result.algorithm_version, **snapshot_inputs})
+    if not await snapshots.snapshot_exists(
+        session, state.experiment_id, state.for_date, inputs_hash
+    ):
         await snapshots.insert_snapshot_if_new(
             session,
             {
-                "experiment_id": experiment_id,
-                "for_date": for_date,
+                "experiment_id": state.experiment_id,
+                "for_date": state.for_date,
                 "algorithm": result.algorithm,
-                "algorithm_version": algorithm_version,
+                "algorithm_version": result.algorithm_version,
                 "inputs_hash": inputs_hash,
                 "inputs": snapshot_inputs,
-                "allocations": dict(zip(variant_ids, percentages, strict=True)),
-                "probabilities": dict(zip(variant_ids, result.probability_best, strict=True)),
+                "allocations": dict(zip(state.variant_ids, result.percentages, strict=True)),
+                "probabilities": dict(zip(state.variant_ids, result.probability_best, strict=True)),
             },
         )
-    return result
