@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import numpy as np
@@ -52,6 +53,46 @@ class TestDates:
         ).json()
         served = body["live"][unit["variant_id"]] / 100
         assert unit["probability"] == pytest.approx(served, abs=1e-3)
+
+    async def test_plan_and_live_are_read_in_one_transaction(
+        self, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A cold GET /allocations answers the day's plan and `live` from one read
+        transaction (the live entry it primes is the one assignment then draws from);
+        a warm one reads nothing."""
+        from mabapi.allocations import routes as allocation_routes
+        from mabapi.assignments import cache as assignment_cache
+
+        opened: list[str] = []
+        real = allocation_routes.background_transaction
+
+        def counting(where: str) -> Any:
+            def open_(*args: Any, **kwargs: Any) -> Any:
+                opened.append(where)
+                return real(*args, **kwargs)
+
+            return open_
+
+        monkeypatch.setattr(allocation_routes, "background_transaction", counting("route"))
+        monkeypatch.setattr(assignment_cache, "background_transaction", counting("live"))
+        today = datetime.now(UTC).date().isoformat()
+        await post_metric(client, variant_id="control", date=today, successes=50)
+        await post_metric(client, variant_id="b", date=today, successes=150)
+        opened.clear()
+        body = (await client.get("/allocations/homepage_test")).json()
+        assert opened == ["route"]
+        assert body["allocations"] == {"control": 50.0, "b": 50.0}
+        assert body["live"]["b"] == 99.9
+        again = (await client.get("/allocations/homepage_test")).json()
+        assert again == body
+        assert opened == ["route"]
+        unit = (
+            await client.post("/experiments/homepage_test/assign", json={"unit_id": "u"})
+        ).json()
+        assert opened == ["route"]  # assignment drew from the entry the GET primed
+        assert unit["probability"] == pytest.approx(
+            body["live"][unit["variant_id"]] / 100, abs=1e-3
+        )
 
     async def test_before_any_data_every_variant_is_even(self, client: httpx.AsyncClient) -> None:
         await post_metric(client, variant_id="control")

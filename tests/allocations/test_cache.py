@@ -29,6 +29,22 @@ class TestAnswerCache:
         cache.note_write()
         assert await cache.get("k", compute) == 2
 
+    async def test_peek_sees_expired_entries_but_not_older_epochs(self) -> None:
+        cache: AnswerCache[str, int] = AnswerCache(ttl=0.01)
+
+        async def one() -> int:
+            return 1
+
+        assert cache.peek("k") is None
+        await cache.get("k", one)
+        await asyncio.sleep(0.02)
+        assert cache.peek("k") == 1  # expired, still there (served while refreshed)
+        cache.note_write()
+        assert cache.peek("k") is None
+        await cache.get("k", one)
+        cache.invalidate("k")
+        assert cache.peek("k") is None
+
     async def test_expires_after_ttl(self) -> None:
         cache: AnswerCache[str, int] = AnswerCache(ttl=0.05)
         values = iter([1, 2])

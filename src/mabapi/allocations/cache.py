@@ -133,6 +133,11 @@ class AnswerCache(Generic[Key, Value]):
             return None
         return value
 
+    def peek(self, key: Key) -> Value | None:
+        """The entry kept for `key` since the last write, fresh or expired (None: none)."""
+        entry = self._entries.get(key)
+        return entry[2] if entry is not None and entry[1] == self.epoch else None
+
     async def get(self, key: Key, compute: Callable[[], Awaitable[Value]]) -> Value:
         if self._ttl <= 0:
             return await compute()

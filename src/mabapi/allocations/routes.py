@@ -92,7 +92,9 @@ async def allocation_answer(
     settings: Settings = state.settings
 
     async def compute() -> allocation_service.Allocation:
-        # Its own transaction: the cache may run this after the request has ended.
+        # Its own transaction: the cache may run this after the request has ended. The
+        # split live assignment draws from (`live`, data before tomorrow) is read in the
+        # same transaction when no process entry has it: one read for both answers.
         async with background_transaction(state.sessionmaker) as session:
             computed = await allocation_service.compute_allocation(
                 session,
@@ -102,6 +104,8 @@ async def allocation_answer(
                 segment=segment,
                 fits=state.segment_fits,
             )
+            if segment is None:
+                await state.allocation_cache.get_within(session, experiment_id)
         observe_allocation(
             experiment_id,
             computed.variant_ids,

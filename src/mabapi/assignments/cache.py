@@ -113,9 +113,6 @@ class AllocationCache:
         return self._cache.locks
 
     async def _compute(self, experiment_id: str, segment: str | None) -> CachedAllocation:
-        # Real time: everything observed so far counts (the day being planned is today,
-        # so "strictly before tomorrow"). Not recorded as a snapshot on every refresh.
-        tomorrow = datetime.now(UTC).date() + timedelta(days=1)
         if segment is not None:
             # A segment never seen (one lookup) draws from the split over all traffic,
             # computed once for every such segment: no segment model is fitted for it.
@@ -130,15 +127,24 @@ class AllocationCache:
                 overall = await self.get(experiment_id, None)
                 return replace(overall, segment_state=state)
         async with background_transaction(self._sessionmaker) as session:
-            result = await allocation_service.compute_allocation(
-                session,
-                experiment_id=experiment_id,
-                for_date=tomorrow,
-                record=False,
-                segment=segment,
-                fits=self._fits,
-            )
-            experiment = await lifecycle.require_experiment(session, experiment_id)
+            return await self.read(session, experiment_id, segment)
+
+    async def read(
+        self, session: AsyncSession, experiment_id: str, segment: str | None
+    ) -> CachedAllocation:
+        """The entry, read with `session`. Real time: everything observed so far counts
+        (the day being planned is today, so "strictly before tomorrow"). Not recorded as
+        a snapshot on every refresh."""
+        tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+        result = await allocation_service.compute_allocation(
+            session,
+            experiment_id=experiment_id,
+            for_date=tomorrow,
+            record=False,
+            segment=segment,
+            fits=self._fits,
+        )
+        experiment = await lifecycle.require_experiment(session, experiment_id)
         values = {variant.id: variant.value for variant in experiment.variants}
         return CachedAllocation(
             result.variant_ids,
@@ -165,6 +171,15 @@ class AllocationCache:
         return await self._cache.get(
             (experiment_id, segment), lambda: self._compute(experiment_id, segment)
         )
+
+    async def get_within(self, session: AsyncSession, experiment_id: str) -> CachedAllocation:
+        """The all-traffic entry; when there is none, read with the caller's `session`, so
+        a caller answering with it too (GET /allocations' `live`) reads once, in one
+        transaction. An entry there (fresh, or stale and being refreshed) is used as is."""
+        key = (experiment_id, None)
+        if self._cache.peek(key) is not None:
+            return await self.get(experiment_id)
+        return await self._cache.get(key, lambda: self.read(session, experiment_id, None))
 
     def invalidate(self, experiment_id: str) -> None:
         self._cache.invalidate((experiment_id, None))
