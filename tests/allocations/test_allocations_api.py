@@ -64,7 +64,7 @@ class TestDates:
         from mabapi.assignments import cache as assignment_cache
 
         opened: list[str] = []
-        real = allocation_routes.background_transaction
+        from mabapi.db.transactions import background_transaction as real
 
         def counting(where: str) -> Any:
             def open_(*args: Any, **kwargs: Any) -> Any:
