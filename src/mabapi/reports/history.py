@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.allocations import repository as snapshots
 from mabapi.allocations import segments
-from mabapi.allocations.service import _EMPTY, _observed_mean, _posterior
+from mabapi.allocations.state import EMPTY, observed_mean, posterior
 from mabapi.experiments import repository
 from mabapi.experiments.lifecycle import experiment_settings, require_experiment
 from mabapi.experiments.models import (
@@ -95,7 +95,7 @@ async def history(
                     row.impressions, row.successes, row.value_sum, row.value_sum_squares
                 )
                 if row
-                else _EMPTY
+                else EMPTY
             )
             daily[variant_id].append(_daily_point(kind, settings.prior, totals))
             before = running[variant_id]
@@ -106,7 +106,7 @@ async def history(
                 before.value_sum_squares + totals.value_sum_squares,
             )
         if variant_ids and (first_best_day is None or day >= first_best_day):
-            posteriors = [_posterior(kind, settings.prior, running[v]) for v in variant_ids]
+            posteriors = [posterior(kind, settings.prior, running[v]) for v in variant_ids]
             probabilities = allocation_stats.probability_best(
                 posteriors, higher_is_better=experiment.higher_is_better
             )
@@ -127,7 +127,7 @@ async def history(
     densities: dict[str, list[float]] = {}
     if variant_ids:
         if posteriors is None:
-            posteriors = [_posterior(kind, settings.prior, running[v]) for v in variant_ids]
+            posteriors = [posterior(kind, settings.prior, running[v]) for v in variant_ids]
         grid, curves = density_curves(list(posteriors))
         densities = dict(zip(variant_ids, curves, strict=True))
     return History(
@@ -161,8 +161,8 @@ def _daily_point(
 ) -> DailyPoint:
     if totals.impressions <= 0:
         return DailyPoint(0, 0, None, None, None)
-    posterior = _posterior(kind, prior, totals)
-    lower, upper = posterior.credible_interval(0.95)
+    belief = posterior(kind, prior, totals)
+    lower, upper = belief.credible_interval(0.95)
     return DailyPoint(
-        int(totals.impressions), int(totals.successes), _observed_mean(kind, totals), lower, upper
+        int(totals.impressions), int(totals.successes), observed_mean(kind, totals), lower, upper
     )

@@ -111,8 +111,9 @@ async def get_segments(
 async def get_summary(
     experiment_id: ExperimentId, session: SessionDep, request: Request, segment: SegmentQuery = None
 ) -> SummaryOut:
-    """Per variant, over all data: totals, posterior, 95% interval, probability to be best,
-    expected loss, uplift and probability to beat the control, period-stratified means;
+    """Per variant, over the data so far (what the live split counts): totals, posterior,
+    95% interval, probability to be best, expected loss, uplift and probability to beat
+    the control, period-stratified means;
     then value remaining, the recommendation, the gain over an even split and an SRM check.
     With `segment`: that segment's (its posteriors are those its allocation uses; no SRM
     check; 404 for a segment never seen).

@@ -67,9 +67,9 @@ class VariantSummary(BaseModel):
     successes: int
     value_sum: float
     effective_impressions: float = Field(
-        description="Impressions whose conversions should have been reported by now: the "
-        "impressions, unless conversion_delay_days corrects recent days for conversions "
-        "not yet reported."
+        description="The impressions the posterior counts: those whose conversions should "
+        "have been reported by now (conversion_delay_days corrects recent days), with old "
+        "days down-weighted or dropped by forgetting (window_days, half_life_days, auto)."
     )
     conversion_rate: float | None = Field(
         description="successes / effective impressions; null if none."

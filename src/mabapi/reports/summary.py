@@ -13,12 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.allocations import late_conversions, segments
 from mabapi.allocations import repository as snapshots
-from mabapi.allocations.service import _EMPTY, _posterior
+from mabapi.allocations.state import AllocationState, read_state
 from mabapi.db.base import utcnow
 from mabapi.errors import NotFoundError
 from mabapi.experiments import repository
 from mabapi.experiments import segment_repository as segment_registry
-from mabapi.experiments.lifecycle import experiment_settings, require_experiment
+from mabapi.experiments.lifecycle import experiment_settings
 from mabapi.experiments.models import (
     Experiment,
     MetricKind,
@@ -83,33 +83,38 @@ async def summarize(
     segment: str | None = None,
     fits: segments.SegmentFits | None = None,
 ) -> Summary:
-    """Everything about how sure we are, over all data so far (of one segment, if given:
-    its totals, the posteriors its allocation uses under the experiment's pooling, its
-    own daily rows; no sample-ratio check, which is of all traffic)."""
-    experiment = await require_experiment(session, experiment_id)
-    settings = experiment_settings(experiment)
-    kind = MetricKind(experiment.metric_kind)
-    variants = list(experiment.variants)
+    """Everything about how sure we are, over the data so far (dated up to today), of one
+    segment if given: its totals and its own daily rows; no sample-ratio check, which is
+    of all traffic.
+
+    Derived from the experiment's state for tomorrow (`allocations.state.read_state`),
+    the one the live split assignment draws from: the same posteriors (after forgetting
+    and late conversions), the same variants traffic can reach (a variant a guardrail
+    stopped is never advised), the same delay curve. What only a report shows (the sums
+    as posted, the daily rows, the guardrail reports, the served units) is read beside it
+    in the same transaction."""
     today = utcnow().date()
-    curve_choice = await late_conversions.choose_curve(
-        session, experiment_id, settings.policy, today
+    state = await read_state(
+        session,
+        experiment_id=experiment_id,
+        for_date=today + timedelta(days=1),
+        segment=segment,
+        fits=fits,
+        report=True,
     )
+    experiment = state.experiment
+    settings = state.settings
+    variants = list(experiment.variants)
+    posteriors = [arm.posterior for arm in state.arms]
+    counted = list(state.inputs)
     if segment is not None:
-        view = await _segment_view(session, experiment, segment, fits)
-        inputs, counted, posteriors, rows = view
+        inputs, effective, rows = await _segment_view(session, state, segment, fits)
+        counted = counted if state.segment == segment else effective
         days_of_data = len({row.date for row in rows if row.impressions > 0})
     else:
-        totals = await repository.metric_totals(session, experiment_id)
-        inputs = [totals.get(variant.id, _EMPTY) for variant in variants]
-        counted = inputs
-        if curve_choice.curve is not None and kind is MetricKind.CONVERSION:
-            matured = await late_conversions.matured(
-                session, experiment_id, totals, curve_choice.curve, before=None, today=today
-            )
-            counted = [matured.get(variant.id, _EMPTY) for variant in variants]
-        posteriors = [_posterior(kind, settings.prior, t) for t in counted]
-        days_of_data = await repository.days_with_data(session, experiment_id)
-        rows = await repository.daily_rows(session, experiment_id)
+        inputs = list(state.posted)
+        days_of_data = state.days_of_data
+        rows = await repository.daily_rows(session, experiment_id, before=state.for_date)
     rule = decision.StopRule(
         settings.stop_rule.probability_threshold,
         settings.stop_rule.value_remaining_threshold,
@@ -117,25 +122,17 @@ async def summarize(
         settings.stop_rule.equivalence_margin,
         settings.stop_rule.ship_loss_threshold,
     )
-    # Every day so far, today's included, as the rest of the summary.
+    # Every day so far, today's included, as the rest of the summary; the breach that
+    # applies to each variant is the state's (what the allocation obeys).
     guardrail_reports = await guardrails.report(
-        session, experiment, day=today + timedelta(days=1), breach_day=guardrails.check_day(today)
+        session, experiment, day=state.for_date, breach_day=guardrails.check_day(today)
     )
-    breached: dict[str, str] = {}  # variant -> its open breach's action ("stop" first)
-    for guardrail_report in guardrail_reports:
-        for item in guardrail_report.variants:
-            if item.breach is not None and breached.get(item.variant_id) != "stop":
-                breached[item.variant_id] = item.breach.action
-    # Decisions are among the active variants: those traffic can still reach (a variant a
-    # guardrail stopped gets none, as in the allocation).
-    active = [
-        i
-        for i, variant in enumerate(variants)
-        if variant.active and breached.get(variant.id) != "stop"
-    ]
+    # Decisions are among the variants traffic can reach: the state's active ones (not
+    # paused, not stopped by a guardrail), as in the allocation.
+    active = [i for i, on in enumerate(state.active) if on]
     control_positions = [k for k, i in enumerate(active) if variants[i].is_control]
     names = [variants[i].id for i in active]
-    stratified = _stratified(kind, variants, rows)
+    stratified = _stratified(state.kind, variants, rows)
     empty_decision = not active
     outcome = (
         None
@@ -199,7 +196,7 @@ async def summarize(
     days_ahead: int | None = 0
     if recommendation.winner is not None:
         leader = names[recommendation.winner]
-        if breached.get(leader) is not None:  # "floor": it still gets some traffic
+        if state.floored[state.variant_ids.index(leader)]:  # it still gets some traffic
             recommendation = decision.Recommendation(
                 decision.Action.CONTINUE,
                 None,
@@ -244,7 +241,7 @@ async def summarize(
         guardrails=guardrail_reports,
         segment=segment,
         days_to_decision=days_ahead,
-        delay_curve=curve_choice,
+        delay_curve=state.delay_curve,
         winner_id=None if recommendation.winner is None else names[recommendation.winner],
     )
 
@@ -300,25 +297,22 @@ async def segment_fit(
 
 async def _segment_view(
     session: AsyncSession,
-    experiment: Experiment,
+    state: AllocationState,
     segment: str,
     fits: segments.SegmentFits | None = None,
 ) -> tuple[
-    list[repository.VariantTotals],
-    list[repository.VariantTotals],
-    list[Posterior],
-    list[repository.DailyRow],
+    list[repository.VariantTotals], list[repository.VariantTotals], list[repository.DailyRow]
 ]:
-    """One segment's totals (as posted and as counted), pooled posteriors and daily rows
-    (404 if never seen)."""
-    variants = list(experiment.variants)
-    settings = experiment_settings(experiment)
+    """One segment's totals (as posted, and as counted with late conversions) and daily
+    rows (404 if never seen). Its posteriors are the state's: the segment's under partial
+    or no pooling, all traffic's under full pooling (what its allocation uses)."""
+    experiment = state.experiment
     if not await segment_registry.known(session, experiment.id, segment):
         raise NotFoundError(
             f"experiment {experiment.id!r} has no data for segment {segment!r}; "
             "GET /experiments/{id}/segments lists its segments"
         )
-    found, counted, by_variant = await segment_fit(session, experiment, fits)
+    found, counted, _ = await segment_fit(session, experiment, fits)
     row = found.index(segment)
     if row is None:
         raise NotFoundError(
@@ -328,21 +322,16 @@ async def _segment_view(
     inputs, effective = (
         [
             repository.VariantTotals(int(n), int(s), v, q)
-            for n, s, v, q in segments.totals_of(counts, row, len(variants))
+            for n, s, v, q in segments.totals_of(counts, row, len(state.variant_ids))
         ]
         for counts in (found, counted)
     )
-    posteriors: list[Posterior] = [
-        by_variant[k].pooled
-        if settings.segments.pooling == "full"
-        else by_variant[k].posteriors[row]
-        for k in range(len(variants))
-    ]
     rows = [
         repository.DailyRow(v, d, int(n), int(s), x, q)
         for v, d, n, s, x, q in await segments.daily(session, experiment.id, segment)
+        if d < state.for_date
     ]
-    return inputs, effective, posteriors, rows
+    return inputs, effective, rows
 
 
 def _beats(outcome: decision.Decision | None, position: int | None) -> float | None:
