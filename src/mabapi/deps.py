@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute
 from mabapi.access import service as access
 from mabapi.access.models import DEFAULT_PROJECT, Scope
 from mabapi.access.service import OPEN, Principal
+from mabapi.db.transactions import read_only_transaction
 from mabapi.errors import (
     AppError,
     ForbiddenError,
@@ -55,6 +56,14 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         if audit is not None:
             await access.record(session, audit)
     _committed(request)
+
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """For a route that only reads: one snapshot for the whole answer
+    (`read_only_transaction`: REPEATABLE READ on PostgreSQL, no write lock on SQLite),
+    rolled back at the end."""
+    async with read_only_transaction(runtime_of(request.app).sessionmaker) as session:
+        yield session
 
 
 def _committed(request: Request) -> None:
@@ -130,6 +139,7 @@ ExperimentId = Annotated[
     ),
 ]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 LazySessionDep = Annotated[LazySession, Depends(get_lazy_session, scope="function")]
 
 

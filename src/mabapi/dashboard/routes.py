@@ -21,7 +21,14 @@ from mabapi import csv_cells
 from mabapi.access.models import Scope
 from mabapi.dashboard.summaries import SummaryCache
 from mabapi.db.transactions import read_only_transaction
-from mabapi.deps import KEY_COOKIE, ExperimentId, PrincipalDep, SessionDep, needs
+from mabapi.deps import (
+    KEY_COOKIE,
+    ExperimentId,
+    PrincipalDep,
+    ReadSessionDep,
+    SessionDep,
+    needs,
+)
 from mabapi.errors import AppError, ForbiddenError, InvalidInputError, NotFoundError
 from mabapi.evaluation import service as evaluation
 from mabapi.experiments import lifecycle
@@ -198,7 +205,7 @@ SEGMENTS_SHOWN = 100
 async def experiment_page(
     request: Request,
     experiment_id: ExperimentId,
-    session: SessionDep,
+    session: ReadSessionDep,
     principal: PrincipalDep,
     segment: Annotated[str | None, Query(max_length=128, pattern=ID_PATTERN.pattern)] = None,
 ) -> HTMLResponse:
@@ -298,7 +305,7 @@ def _csv_rows(history: histories.History, chart: str) -> list[list[Any]]:
 async def chart_csv(
     experiment_id: ExperimentId,
     chart: str,
-    session: SessionDep,
+    session: ReadSessionDep,
     _principal: PrincipalDep,
     segment: Annotated[str | None, Query(max_length=128, pattern=ID_PATTERN.pattern)] = None,
 ) -> Response:

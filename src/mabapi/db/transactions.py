@@ -27,13 +27,18 @@ async def background_transaction(
 async def read_only_transaction(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """A session in a transaction that only reads, rolled back at the end. On SQLite it
-    takes no write lock (a plain deferred BEGIN: in WAL mode a snapshot that writers do
-    not wait for), so a long read such as the watcher's summaries never holds them up;
-    on PostgreSQL reads never do anyway."""
+    """A session in a transaction that only reads, from one snapshot of the database,
+    rolled back at the end. On SQLite it takes no write lock (a plain deferred BEGIN: in
+    WAL mode a snapshot that writers do not wait for), so a long read such as the
+    watcher's summaries never holds them up; on PostgreSQL it is REPEATABLE READ and READ
+    ONLY, so every statement of it sees the same committed data (READ COMMITTED, the
+    default, gives each statement its own)."""
     async with sessionmaker() as session:
-        # The option is set before the connection begins its transaction (engine.py).
-        await session.connection(execution_options={READ_ONLY: True})
+        # The options are set before the connection begins its transaction (engine.py).
+        options: dict[str, object] = {READ_ONLY: True}
+        if session.get_bind().dialect.name == "postgresql":
+            options |= {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        await session.connection(execution_options=options)
         try:
             yield session
         finally:

@@ -14,8 +14,8 @@ from mabapi.deps import (
     NOT_FOUND,
     UNAVAILABLE,
     ExperimentId,
+    ReadSessionDep,
     SegmentQuery,
-    SessionDep,
     needs,
 )
 from mabapi.experiments import lifecycle
@@ -62,7 +62,7 @@ MAX_SEGMENT_PAGE = 1000
 )
 async def get_segments(
     experiment_id: ExperimentId,
-    session: SessionDep,
+    session: ReadSessionDep,
     request: Request,
     limit: Annotated[
         int, Query(ge=1, le=MAX_SEGMENT_PAGE, description="Segments per page (at most 1,000).")
@@ -109,7 +109,10 @@ async def get_segments(
     responses=NOT_FOUND,
 )
 async def get_summary(
-    experiment_id: ExperimentId, session: SessionDep, request: Request, segment: SegmentQuery = None
+    experiment_id: ExperimentId,
+    session: ReadSessionDep,
+    request: Request,
+    segment: SegmentQuery = None,
 ) -> SummaryOut:
     """Per variant, over the data so far (what the live split counts): totals, posterior,
     95% interval, probability to be best, expected loss, uplift and probability to beat
