@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mabapi.allocations import service as allocation_service
 from mabapi.allocations.cache import AnswerCache, KeyedLocks
 from mabapi.allocations.segments import SegmentFits
+from mabapi.allocations.state import read_state
 from mabapi.db.transactions import background_transaction
-from mabapi.experiments import lifecycle
 from mabapi.experiments import segment_repository as segment_registry
 from mabapi.experiments.models import MetricKind
 from mabapi.stats.allocation import largest_remainder_percentages
@@ -136,15 +136,15 @@ class AllocationCache:
         (the day being planned is today, so "strictly before tomorrow"). Not recorded as
         a snapshot on every refresh."""
         tomorrow = datetime.now(UTC).date() + timedelta(days=1)
-        result = await allocation_service.compute_allocation(
+        state = await read_state(
             session,
             experiment_id=experiment_id,
             for_date=tomorrow,
-            record=False,
             segment=segment,
             fits=self._fits,
         )
-        experiment = await lifecycle.require_experiment(session, experiment_id)
+        result = allocation_service.decide(state)
+        experiment = state.experiment
         values = {variant.id: variant.value for variant in experiment.variants}
         return CachedAllocation(
             result.variant_ids,
