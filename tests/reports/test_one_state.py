@@ -133,3 +133,27 @@ class TestOneState:
         summary, split = await both(client, "seg", "mobile")
         assert split["segment"] == summary["segment"] == "mobile"
         assert_agree(summary, split)
+        # The listing's leader of the segment is its split's, forgetting included (all
+        # data would say a).
+        listing = (await client.get("/experiments/seg/segments")).json()
+        [mobile] = [item for item in listing["segments"] if item["segment"] == "mobile"]
+        for variant, probability in mobile["probability_best"].items():
+            assert probability == pytest.approx(split["probability_best"][variant], abs=1e-9)
+        assert mobile["leader"] == "b"
+
+    async def test_the_segments_listing_never_names_a_stopped_variant(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """b leads in mobile but a guardrail stopped it: the listing, like the split,
+        decides among a and c."""
+        await setup(client, "guardrail_stop")
+        mobile = [dict(row, segment="mobile") for row in rows("guardrail_stop")]
+        posted = await client.post("/metrics/batch", json={"metrics": mobile})
+        assert posted.status_code == 200, posted.text
+        listing = await client.get("/experiments/guardrail_stop/segments")
+        assert listing.status_code == 200, listing.text
+        body = listing.json()
+        assert body["overall_leader"] != "b"
+        [segment] = body["segments"]
+        assert set(segment["probability_best"]) == {"a", "c"}
+        assert segment["leader"] != "b"

@@ -175,8 +175,14 @@ class TestRealTime:
         async with background_transaction(runtime_of(app).sessionmaker) as session:
             stored = (await session.scalars(select(Assignment.segment))).all()
         assert set(stored) == {"mobile"}
-        # Its conversions count in the segment: the units join mobile's totals.
+        # Its conversions count in the segment: the units join mobile's totals, once the
+        # segment model shared by the splits and the listing is refitted (real-time units
+        # show within MABAPI_SEGMENT_FIT_SECONDS; posted totals refit it at once).
         await client.post("/experiments/e/conversions", json={"unit_id": "m0"})
+        listing = (await client.get("/experiments/e/segments")).json()
+        mobile = next(s for s in listing["segments"] if s["segment"] == "mobile")
+        assert mobile["units"] == 80_000  # the fit the splits used: one model for both
+        runtime_of(app).answers.note_write()  # as a write of reported data does
         listing = (await client.get("/experiments/e/segments")).json()
         mobile = next(s for s in listing["segments"] if s["segment"] == "mobile")
         assert mobile["units"] == 80_000 + 40

@@ -214,25 +214,26 @@ def leaders(
     by_variant: list[PooledSegments] | list[PooledValueSegments],
     variants: list[Variant],
     *,
+    active: Sequence[bool],
     rows: Sequence[int],
     overall_leader: str | None,
     higher_is_better: bool,
 ) -> list[SegmentSummary]:
-    """The segments at `rows` (of `found`): each one's P(best) of the active variants
-    (exact, from its pooled posteriors `by_variant`, fitted on the counts as the
-    posteriors use them), its units (from `found`: as posted), its leader and whether the
-    leader differs from the overall one."""
-    active = [k for k, v in enumerate(variants) if v.active]
+    """The segments at `rows` (of `found`): each one's P(best) of the `active` variants
+    (those traffic can reach; exact, from its pooled posteriors `by_variant`, fitted on
+    the counts as the posteriors use them), its units (from `found`: as posted), its
+    leader and whether the leader differs from the overall one."""
+    reachable = [k for k, on in enumerate(active) if on]
     result = []
     for i in rows:
         segment = found.segments[i]
-        posteriors: list[Posterior] = [by_variant[k].posteriors[i] for k in active]
+        posteriors: list[Posterior] = [by_variant[k].posteriors[i] for k in reachable]
         probabilities: list[float] = (
             [float(p) for p in probability_best(posteriors, higher_is_better=higher_is_better)]
-            if active
+            if reachable
             else []
         )
-        named = {variants[k].id: float(p) for k, p in zip(active, probabilities, strict=True)}
+        named = {variants[k].id: float(p) for k, p in zip(reachable, probabilities, strict=True)}
         leader = max(named, key=lambda v: named[v]) if named else None
         result.append(
             SegmentSummary(

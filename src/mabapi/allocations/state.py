@@ -147,6 +147,9 @@ class AllocationState:
     guardrails: dict[str, dict[str, Any]]
     segment: str | None  # the segment answered for (None: all traffic)
     delay_curve: late_conversions.CurveChoice
+    # How each segment's days are counted for this state (forgetting weights, late
+    # conversions); None: as posted. The segment listing and summaries fit with it.
+    segment_days: segments.DayAdjustment | None
 
 
 async def read_state(
@@ -221,6 +224,16 @@ async def read_state(
         )
         for totals_ in inputs
     ]
+    # A segment's days count as the overall ones do: forgotten by the same weights, recent
+    # conversion days at their effective exposures (None: every day as posted).
+    late = curve if kind is MetricKind.CONVERSION else None
+    adjust = (
+        None
+        if day_weights is None and late is None
+        else segments.DayAdjustment(
+            weights=day_weights, curve=late, now=min(today, for_date - timedelta(days=1))
+        )
+    )
     answered_segment = None
     if (
         segment is not None
@@ -228,12 +241,6 @@ async def read_state(
         # A segment never registered is answered over all traffic without a fit.
         and await segment_registry.known(session, experiment_id, segment)
     ):
-        # The segment's days count as the overall ones do: forgotten by the same weights,
-        # recent conversion days at their effective exposures.
-        late = curve if kind is MetricKind.CONVERSION else None
-        adjust = segments.DayAdjustment(
-            weights=day_weights, curve=late, now=min(today, for_date - timedelta(days=1))
-        )
         found, by_variant = await segments.fitted(
             session,
             experiment_id,
@@ -291,4 +298,5 @@ async def read_state(
         guardrails={v: guardrails.breach_view(b) for v, b in breaches.items()},
         segment=answered_segment,
         delay_curve=curve_choice,
+        segment_days=adjust,
     )

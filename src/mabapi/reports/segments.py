@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mabapi.allocations import segments
-from mabapi.experiments.lifecycle import experiment_settings
 from mabapi.reports.summary import Summary, segment_fit, summarize
 
 
@@ -31,20 +30,25 @@ async def list_segments(
     limit: int | None = None,
 ) -> SegmentPage:
     """The segments (in name order, those after `after`, at most `limit`) with their
-    summaries over all data so far. `overall`: the summary over all traffic, if the
-    caller has it (else computed)."""
+    leaders over the data so far, as each segment's split for tomorrow counts it (the
+    summary's state: forgetting, late conversions, the variants traffic can reach).
+    `overall`: the summary over all traffic, if the caller has it (else computed)."""
     summary = (
         overall
         if overall is not None and overall.segment is None
         else await summarize(session, experiment_id=experiment_id, fits=fits)
     )
-    experiment = summary.experiment
-    settings = experiment_settings(experiment)
+    state = summary.state
+    assert state is not None  # summarize always sets it
+    experiment = state.experiment
+    settings = state.settings
     variants = list(experiment.variants)
-    active = [item for item in summary.variants if item.variant.active]
-    best = max(active, key=lambda item: item.probability_best, default=None)
+    # The variants traffic can reach (not paused, not stopped by a guardrail), as in
+    # each segment's split.
+    reachable = [item for item, on in zip(summary.variants, state.active, strict=True) if on]
+    best = max(reachable, key=lambda item: item.probability_best, default=None)
     overall_leader = best.variant.id if best else None
-    found, _, by_variant = await segment_fit(session, experiment, fits)
+    found, _, by_variant = await segment_fit(session, state, fits)
     rows = [i for i, name in enumerate(found.segments) if after is None or name > after]
     more = limit is not None and len(rows) > limit
     rows = rows[:limit] if limit is not None else rows
@@ -55,6 +59,7 @@ async def list_segments(
             found,
             by_variant,
             variants,
+            active=state.active,
             rows=rows,
             overall_leader=overall_leader,
             higher_is_better=experiment.higher_is_better,

@@ -18,7 +18,6 @@ from mabapi.db.base import utcnow
 from mabapi.errors import NotFoundError
 from mabapi.experiments import repository
 from mabapi.experiments import segment_repository as segment_registry
-from mabapi.experiments.lifecycle import experiment_settings
 from mabapi.experiments.models import (
     Experiment,
     MetricKind,
@@ -74,6 +73,8 @@ class Summary:
     # the active ones a guardrail has not stopped).
     winner_id: str | None = None
     delay_curve: late_conversions.CurveChoice | None = None
+    # The state everything above derives from (what the live split rests on).
+    state: AllocationState | None = None
 
 
 async def summarize(
@@ -242,6 +243,7 @@ async def summarize(
         segment=segment,
         days_to_decision=days_ahead,
         delay_curve=state.delay_curve,
+        state=state,
         winner_id=None if recommendation.winner is None else names[recommendation.winner],
     )
 
@@ -269,28 +271,22 @@ def _forecast_words(days_ahead: int | None) -> str:
 
 
 async def segment_fit(
-    session: AsyncSession, experiment: Experiment, fits: segments.SegmentFits | None
+    session: AsyncSession, state: AllocationState, fits: segments.SegmentFits | None
 ) -> tuple[segments.SegmentCounts, segments.SegmentCounts, Any]:
-    """Every segment's counts over all data so far: as posted, and as the posteriors use
-    them (recent conversion days at their effective exposures, if a delay is set), with
-    the pooled posteriors of the latter (from `fits` when it has them)."""
-    variant_ids = [v.id for v in experiment.variants]
-    kind = MetricKind(experiment.metric_kind)
-    pooling = experiment_settings(experiment).segments.pooling
+    """Every segment's counts before the state's day: as posted, and as the state counts
+    them (`segment_days`: forgetting, late conversions), with the pooled posteriors of
+    the latter (from `fits` when it has them): what each segment's split uses."""
+    variant_ids = list(state.variant_ids)
+    pooling = state.settings.segments.pooling
     found, by_variant = await segments.fitted(
-        session, experiment.id, variant_ids, before=None, pooling=pooling, kind=kind, fits=fits
-    )
-    if kind is not MetricKind.CONVERSION:
+        session, state.experiment_id, variant_ids, before=state.for_date, pooling=pooling,
+        kind=state.kind, fits=fits,
+    )  # fmt: skip
+    if state.segment_days is None:
         return found, found, by_variant
-    today = utcnow().date()
-    policy = experiment_settings(experiment).policy
-    curve = await late_conversions.delay_curve(session, experiment.id, policy, today)
-    if curve is None:
-        return found, found, by_variant
-    adjust = segments.DayAdjustment(curve=curve, now=today)
     counted, by_variant = await segments.fitted(
-        session, experiment.id, variant_ids, before=None, pooling=pooling, kind=kind,
-        adjust=adjust, fits=fits,
+        session, state.experiment_id, variant_ids, before=state.for_date, pooling=pooling,
+        kind=state.kind, adjust=state.segment_days, fits=fits,
     )  # fmt: skip
     return found, counted, by_variant
 
@@ -312,7 +308,7 @@ async def _segment_view(
             f"experiment {experiment.id!r} has no data for segment {segment!r}; "
             "GET /experiments/{id}/segments lists its segments"
         )
-    found, counted, _ = await segment_fit(session, experiment, fits)
+    found, counted, _ = await segment_fit(session, state, fits)
     row = found.index(segment)
     if row is None:
         raise NotFoundError(
