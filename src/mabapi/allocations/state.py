@@ -231,7 +231,7 @@ async def read_state(
         None
         if day_weights is None and late is None
         else segments.DayAdjustment(
-            weights=day_weights, curve=late, now=min(today, for_date - timedelta(days=1))
+            weights=day_weights, curve=late, now=min(today, _days_before(for_date, 1))
         )
     )
     answered_segment = None
