@@ -4,6 +4,7 @@ cleared, what allocations and the summary show, and the event announced once."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from typing import Any
 
@@ -320,6 +321,19 @@ class TestOneAnswer:
         assert recommendation["action"] == "continue", recommendation
         assert recommendation["winner"] is None
         assert "breached a guardrail" in recommendation["reason"]
+
+    @pytest.mark.parametrize("action", ["floor", "stop"])
+    async def test_the_conclude_form_never_preselects_a_breached_variant(
+        self, client: httpx.AsyncClient, action: str
+    ) -> None:
+        """c leads on the primary metric but breached: the dashboard's Conclude form
+        preselects a variant the advice would let ship, not c."""
+        await self._breach(client, action)
+        page = await client.get("/ui/experiments/e")
+        assert page.status_code == 200, page.text
+        selected = re.findall(r'<option value="(\w+)" selected>', page.text)
+        assert len(selected) == 1, selected
+        assert selected[0] in ("a", "b"), selected
 
     async def test_the_winner_is_named_right_when_a_variant_before_it_is_stopped(
         self, client: httpx.AsyncClient

@@ -259,6 +259,7 @@ async def experiment_page(
             ),
             "chart_names": CHARTS,
             "leader": leader,
+            "suggested": _suggested(summarized),
             "total_impressions": total,
             "traffic_to_others": to_others,
             "can_act": principal.may_admin,
@@ -299,6 +300,22 @@ def _csv_rows(history: histories.History, chart: str) -> list[list[Any]]:
             p = history.daily[v][i]
             rows.append([day.isoformat(), v, p.impressions, p.successes, p.mean, p.lower, p.upper])
     return rows
+
+
+def _suggested(summarized: summaries.Summary) -> str | None:
+    """The variant the Conclude form preselects: the one the advice names, else the
+    leader among those traffic fully reaches (never one a guardrail stopped or holds at
+    its floor: the advice says not to ship those)."""
+    if summarized.winner_id is not None:
+        return summarized.winner_id
+    state = summarized.state
+    candidates = [
+        item
+        for i, item in enumerate(summarized.variants)
+        if state is None or (state.active[i] and not state.floored[i])
+    ]
+    best = max(candidates, key=lambda item: item.probability_best, default=None)
+    return best.variant.id if best is not None else None
 
 
 @router.get("/experiments/{experiment_id}/data/{chart}.csv", dependencies=[needs(Scope.READ)])
