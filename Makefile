@@ -50,7 +50,8 @@ test-fast: install-dev
 # pgbouncer the package started is never mistaken for it; .ci/run starts one).
 PGBOUNCER_TESTS = tests/db/test_transaction_pooler.py tests/metrics/test_metrics_api.py \
 	tests/experiments/test_concurrency.py tests/assignments tests/webhooks/test_webhooks.py \
-	tests/guardrails/test_guardrails_api.py tests/reports/test_segments_api.py
+	tests/guardrails/test_guardrails_api.py tests/reports/test_segments_api.py \
+	tests/db/test_read_snapshot.py tests/reports/test_one_state.py
 test-pgbouncer: install-dev
 	MABAPI_TEST_DATABASES=pgbouncer $(BIN)/pytest -n $(PYTEST_WORKERS) $(PGBOUNCER_TESTS)
 

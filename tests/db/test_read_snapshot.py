@@ -56,3 +56,24 @@ class TestReadSnapshot:
             assert summary.status_code == 200, summary.text
             listing = await asyncio.wait_for(client.get("/experiments/e/segments"), timeout=2.0)
             assert listing.status_code == 200, listing.text
+
+    async def test_the_next_transaction_on_a_pooled_connection_is_a_plain_one(
+        self, app: FastAPI
+    ) -> None:
+        """The snapshot's options end with it: connections back in the pool write, in
+        the default isolation, again."""
+        sessionmaker = runtime_of(app).sessionmaker
+        for _ in range(5):
+            async with read_only_transaction(sessionmaker) as reading:
+                await experiments(reading)
+        for i in range(5):
+            async with background_transaction(sessionmaker) as writing:
+                if writing.get_bind().dialect.name == "postgresql":
+                    level = await writing.scalar(text("SHOW transaction_isolation"))
+                    assert level == "read committed"
+                    assert await writing.scalar(text("SHOW transaction_read_only")) == "off"
+                await writing.execute(
+                    insert(Experiment).values(id=f"w{i}", name="w", project_id="default")
+                )
+        async with read_only_transaction(sessionmaker) as reading:
+            assert await experiments(reading) == 5
