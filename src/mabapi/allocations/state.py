@@ -20,7 +20,7 @@ from mabapi.db.base import utcnow
 from mabapi.experiments import repository
 from mabapi.experiments import segment_repository as segment_registry
 from mabapi.experiments.lifecycle import experiment_settings, require_experiment
-from mabapi.experiments.models import Experiment, MetricKind, Variant
+from mabapi.experiments.models import Experiment, GuardrailBreach, MetricKind, Variant
 from mabapi.experiments.schemas import ExperimentSettings, PriorSettings
 from mabapi.guardrails import service as guardrails
 from mabapi.stats.history import Forgetting, segment_start
@@ -145,6 +145,9 @@ class AllocationState:
     previous: tuple[float, ...] | None  # the last served shares, for max_change
     # Breached variants: metric_id, probability_harm, action, since (guardrails.breach_view).
     guardrails: dict[str, dict[str, Any]]
+    # Every breach found (recorded, or found by the check and not recorded yet), per
+    # guardrail and variant: the summary's guardrail reports show these.
+    breaches: tuple[GuardrailBreach, ...]
     segment: str | None  # the segment answered for (None: all traffic)
     delay_curve: late_conversions.CurveChoice
     # How each segment's days are counted for this state (forgetting weights, late
@@ -265,9 +268,10 @@ async def read_state(
             ]
             answered_segment = segment
     active = [variant.active for variant in variants]
-    breaches = await guardrails.status(
-        session, experiment, day=guardrails.check_day(today, for_date)
+    every_breach = tuple(
+        await guardrails.breaches(session, experiment, day=guardrails.check_day(today, for_date))
     )
+    breaches = guardrails.applying(every_breach)
     stopped = {v for v, breach in breaches.items() if breach.action == "stop"}
     floored = {v for v, breach in breaches.items() if breach.action == "floor"}
     active = [
@@ -296,6 +300,7 @@ async def read_state(
         days_of_data=days_of_data,
         previous=previous,
         guardrails={v: guardrails.breach_view(b) for v, b in breaches.items()},
+        breaches=every_breach,
         segment=answered_segment,
         delay_curve=curve_choice,
         segment_days=adjust,

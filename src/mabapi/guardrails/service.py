@@ -283,19 +283,20 @@ async def status(
     """The breach that applies to each breached variant: the open (recorded) ones, and
     those the check on the data before `day` finds that the watcher has not recorded yet.
     Reads only: recording (and announcing) a breach is `enforce`'s, run by the watcher."""
-    if not experiment.guardrails:
-        return {}
-    return applying(await _breaches(session, experiment, day))
+    return applying(await breaches(session, experiment, day=day))
 
 
-async def _breaches(
-    session: AsyncSession, experiment: Experiment, day: date
+async def breaches(
+    session: AsyncSession, experiment: Experiment, *, day: date
 ) -> list[GuardrailBreach]:
-    """Open breaches, then those the check on the data before `day` finds (unsaved)."""
-    breaches = list(await store.open_breaches(session, experiment.id))
-    already = {(b.metric_id, b.variant_id) for b in breaches}
+    """Open breaches, then those the check on the data before `day` finds (unsaved).
+    Reads only; `applying` picks the one that acts on each variant."""
+    if not experiment.guardrails:
+        return []
+    recorded = list(await store.open_breaches(session, experiment.id))
+    already = {(b.metric_id, b.variant_id) for b in recorded}
     states = await _states(session, experiment, day)
-    return [*breaches, *_found(states, already, experiment.id, day)]
+    return [*recorded, *_found(states, already, experiment.id, day)]
 
 
 async def enforce(
@@ -410,15 +411,21 @@ class GuardrailReport:
 
 
 async def report(
-    session: AsyncSession, experiment: Experiment, *, day: date, breach_day: date
+    session: AsyncSession,
+    experiment: Experiment,
+    *,
+    day: date,
+    breach_day: date,
+    found: Sequence[GuardrailBreach] | None = None,
 ) -> list[GuardrailReport]:
     """What the summary shows per guardrail and variant: the rate (or mean), the relative
     difference to the control with its 95% interval and P(harm) on the data before `day`,
     and the breach that applies, as the allocation for `breach_day` sees it (`status`)."""
     if not experiment.guardrails:
         return []
-    breaches = await _breaches(session, experiment, breach_day)
-    open_by_key = {(b.metric_id, b.variant_id): b for b in breaches}
+    if found is None:
+        found = await breaches(session, experiment, day=breach_day)
+    open_by_key = {(b.metric_id, b.variant_id): b for b in found}
     reports = []
     for state in await _states(session, experiment, day):
         guardrail = state.guardrail

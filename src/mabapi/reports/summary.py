@@ -126,7 +126,11 @@ async def summarize(
     # Every day so far, today's included, as the rest of the summary; the breach that
     # applies to each variant is the state's (what the allocation obeys).
     guardrail_reports = await guardrails.report(
-        session, experiment, day=state.for_date, breach_day=guardrails.check_day(today)
+        session,
+        experiment,
+        day=state.for_date,
+        breach_day=guardrails.check_day(today),
+        found=state.breaches,
     )
     # Decisions are among the variants traffic can reach: the state's active ones (not
     # paused, not stopped by a guardrail), as in the allocation.
