@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+import re
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import event
 
 from mabapi.allocations import repository as snapshots
 from mabapi.runtime import runtime_of
@@ -93,6 +95,51 @@ class TestDates:
         assert unit["probability"] == pytest.approx(
             body["live"][unit["variant_id"]] / 100, abs=1e-3
         )
+
+    async def test_plan_and_live_share_one_read_of_the_experiment(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        """A cold GET /allocations reads the experiment (and its variants) once for both
+        of its answers, and a GET for tomorrow, whose plan is `live`, decides once."""
+        from mabapi.allocations import service as allocation_service
+
+        today = datetime.now(UTC).date()
+        await post_metric(client, variant_id="control", date=today.isoformat(), successes=50)
+        await post_metric(client, variant_id="b", date=today.isoformat(), successes=150)
+        statements: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            statements.append(statement)
+
+        engine = runtime_of(app).engine.sync_engine
+        event.listen(engine, "before_cursor_execute", seen)
+        decided: list[date] = []
+        real_decide = allocation_service.decide
+
+        def counting(state: Any) -> Any:
+            decided.append(state.for_date)
+            return real_decide(state)
+
+        try:
+            for day in (today, today + timedelta(days=1)):
+                runtime_of(app).allocation_cache.invalidate("homepage_test")
+                runtime_of(app).answers.note_write()
+                statements.clear()
+                decided.clear()
+                with pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(allocation_service, "decide", counting)
+                    body = (
+                        await client.get(
+                            "/allocations/homepage_test", params={"for_date": str(day)}
+                        )
+                    ).json()
+                reads = [s for s in statements if re.search(r"FROM experiments\b", s)]
+                assert len(reads) == 1, reads
+                assert decided == ([today, today + timedelta(days=1)] if day == today else [day])
+                if day != today:
+                    assert body["allocations"] == body["live"]
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
 
     async def test_before_any_data_every_variant_is_even(self, client: httpx.AsyncClient) -> None:
         await post_metric(client, variant_id="control")

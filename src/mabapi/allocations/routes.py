@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -14,6 +14,7 @@ from mabapi.allocations import late_conversions
 from mabapi.allocations import service as allocation_service
 from mabapi.allocations.cache import AnswerCache
 from mabapi.allocations.schemas import AllocationOut, DelayCurveOut
+from mabapi.allocations.state import read_states
 from mabapi.db.transactions import background_transaction
 from mabapi.deps import (
     CONFLICT,
@@ -94,18 +95,26 @@ async def allocation_answer(
     async def compute() -> allocation_service.Allocation:
         # Its own transaction: the cache may run this after the request has ended. The
         # split live assignment draws from (`live`, data before tomorrow) is read in the
-        # same transaction when no process entry has it: one read for both answers.
+        # same read when no process entry has it: the experiment, its curve and its
+        # guardrail check once for both answers (one state when the day is tomorrow).
+        tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+        live = segment is None and not state.allocation_cache.holds(experiment_id)
+        days = (day,) if not live or day == tomorrow else (day, tomorrow)
         async with background_transaction(state.sessionmaker) as session:
-            computed = await allocation_service.compute_allocation(
+            read = await read_states(
                 session,
                 experiment_id=experiment_id,
-                for_date=day,
-                record=record,
+                days=days,
                 segment=segment,
                 fits=state.segment_fits,
             )
-            if segment is None:
-                await state.allocation_cache.get_within(session, experiment_id)
+            computed = allocation_service.decide(read[0])
+            if record and read[0].segment is None:
+                await allocation_service.record_snapshot(session, read[0], computed)
+            if live:  # tomorrow's state, and its answer if that is the plan's
+                await state.allocation_cache.get_within(
+                    session, experiment_id, read[-1], computed if len(read) == 1 else None
+                )
         observe_allocation(
             experiment_id,
             computed.variant_ids,

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mabapi.allocations import late_conversions, segments
+from mabapi.allocations import late_conversions
 from mabapi.allocations import repository as snapshots
-from mabapi.allocations.state import AllocationState, read_state
+from mabapi.allocations.state import AllocationState
 from mabapi.errors import ConflictError
 from mabapi.experiments import repository
 from mabapi.stats import allocation as allocation_stats
@@ -159,27 +159,6 @@ def decide(state: AllocationState) -> Allocation:
         segment=state.segment,
         delay_curve=state.delay_curve,
     )
-
-
-async def compute_allocation(
-    session: AsyncSession,
-    *,
-    experiment_id: str,
-    for_date: date,
-    record: bool = True,
-    segment: str | None = None,
-    fits: segments.SegmentFits | None = None,
-) -> Allocation:
-    """Traffic shares for `for_date` from data dated strictly before it: `read_state`,
-    then `decide`. Each distinct all-traffic answer is stored once as an allocation
-    snapshot when `record` (the served history)."""
-    state = await read_state(
-        session, experiment_id=experiment_id, for_date=for_date, segment=segment, fits=fits
-    )
-    result = decide(state)
-    if record and state.segment is None:
-        await record_snapshot(session, state, result)
-    return result
 
 
 async def record_snapshot(

@@ -168,7 +168,77 @@ async def read_state(
     with the experiment's settings, guardrail status and served history: reads only.
     `report`: also what a report shows: every day with data counted (the summary's stop
     rule needs them; the allocation only its burn-in's) and the sums as posted."""
+    (state,) = await read_states(
+        session,
+        experiment_id=experiment_id,
+        days=(for_date,),
+        segment=segment,
+        fits=fits,
+        report=report,
+    )
+    return state
+
+
+async def read_states(
+    session: AsyncSession,
+    *,
+    experiment_id: str,
+    days: Sequence[date],
+    segment: str | None = None,
+    fits: segments.SegmentFits | None = None,
+    report: bool = False,
+) -> tuple[AllocationState, ...]:
+    """`read_state` for each of `days`, sharing what does not depend on the day: the
+    experiment, its delay curve, the segment lookup and each guardrail check day's
+    breaches are read once (GET /allocations' plan and `live` are two days)."""
     experiment = await require_experiment(session, experiment_id)
+    settings = experiment_settings(experiment)
+    today = utcnow().date()
+    curve_choice = await late_conversions.choose_curve(
+        session, experiment_id, settings.policy, today
+    )
+    known = (
+        segment is not None
+        and settings.segments.pooling != "full"
+        # A segment never registered is answered over all traffic without a fit.
+        and await segment_registry.known(session, experiment_id, segment)
+    )
+    found: dict[date, tuple[GuardrailBreach, ...]] = {}
+    states = []
+    for for_date in days:
+        check = guardrails.check_day(today, for_date)
+        if check not in found:
+            found[check] = tuple(await guardrails.breaches(session, experiment, day=check))
+        states.append(
+            await _read_day(
+                session,
+                experiment,
+                for_date,
+                today=today,
+                curve_choice=curve_choice,
+                segment=segment if known else None,
+                fits=fits,
+                report=report,
+                every_breach=found[check],
+            )
+        )
+    return tuple(states)
+
+
+async def _read_day(
+    session: AsyncSession,
+    experiment: Experiment,
+    for_date: date,
+    *,
+    today: date,
+    curve_choice: late_conversions.CurveChoice,
+    segment: str | None,
+    fits: segments.SegmentFits | None,
+    report: bool,
+    every_breach: tuple[GuardrailBreach, ...],
+) -> AllocationState:
+    """One day's state; `segment` is one the registry knows (None: all traffic)."""
+    experiment_id = experiment.id
     variants = list(experiment.variants)
     settings = experiment_settings(experiment)
     kind = MetricKind(experiment.metric_kind)
@@ -200,8 +270,6 @@ async def read_state(
         if report
         else {}
     )
-    today = utcnow().date()
-    curve_choice = await late_conversions.choose_curve(session, experiment_id, policy, today)
     curve = curve_choice.curve
     if curve is not None and kind is MetricKind.CONVERSION:
         totals = await late_conversions.matured(
@@ -238,12 +306,7 @@ async def read_state(
         )
     )
     answered_segment = None
-    if (
-        segment is not None
-        and settings.segments.pooling != "full"
-        # A segment never registered is answered over all traffic without a fit.
-        and await segment_registry.known(session, experiment_id, segment)
-    ):
+    if segment is not None:
         found, by_variant = await segments.fitted(
             session,
             experiment_id,
@@ -268,9 +331,6 @@ async def read_state(
             ]
             answered_segment = segment
     active = [variant.active for variant in variants]
-    every_breach = tuple(
-        await guardrails.breaches(session, experiment, day=guardrails.check_day(today, for_date))
-    )
     breaches = guardrails.applying(every_breach)
     stopped = {v for v, breach in breaches.items() if breach.action == "stop"}
     floored = {v for v, breach in breaches.items() if breach.action == "floor"}

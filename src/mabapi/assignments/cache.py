@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mabapi.allocations import service as allocation_service
 from mabapi.allocations.cache import AnswerCache, KeyedLocks
 from mabapi.allocations.segments import SegmentFits
-from mabapi.allocations.state import read_state
+from mabapi.allocations.state import AllocationState, read_state
 from mabapi.db.transactions import background_transaction
 from mabapi.experiments import segment_repository as segment_registry
 from mabapi.experiments.models import MetricKind
@@ -89,6 +89,29 @@ class UnitMemo:
             self._entries.popitem(last=False)
 
 
+def entry_of(
+    state: AllocationState, decided: allocation_service.Allocation | None = None
+) -> CachedAllocation:
+    """The entry assignment draws from, decided from `state` (tomorrow's), unless the
+    caller has decided it already (`decided`)."""
+    result = decided if decided is not None else allocation_service.decide(state)
+    experiment = state.experiment
+    values = {variant.id: variant.value for variant in experiment.variants}
+    return CachedAllocation(
+        result.variant_ids,
+        result.shares,
+        winner_variant_id=experiment.winner_variant_id,
+        live_generation=experiment.live_generation,
+        counts_conversions=experiment.metric_kind != MetricKind.VALUE,
+        status=str(
+            experiment.status.value if hasattr(experiment.status, "value") else experiment.status
+        ),
+        archived=experiment.archived,
+        algorithm=result.algorithm,
+        values=tuple(values.get(v) for v in result.variant_ids),
+    )
+
+
 class AllocationCache:
     """The allocation real-time assignment draws from, per experiment: the one cache
     (`mabapi.allocations.cache.AnswerCache`) keyed by experiment id, with a computation
@@ -135,32 +158,14 @@ class AllocationCache:
         """The entry, read with `session`. Real time: everything observed so far counts
         (the day being planned is today, so "strictly before tomorrow"). Not recorded as
         a snapshot on every refresh."""
-        tomorrow = datetime.now(UTC).date() + timedelta(days=1)
         state = await read_state(
             session,
             experiment_id=experiment_id,
-            for_date=tomorrow,
+            for_date=datetime.now(UTC).date() + timedelta(days=1),
             segment=segment,
             fits=self._fits,
         )
-        result = allocation_service.decide(state)
-        experiment = state.experiment
-        values = {variant.id: variant.value for variant in experiment.variants}
-        return CachedAllocation(
-            result.variant_ids,
-            result.shares,
-            winner_variant_id=experiment.winner_variant_id,
-            live_generation=experiment.live_generation,
-            counts_conversions=experiment.metric_kind != MetricKind.VALUE,
-            status=str(
-                experiment.status.value
-                if hasattr(experiment.status, "value")
-                else experiment.status
-            ),
-            archived=experiment.archived,
-            algorithm=result.algorithm,
-            values=tuple(values.get(v) for v in result.variant_ids),
-        )
+        return entry_of(state)
 
     async def get(self, experiment_id: str, segment: str | None = None) -> CachedAllocation:
         """The allocation assignment draws from (for units of `segment`, if given)."""
@@ -172,14 +177,31 @@ class AllocationCache:
             (experiment_id, segment), lambda: self._compute(experiment_id, segment)
         )
 
-    async def get_within(self, session: AsyncSession, experiment_id: str) -> CachedAllocation:
-        """The all-traffic entry; when there is none, read with the caller's `session`, so
-        a caller answering with it too (GET /allocations' `live`) reads once, in one
-        transaction. An entry there (fresh, or stale and being refreshed) is used as is."""
-        key = (experiment_id, None)
-        if self._cache.peek(key) is not None:
+    def holds(self, experiment_id: str) -> bool:
+        """Whether this process has the experiment's all-traffic entry (fresh, or stale
+        and being refreshed)."""
+        return self._cache.peek((experiment_id, None)) is not None
+
+    async def get_within(
+        self,
+        session: AsyncSession,
+        experiment_id: str,
+        state: AllocationState | None = None,
+        decided: allocation_service.Allocation | None = None,
+    ) -> CachedAllocation:
+        """The all-traffic entry; when there is none, from `state` (tomorrow's, read by
+        the caller) or read with the caller's `session`, so a caller answering with it
+        too (GET /allocations' `live`) reads once, in one transaction. An entry there
+        (fresh, or stale and being refreshed) is used as is."""
+        if self.holds(experiment_id):
             return await self.get(experiment_id)
-        return await self._cache.get(key, lambda: self.read(session, experiment_id, None))
+
+        async def compute() -> CachedAllocation:
+            if state is not None:
+                return entry_of(state, decided)
+            return await self.read(session, experiment_id, None)
+
+        return await self._cache.get((experiment_id, None), compute)
 
     def invalidate(self, experiment_id: str) -> None:
         self._cache.invalidate((experiment_id, None))
