@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
+from fastapi.telemetry import TelemetryConfig
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mabapi import __version__, observability
@@ -84,6 +85,14 @@ Every error answers with one JSON shape:
 """
 
 
+_NO_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the ASGI app for `settings`. Nothing here reads the environment."""
 
@@ -103,6 +112,9 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         dependencies=[Depends(authorize)],
         responses=COMMON_RESPONSES,
+        # Off unless asked for: otherwise FastAPI asks OpenTelemetry on every request
+        # whether an SDK is configured (environment lookups; MABAPI_OPENTELEMETRY).
+        telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
     )
     app.state.settings = settings
     # The dashboard's summaries (dashboard/summaries.py): dropped by any write committed

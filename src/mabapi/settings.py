@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         description="Serve assign, conversions, GET /allocations and POST /metrics/ without "
         "FastAPI's dependency solver (same answers, faster); false: FastAPI serves them.",
     )
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's own OpenTelemetry spans, metrics and logs, for an "
+        "OpenTelemetry SDK the process configures (e.g. `opentelemetry-instrument`). Off: "
+        "FastAPI does not look for one on every request.",
+    )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest request body accepted (413 beyond)."
     )
