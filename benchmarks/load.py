@@ -29,6 +29,7 @@ import json
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -310,6 +311,14 @@ def measure(args: argparse.Namespace, database: str, workers: int, maxima: Table
             peak = maxima[endpoint.label, workers] = wrk(
                 base, script, args.seconds, args.connections
             )
+            for _ in range(args.rounds if args.rounds > 1 else 0):
+                # Interleaved pairs: the machine's speed drifts over a run, and a bare
+                # maximum measured minutes earlier carries that drift into the ratio.
+                ceiling = wrk(bare_url, lua("GET", "/"), args.seconds, args.connections)
+                own = wrk(base, script, args.seconds, args.connections)
+                args.paired.setdefault((endpoint.label, workers), []).append(
+                    own["rps"] / ceiling["rps"]
+                )
             for level in args.levels:
                 rate = peak["rps"] * level / 100
                 tag = 10**9 * (1 + workers) + 10**7 * number + 10**5 * level
@@ -388,7 +397,15 @@ def main() -> None:
         "with the largest worker count), e.g. fd936c3, the last commit before the "
         "structural step: before/after ratios to the same bare endpoint.",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="Also measure each endpoint's ratio to bare in this many interleaved pairs "
+        "of runs (bare, then the endpoint) and print each pair's ratio and their median.",
+    )
     args = parser.parse_args()
+    args.paired = {}
     postgres = args.database == "postgresql"
     args.connections = args.connections or (64 if postgres else 16)
     args.levels = [int(level) for level in args.levels.split(",")]
@@ -432,6 +449,14 @@ def report(
         f"{args.database}, {args.connections} connections, {args.seconds} s per run, "
         f"workers {worker_counts}\n"
     )
+    if args.paired:
+        print("Ratio to bare in interleaved pairs of runs (wrk, closed loop):\n")
+        print("| endpoint | workers | each pair | median |")
+        print("|---|---|---|---|")
+        for (label, workers), ratios in args.paired.items():
+            each = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            print(f"| {label} | {workers} | {each} | {statistics.median(ratios):.2f} |")
+        print()
     print("Maximum (wrk, closed loop):\n")
     print("| endpoint | workers | requests/s | ratio to bare | p50 ms | p95 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|---|")
