@@ -6,7 +6,8 @@ A cached GET /allocations served in process (the ASGI app called directly: no HT
 server, no network, so the app's own work is all that is timed), on a throwaway SQLite
 database, with MABAPI_OPENTELEMETRY on (FastAPI asks OpenTelemetry on every request
 whether an SDK is configured) and off (the default). Prints the best of `rounds` runs of
-`requests` calls, in microseconds per request, each setting measured twice, alternately.
+`requests` calls, in microseconds per request, each setting measured twice, alternately,
+and the bare endpoint load.py compares with, called the same way.
 """
 
 from __future__ import annotations
@@ -66,6 +67,29 @@ async def per_request(opentelemetry: bool, requests: int, rounds: int) -> float:
         return best
 
 
+async def bare_per_request(requests: int, rounds: int) -> float:
+    """The same for the bare endpoint of benchmarks/load.py (`benchmarks/bare_app.py`)."""
+    from benchmarks.bare_app import app
+
+    scope = {**SCOPE, "path": "/", "raw_path": b"/"}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        pass
+
+    for _ in range(requests // 5):
+        await app(dict(scope), receive, send)
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(requests):
+            await app(dict(scope), receive, send)
+        best = min(best, (time.perf_counter() - start) / requests * 1e6)
+    return best
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000)
@@ -80,6 +104,8 @@ async def main() -> None:
     for setting in (False, True):
         value = min(results[setting])
         print(f"| {str(setting).lower()} | {value:.1f} | {value / off:.2f}x |")
+    bare = await bare_per_request(args.requests, args.rounds)
+    print(f"| (the bare endpoint of benchmarks/load.py, GET /) | {bare:.1f} | {bare / off:.2f}x |")
 
 
 if __name__ == "__main__":
