@@ -35,6 +35,29 @@ SCOPE: dict[str, Any] = {
 }  # fmt: skip
 
 
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _send(message: MutableMapping[str, Any]) -> None:
+    if message["type"] == "http.response.start":
+        assert message["status"] == 200, message
+
+
+async def best_time(app: Any, scope: dict[str, Any], requests: int, rounds: int) -> float:
+    """Microseconds per call of `app` with `scope`, after a warm-up: the best of `rounds`
+    runs of `requests` calls."""
+    for _ in range(requests // 5):
+        await app(dict(scope), _receive, _send)
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(requests):
+            await app(dict(scope), _receive, _send)
+        best = min(best, (time.perf_counter() - start) / requests * 1e6)
+    return best
+
+
 async def per_request(opentelemetry: bool, requests: int, rounds: int) -> float:
     """Microseconds per cached GET /allocations, the best of `rounds`."""
     url = f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db"
@@ -43,51 +66,20 @@ async def per_request(opentelemetry: bool, requests: int, rounds: int) -> float:
         database_url=SecretStr(url), opentelemetry=opentelemetry, log_level="warning"
     )
     app = create_app(settings)
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            assert message["status"] == 200, message
-
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             body = {"id": "e", "variants": [{"id": "a"}, {"id": "b"}]}
             assert (await client.post("/experiments", json=body)).status_code == 201
-        for _ in range(requests // 5):  # warm: the answer is cached from here on
-            await app(dict(SCOPE), receive, send)
-        best = float("inf")
-        for _ in range(rounds):
-            start = time.perf_counter()
-            for _ in range(requests):
-                await app(dict(SCOPE), receive, send)
-            best = min(best, (time.perf_counter() - start) / requests * 1e6)
-        return best
+        # The warm-up's first call caches the answer; every timed call reuses it.
+        return await best_time(app, SCOPE, requests, rounds)
 
 
 async def bare_per_request(requests: int, rounds: int) -> float:
     """The same for the bare endpoint of benchmarks/load.py (`benchmarks/bare_app.py`)."""
     from benchmarks.bare_app import app
 
-    scope = {**SCOPE, "path": "/", "raw_path": b"/"}
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        pass
-
-    for _ in range(requests // 5):
-        await app(dict(scope), receive, send)
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(requests):
-            await app(dict(scope), receive, send)
-        best = min(best, (time.perf_counter() - start) / requests * 1e6)
-    return best
+    return await best_time(app, {**SCOPE, "path": "/", "raw_path": b"/"}, requests, rounds)
 
 
 async def main() -> None:

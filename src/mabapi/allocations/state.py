@@ -214,6 +214,7 @@ async def read_states(
                 session,
                 experiment,
                 for_date,
+                settings=settings,
                 today=today,
                 curve_choice=curve_choice,
                 segment=segment if known else None,
@@ -230,6 +231,7 @@ async def _read_day(
     experiment: Experiment,
     for_date: date,
     *,
+    settings: ExperimentSettings,
     today: date,
     curve_choice: late_conversions.CurveChoice,
     segment: str | None,
@@ -240,7 +242,6 @@ async def _read_day(
     """One day's state; `segment` is one the registry knows (None: all traffic)."""
     experiment_id = experiment.id
     variants = list(experiment.variants)
-    settings = experiment_settings(experiment)
     kind = MetricKind(experiment.metric_kind)
     policy = settings.policy
     forgetting = Forgetting(
